@@ -1,0 +1,168 @@
+"""Model package: shapes, gradients, budget, BN fusion, cascaded and windowed attention."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from models import MODEL_NAMES, PARAM_LIMIT, build_model, fuse_model
+from models.efficientvit import CascadedGroupAttention, LocalWindowAttention, relative_index
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Give every BN non-trivial statistics and affine weights, as after training."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("size", [(400, 640), (200, 200), (97, 131)])
+def test_output_shape_matches_input(name, size):
+    model = build_model(name).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, *size))
+    assert out.shape == (2, 2, *size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_gradients_reach_every_parameter(name):
+    model = randomize_batchnorm(build_model(name)).train()
+    logits = model(torch.randn(2, 1, 64, 96))
+    target = torch.randint(0, 2, (2, 64, 96))
+    nn.functional.cross_entropy(logits, target).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_default_model_uses_the_budget():
+    count = build_model("tiny_efficientvit").get_num_trainable_params()
+    assert 45_000 <= count < PARAM_LIMIT
+
+
+@pytest.mark.parametrize("name", ["tiny_efficientvit", "tiny_efficientvit_xs"])
+def test_budget_is_enforced(name):
+    with pytest.raises(ValueError, match=r"trainable parameters; the limit is 60,000"):
+        build_model(name, embed_dim=(32, 64, 96), decoder_dim=48)
+
+
+def test_unknown_model_and_config_field_are_rejected():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        build_model("resnet")
+    with pytest.raises(ValueError, match="embed_dims"):
+        build_model("tiny_efficientvit", embed_dims=(8, 8, 8))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_config_rebuilds_the_same_model(name):
+    model = build_model(name)
+    rebuilt = build_model(name, **json.loads(json.dumps(model.config.to_dict())))
+    assert rebuilt.config == model.config
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in rebuilt.state_dict().items()}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_fused_model_matches_and_has_no_batchnorm(name):
+    model = randomize_batchnorm(build_model(name)).eval()
+    fused = fuse_model(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 1, 97, 131)
+    with torch.no_grad():
+        assert (model(x) - fused(x)).abs().max() < 1e-4
+
+
+def test_cascade_feeds_each_head_the_previous_heads_output():
+    attn = randomize_batchnorm(CascadedGroupAttention(8, 4, 2, 7, (3, 3))).eval()
+    x = torch.randn(1, 8, 5, 6)
+    changed_first = x.clone()
+    changed_first[:, :4] += torch.randn(1, 4, 5, 6)
+    changed_second = x.clone()
+    changed_second[:, 4:] += torch.randn(1, 4, 5, 6)
+    with torch.no_grad():
+        base, first, second = (attn.head_outputs(t) for t in (x, changed_first, changed_second))
+    # Head 2 only sees chunk 1 through the cascade; plain multi-head attention would ignore it.
+    assert not torch.allclose(base[1], first[1])
+    # Head 1 never sees chunk 2.
+    assert torch.equal(base[0], second[0])
+
+
+def reference_global_attention(attn: CascadedGroupAttention, x: torch.Tensor) -> torch.Tensor:
+    """Single-head attention over the whole map, written out independently of the module."""
+    _, _, h, w = x.shape
+    q, k, v = attn.qkvs[0](x).split([attn.key_dim, attn.key_dim, attn.value_dim], dim=1)
+    q = attn.q_convs[0](q).flatten(2)
+    k, v = k.flatten(2), v.flatten(2)
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    dy = (ys.flatten()[:, None] - ys.flatten()[None]).abs()
+    dx = (xs.flatten()[:, None] - xs.flatten()[None]).abs()
+    bias = attn.attention_biases[0][dy * attn.window + dx]
+    weights = torch.softmax(torch.einsum("bcn,bcm->bnm", q, k) * attn.key_dim**-0.5 + bias, dim=-1)
+    out = torch.einsum("bcm,bnm->bcn", v, weights).view(x.shape[0], -1, h, w)
+    return attn.proj(out)
+
+
+def test_window_covering_the_map_is_global_attention():
+    lwa = randomize_batchnorm(LocalWindowAttention(8, 4, 1, 7, (3,))).eval()
+    nn.init.normal_(lwa.attn.attention_biases)
+    x = torch.randn(2, 8, 6, 7)
+    with torch.no_grad():
+        assert torch.allclose(lwa(x), reference_global_attention(lwa.attn, x), atol=1e-5)
+
+
+def test_windows_are_independent_and_unaffected_by_padding():
+    lwa = randomize_batchnorm(LocalWindowAttention(8, 4, 2, 7, (3, 3))).eval()
+    nn.init.normal_(lwa.attn.attention_biases)
+    x = torch.randn(1, 8, 10, 16)  # padded to 14x21: the top row of windows holds no padding
+    with torch.no_grad():
+        full = lwa(x)
+        top_left = lwa.attn(x[:, :, :7, :7])
+        top_row = lwa(x[:, :, :7, :14])  # 7x14: two whole windows, no padding at all
+    assert torch.isfinite(full).all()
+    assert torch.allclose(full[:, :, :7, :7], top_left, atol=1e-6)
+    assert torch.allclose(full[:, :, :7, :14], top_row, atol=1e-6)
+
+
+def test_relative_index_is_symmetric_and_zero_on_the_diagonal():
+    index = relative_index(3, 4, 7)
+    assert index.shape == (12, 12)
+    assert torch.equal(index, index.T)
+    assert (index.diagonal() == 0).all()
+    assert index.max() == 2 * 7 + 3
+
+
+def test_eval_bias_cache_follows_weight_updates():
+    lwa = LocalWindowAttention(8, 4, 2, 7, (3, 3)).eval()
+    x = torch.randn(1, 8, 7, 7)
+    with torch.no_grad():
+        before = lwa.attn.head_outputs(x)[0]
+        lwa.attn.attention_biases.add_(torch.randn_like(lwa.attn.attention_biases))
+        after = lwa.attn.head_outputs(x)[0]
+    assert not torch.allclose(before, after)
+
+
+def test_cli_json_lists_every_model():
+    out = subprocess.run(
+        [sys.executable, "-m", "models", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert set(rows) == set(MODEL_NAMES)
+    for row in rows.values():
+        assert row["output_shape"] == [1, 2, 400, 640]
+        assert row["params"] > 0 and row["macs"] > 0
+    assert 45_000 <= rows["tiny_efficientvit"]["params"] < PARAM_LIMIT
