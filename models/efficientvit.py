@@ -12,9 +12,9 @@ timm/models/efficientvit_msra.py. Written from the paper; differences for dense 
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,11 +52,16 @@ def depthwise_residual(dim: int) -> Residual:
 
 
 @functools.lru_cache(maxsize=64)
-def relative_index(h: int, w: int, window: int) -> torch.Tensor:
-    """(h*w, h*w) index into a bias table of window*window offsets (|dy| * window + |dx|)."""
-    points = list(itertools.product(range(h), range(w)))
-    index = [[abs(p[0] - q[0]) * window + abs(p[1] - q[1]) for q in points] for p in points]
-    return torch.tensor(index, dtype=torch.long)
+def relative_index(h: int, w: int, window: int) -> np.ndarray:
+    """(h*w, h*w) index into a bias table of window*window offsets (|dy| * window + |dx|).
+
+    Cached as a plain array, never a tensor: a tensor made while tracing (ONNX export) or in
+    inference mode would poison every later forward in the process.
+    """
+    ys, xs = np.divmod(np.arange(h * w), w)
+    index = np.abs(ys[:, None] - ys[None]) * window + np.abs(xs[:, None] - xs[None])
+    index.flags.writeable = False
+    return index
 
 
 class CascadedGroupAttention(nn.Module):
@@ -94,7 +99,7 @@ class CascadedGroupAttention(nn.Module):
         key = (h, w, self.attention_biases._version, self.attention_biases.device)
         if caching and key in self._bias_cache:
             return self._bias_cache[key]
-        index = relative_index(h, w, self.window).to(self.attention_biases.device)
+        index = torch.tensor(relative_index(h, w, self.window), device=self.attention_biases.device)
         bias = self.attention_biases[:, index]
         if caching:
             self._bias_cache.clear()
