@@ -1,0 +1,29 @@
+"""Eye data for pupil segmentation: folders, built-in synthetic eyes, preprocessing, augmentation.
+
+image file -> read_image / read_label -> EyeDataset (resize, augment, preprocess, loss targets).
+`preprocess` is the one preprocessing function of the project; its PreprocessConfig travels with
+every checkpoint and ONNX file. `python -m data check DIR` validates a dataset before training.
+"""
+
+from data.augment import AugmentConfig
+from data.check import CheckReport, check_dataset
+from data.dataset import DataConfig, EyeDataset, build_datasets
+from data.folders import CLASS_NAMES, DataError, Sample, find_pairs, read_image, read_label
+from data.preprocess import PreprocessConfig, preprocess
+
+__all__ = [
+    "CLASS_NAMES",
+    "AugmentConfig",
+    "CheckReport",
+    "DataConfig",
+    "DataError",
+    "EyeDataset",
+    "PreprocessConfig",
+    "Sample",
+    "build_datasets",
+    "check_dataset",
+    "find_pairs",
+    "preprocess",
+    "read_image",
+    "read_label",
+]

@@ -1,0 +1,155 @@
+"""Training augmentation of an eye image and its pupil label, each operation with a probability.
+
+From the reference training: horizontal flip, bright lines (eyelash / reflection clutter), Gaussian
+blur. Beyond it, because real cameras vary: a small affine warp, brightness / contrast / gamma
+jitter and sensor noise. Geometric operations move image and label together; the loss targets are
+made afterwards from the augmented label (see data.targets). Pixel sizes are given for a 640-px-wide
+frame and scale with the image width. All randomness comes from the `rng` passed in, so a sample's
+augmentation depends only on how that generator was seeded.
+"""
+
+import functools
+import math
+from dataclasses import dataclass, fields
+
+import cv2
+import numpy as np
+
+from data.config import DictConfig
+
+_REFERENCE_WIDTH = 640
+_LINE_CENTRE = (0.3, 0.7)  # line centres fall in the middle 30-70% of the frame, each axis
+_LINE_VALUE = 255
+_BLUR_KERNEL = 7
+
+
+@dataclass(frozen=True)
+class AugmentConfig(DictConfig):
+    enabled: bool = True  # False turns every operation off
+    flip_p: float = 0.5
+    line_p: float = 0.2
+    line_count: tuple[int, int] = (1, 9)
+    line_width: float = 4.0
+    line_near: float = 50.0  # one end of a line at most this far from the centre
+    line_far: tuple[float, float] = (50.0, 200.0)  # the other end this far from it
+    blur_p: float = 0.2
+    blur_sigma: tuple[float, float] = (2.0, 6.0)  # 7x7 kernel
+    affine_p: float = 0.5
+    translate: float = 0.08  # fraction of width / height
+    scale: tuple[float, float] = (0.9, 1.1)
+    rotate: float = 10.0  # degrees
+    photometric_p: float = 0.5
+    brightness: float = 0.1  # fraction of full scale, added or subtracted
+    contrast: float = 0.2  # relative, around the image mean
+    gamma: tuple[float, float] = (0.8, 1.25)
+    noise_p: float = 0.3
+    noise_sigma: float = 6.0  # grey levels, the most a frame gets
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name.endswith("_p") and not 0 <= value <= 1:
+                raise ValueError(f"AugmentConfig.{f.name} must be in [0, 1], got {value}")
+            if isinstance(value, tuple) and not (len(value) == 2 and 0 <= value[0] <= value[1]):
+                raise ValueError(f"AugmentConfig.{f.name} must be a range (low, high), got {value}")
+        for name in ("line_width", "line_near", "translate", "rotate", "brightness", "contrast"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("line_count", "scale", "gamma"):
+            if getattr(self, name)[0] <= 0:
+                raise ValueError(f"AugmentConfig.{name} must be positive, got {getattr(self, name)}")
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_bank(h: int, w: int) -> np.ndarray:
+    # one fixed field per size; frames take shifted, flipped crops (drawing fresh normals is ~3 ms)
+    return np.random.default_rng(0x5EED).standard_normal((h + 64, w + 64), dtype=np.float32)
+
+
+def gaussian_noise(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(H, W) float32 standard normal noise: a random crop of a cached field, ~17k variants."""
+    h, w = shape
+    bank = _noise_bank(h, w)
+    dy, dx = rng.integers(0, 65, 2)
+    sy, sx = rng.choice((-1, 1), 2)
+    return bank[dy : dy + h, dx : dx + w][::sy, ::sx]
+
+
+def _affine(
+    image: np.ndarray, label: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape
+    angle = rng.uniform(-config.rotate, config.rotate)
+    scale = rng.uniform(*config.scale)
+    shift = rng.uniform(-config.translate, config.translate, 2) * (w, h)
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
+    matrix[:, 2] += shift
+    warp = functools.partial(cv2.warpAffine, M=matrix, dsize=(w, h), borderMode=cv2.BORDER_REFLECT)
+    return warp(image, flags=cv2.INTER_LINEAR), warp(label, flags=cv2.INTER_NEAREST)
+
+
+def _photometric(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    gamma = math.exp(rng.uniform(*np.log(config.gamma)))
+    contrast = 1 + rng.uniform(-config.contrast, config.contrast)
+    brightness = 255 * rng.uniform(-config.brightness, config.brightness)
+    levels = 255 * (np.arange(256) / 255) ** gamma
+    pivot = levels[int(cv2.mean(image)[0])]  # contrast stretches around the image's mean
+    lut = (levels - pivot) * contrast + pivot + brightness
+    return cv2.LUT(image, np.clip(np.round(lut), 0, 255).astype(np.uint8))
+
+
+def _lines(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    h, w = image.shape
+    unit = w / _REFERENCE_WIDTH
+    image = image.copy()
+    centre = rng.uniform(*_LINE_CENTRE, 2) * (w, h)
+    thickness = max(1, round(config.line_width * unit))
+    for _ in range(rng.integers(config.line_count[0], config.line_count[1] + 1)):
+        radii = np.array([rng.uniform(0, config.line_near), rng.uniform(*config.line_far)]) * unit
+        angles = rng.uniform(0, 2 * np.pi, 2)
+        ends = centre + radii[:, None] * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        start, end = (tuple(int(v) for v in np.round(p)) for p in ends)
+        cv2.line(image, start, end, _LINE_VALUE, thickness, cv2.LINE_AA)
+    return image
+
+
+def _blur(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    unit = image.shape[1] / _REFERENCE_WIDTH
+    kernel = max(3, 2 * round(_BLUR_KERNEL * unit / 2) + 1)
+    return cv2.GaussianBlur(image, (kernel, kernel), rng.uniform(*config.blur_sigma) * unit)
+
+
+def _noise(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    sigma = rng.uniform(0, config.noise_sigma)
+    noisy = image + np.float32(sigma) * gaussian_noise(image.shape, rng)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def augment(
+    image: np.ndarray, label: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly augment an (H, W) uint8 image and its (H, W) uint8 label; inputs stay untouched."""
+    if not config.enabled:
+        return image, label
+    # every coin is tossed up front, so switching one operation off leaves the others' coins alone
+    flip, affine, photometric, lines, blur, noise = rng.random(6) < (
+        config.flip_p,
+        config.affine_p,
+        config.photometric_p,
+        config.line_p,
+        config.blur_p,
+        config.noise_p,
+    )
+    if flip:
+        image, label = cv2.flip(image, 1), cv2.flip(label, 1)
+    if affine:
+        image, label = _affine(image, label, config, rng)
+    if photometric:
+        image = _photometric(image, config, rng)
+    if lines:
+        image = _lines(image, config, rng)
+    if blur:
+        image = _blur(image, config, rng)
+    if noise:
+        image = _noise(image, config, rng)
+    return image, label

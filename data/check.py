@@ -1,0 +1,154 @@
+"""Dataset check: decode every file of every split and report all problems, each with its file.
+
+Run before training (`python -m data check DIR`): it validates whichever of train, validation
+(or val) and test exist, and reports per split the layout, the number of pairs, the image sizes,
+the label values, the mean pupil fraction and the frames without a pupil. Training needs train
+and validation, so a missing one is a problem too.
+"""
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.folders import (
+    DataError,
+    Layout,
+    Sample,
+    check_shapes,
+    read_image,
+    read_raw_label,
+    scan_split,
+    split_folder,
+    to_pupil,
+)
+
+_SPLITS = ("train", "validation", "test")
+_NEEDED = ("train", "validation")
+_LISTED = 50  # problems printed by format(); the report keeps them all
+
+
+@dataclass
+class SplitStats:
+    """One split as found on disk; the numbers cover the frames whose label could be read."""
+
+    name: str  # folder name: train, validation, val or test
+    layout: Layout
+    pairs: int
+    image_sizes: Counter[str] = field(default_factory=Counter)  # "WxH" -> frames
+    label_values: set[int] = field(default_factory=set)
+    pupil_fraction: float = 0.0  # mean over frames of the pupil's share of the pixels
+    frames_without_pupil: int = 0
+
+    def format(self) -> str:
+        layout = "OpenEDS labels" if self.layout == "openeds" else "pupil masks"
+        sizes = ", ".join(f"{size} ({n})" for size, n in self.image_sizes.most_common())
+        values = ", ".join(str(v) for v in sorted(self.label_values))
+        return (
+            f"{self.name} ({layout}): {self.pairs} pairs\n"
+            f"  image sizes: {sizes or 'none readable'}\n"
+            f"  label values: {values or 'none readable'}\n"
+            f"  pupil: {100 * self.pupil_fraction:.2f}% of pixels on average, "
+            f"{self.frames_without_pupil} of {self.pairs} frames without pupil"
+        )
+
+
+@dataclass
+class CheckReport:
+    """Per-split statistics and every problem found, each naming its file."""
+
+    root: Path
+    splits: list[SplitStats] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Usable for training: train and validation found, and no problem anywhere."""
+        return not self.problems
+
+    def format(self) -> str:
+        lines = [f"dataset {self.root}"] + [s.format() for s in self.splits]
+        if self.problems:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines += [f"  {p}" for p in self.problems[:_LISTED]]
+            if len(self.problems) > _LISTED:
+                lines.append(f"  ... and {len(self.problems) - _LISTED} more")
+        verdict = "OK: usable for training" if self.ok else "NOT USABLE: fix the problems above"
+        return "\n".join([*lines, verdict])
+
+
+@dataclass(frozen=True)
+class _Frame:
+    size: str | None  # "WxH" of a readable image
+    values: np.ndarray | None  # label values present, of a readable label
+    pupil_fraction: float
+    problems: list[str]
+
+
+def _inspect(sample: Sample, layout: Layout) -> _Frame:
+    problems = []
+    image = raw = None
+    try:
+        image = read_image(sample.image)
+    except DataError as e:
+        problems.append(str(e))
+    try:
+        raw = read_raw_label(sample.label)
+    except DataError as e:
+        problems.append(str(e))
+    if image is not None and raw is not None:
+        try:
+            check_shapes(sample, image, raw)
+        except DataError as e:
+            problems.append(str(e))
+    size = None if image is None else f"{image.shape[1]}x{image.shape[0]}"
+    if raw is None:
+        return _Frame(size, None, 0.0, problems)
+    values = np.flatnonzero(np.bincount(raw.ravel()))  # labels are unsigned after reading
+    pupil_fraction = np.count_nonzero(to_pupil(raw, layout)) / raw.size
+    return _Frame(size, values, pupil_fraction, problems)
+
+
+def _check_split(root: Path, split: str, report: CheckReport) -> None:
+    try:
+        folder = split_folder(root, split)
+        if folder is None:
+            if split in _NEEDED:  # training needs train and validation
+                name = "validation (or val)" if split == "validation" else split
+                report.problems.append(f"{root}: no {name} folder; training needs both")
+            return
+        files = scan_split(root, split)
+    except DataError as e:
+        report.problems.append(str(e))
+        return
+    for image in files.images_without_label:
+        report.problems.append(f"{image}: no label in {files.label_folder}")
+    for label in files.labels_without_image:
+        report.problems.append(f"{label}: no image in {files.folder / 'images'}")
+    stats = SplitStats(folder.name, files.layout, len(files.pairs))
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # cv2 frees the GIL
+        frames = list(pool.map(lambda s: _inspect(s, files.layout), files.pairs))
+    labelled = [f for f in frames if f.values is not None]
+    for frame in frames:
+        report.problems += frame.problems
+        if frame.size is not None:
+            stats.image_sizes[frame.size] += 1
+    for frame in labelled:
+        stats.label_values.update(frame.values.tolist())
+    stats.pupil_fraction = float(np.mean([f.pupil_fraction for f in labelled])) if labelled else 0.0
+    stats.frames_without_pupil = sum(f.pupil_fraction == 0 for f in labelled)
+    report.splits.append(stats)
+
+
+def check_dataset(root: str | Path) -> CheckReport:
+    """Decode every pair of every split under `root`; the report lists all problems found."""
+    report = CheckReport(Path(root).absolute())
+    if not report.root.is_dir():
+        report.problems.append(f"{report.root}: dataset root not found")
+        return report
+    for split in _SPLITS:
+        _check_split(report.root, split, report)
+    return report

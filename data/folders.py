@@ -1,0 +1,231 @@
+"""Dataset folders: reading eye images and pupil labels, pairing them by file stem.
+
+Two layouts, per split folder (`train`, `validation` or its alias `val`, `test`):
+
+    ROOT/<split>/images/<stem>.png  +  ROOT/<split>/labels/<stem>.npy   OpenEDS 2019, labels 0..3
+    ROOT/<split>/images/<stem>.png  +  ROOT/<split>/masks/<stem>.png    pupil masks, nonzero = pupil
+
+OpenEDS classes are 0 background, 1 sclera, 2 iris, 3 pupil; the task is binary, pupil vs the
+rest. Every problem raises DataError with a one-line message that starts with the path concerned.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import cv2
+import numpy as np
+
+CLASS_NAMES = ("background", "pupil")
+OPENEDS_PUPIL = 3
+OPENEDS_CLASSES = 4
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+MASK_SUFFIXES = (".png", ".bmp")  # lossless only: a JPEG mask has speckle around the pupil
+
+Layout = Literal["openeds", "masks"]
+Split = Literal["train", "validation", "val", "test"]
+SPLITS: tuple[str, ...] = get_args(Split)
+_SPLIT_FOLDERS = {
+    "train": ("train",),
+    "validation": ("validation", "val"),
+    "val": ("validation", "val"),
+    "test": ("test",),
+}
+_LABEL_FOLDERS: dict[Layout, tuple[str, tuple[str, ...]]] = {
+    "openeds": ("labels", (".npy",)),
+    "masks": ("masks", MASK_SUFFIXES),
+}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every complete PNG
+
+
+class DataError(ValueError):
+    """A problem with the data; the message names the file (full path) or value concerned."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One training pair: an eye image and its label (OpenEDS .npy or pupil mask image)."""
+
+    image: Path
+    label: Path
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # unlike cv2.imread, works with any unicode path
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if data.size == 0:
+        raise DataError(f"{path}: empty file")
+    return data
+
+
+def _decode(path: Path, flags: int) -> np.ndarray:
+    data = _read_bytes(path)
+    # libpng may hand back a partial image for a cut-off file; a complete PNG ends with IEND
+    if data[:8].tobytes() == _PNG_SIGNATURE and data[-8:].tobytes() != _PNG_END:
+        raise DataError(f"{path}: truncated PNG (no IEND chunk at the end)")
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error:
+        image = None
+    if image is None:
+        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an eye image to (H, W) uint8 grayscale; colour is converted, 16-bit scaled to 8."""
+    return _decode(Path(path).absolute(), cv2.IMREAD_GRAYSCALE)
+
+
+def _read_openeds_label(path: Path) -> np.ndarray:
+    try:
+        label = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npy array ({e})") from None
+    if not isinstance(label, np.ndarray) or label.ndim != 2:
+        shape = getattr(label, "shape", type(label).__name__)
+        raise DataError(f"{path}: label has shape {shape}, expected (H, W)")
+    if label.dtype.kind not in "biu":
+        raise DataError(f"{path}: label dtype {label.dtype}, expected integers 0..3")
+    if label.min() < 0 or label.max() >= OPENEDS_CLASSES:
+        bad = np.unique(label[(label < 0) | (label >= OPENEDS_CLASSES)])
+        raise DataError(f"{path}: label values {bad[:8].tolist()} outside 0..3")
+    return label.astype(np.uint8, copy=False)
+
+
+def label_layout(path: str | Path) -> Layout:
+    """The layout a label file belongs to, from its suffix."""
+    return "openeds" if Path(path).suffix.lower() == ".npy" else "masks"
+
+
+def read_raw_label(path: str | Path) -> np.ndarray:
+    """(H, W) label values as stored: OpenEDS .npy checked to be 0..3 (uint8); masks as decoded."""
+    path = Path(path).absolute()
+    if label_layout(path) == "openeds":
+        return _read_openeds_label(path)
+    mask = _decode(path, cv2.IMREAD_UNCHANGED)
+    if mask.ndim == 3:  # colour mask: any nonzero colour channel counts, alpha does not
+        mask = mask[..., :3].max(axis=2)
+    return mask
+
+
+def to_pupil(raw: np.ndarray, layout: Layout) -> np.ndarray:
+    """Map raw label values to the (H, W) uint8 {0, 1} pupil mask."""
+    pupil = raw == OPENEDS_PUPIL if layout == "openeds" else raw != 0
+    return pupil.astype(np.uint8)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """(H, W) uint8 pupil mask in {0, 1}: OpenEDS class 3, or any nonzero pixel of a mask image."""
+    return to_pupil(read_raw_label(path), label_layout(path))
+
+
+def check_shapes(sample: Sample, image: np.ndarray, label: np.ndarray) -> None:
+    """DataError naming both files unless image and label have the same (H, W)."""
+    if image.shape != label.shape:
+        raise DataError(
+            f"{sample.label}: label shape {label.shape} does not match "
+            f"image {sample.image} of shape {image.shape}"
+        )
+
+
+def read_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Image and pupil mask of one sample, checked to have the same shape."""
+    image, label = read_image(sample.image), read_label(sample.label)
+    check_shapes(sample, image, label)
+    return image, label
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """What one split folder holds: matched pairs and the files left without a partner."""
+
+    folder: Path
+    layout: Layout
+    label_folder: Path
+    pairs: list[Sample]
+    images_without_label: list[Path]
+    labels_without_image: list[Path]
+
+
+def split_folder(root: str | Path, split: Split) -> Path | None:
+    """The folder of `split` under `root`, or None when it has none (`val` = `validation`)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    found = [Path(root).absolute() / n for n in _SPLIT_FOLDERS[split]]
+    found = [f for f in found if f.is_dir()]
+    if len(found) > 1:
+        raise DataError(f"{found[0]} and {found[1]}: both exist, keep one of them")
+    return found[0] if found else None
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in suffixes or not path.is_file():
+            continue
+        if path.stem in files:
+            raise DataError(f"{path}: same stem as {files[path.stem]}, keep one of them")
+        files[path.stem] = path
+    return files
+
+
+def scan_split(root: str | Path, split: Split) -> SplitFiles:
+    """Find the layout and pair images with labels by stem; a missing folder is a DataError."""
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found")
+    folder = split_folder(root, split)
+    if folder is None:
+        names = " or ".join(_SPLIT_FOLDERS[split])
+        raise DataError(f"{root}: no {names} folder (expected {root / names.split()[0]}/images)")
+    if not (folder / "images").is_dir():
+        raise DataError(f"{folder}: no images/ folder")
+    layouts = [lay for lay, (name, _) in _LABEL_FOLDERS.items() if (folder / name).is_dir()]
+    if len(layouts) != 1:
+        problem = "both labels/ and masks/" if layouts else "no labels/ (OpenEDS .npy) or masks/"
+        raise DataError(f"{folder}: {problem} folder, expected exactly one")
+    layout = layouts[0]
+    label_name, label_suffixes = _LABEL_FOLDERS[layout]
+    images = _files_by_stem(folder / "images", IMAGE_SUFFIXES)
+    labels = _files_by_stem(folder / label_name, label_suffixes)
+    if not images:
+        raise DataError(f"{folder / 'images'}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return SplitFiles(
+        folder=folder,
+        layout=layout,
+        label_folder=folder / label_name,
+        pairs=[Sample(images[s], labels[s]) for s in sorted(images.keys() & labels.keys())],
+        images_without_label=[images[s] for s in sorted(images.keys() - labels.keys())],
+        labels_without_image=[labels[s] for s in sorted(labels.keys() - images.keys())],
+    )
+
+
+def _describe_unmatched(paths: list[Path], problem: str) -> str:
+    """'/full/a.png (+ b.png, c.png and 7 more): <problem>': the first file in full, then a few."""
+    names = [p.name for p in paths[1:3]]
+    more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+    others = f" (+ {', '.join(names)}{more})" if names else ""
+    return f"{paths[0]}{others}: {problem}"
+
+
+def find_pairs(root: str | Path, split: Split) -> list[Sample]:
+    """All (image, label) pairs of one split, sorted by stem; any unmatched file is a DataError."""
+    files = scan_split(root, split)
+    problems = []
+    if files.images_without_label:
+        problem = f"no label in {files.label_folder}"
+        problems.append(_describe_unmatched(files.images_without_label, problem))
+    if files.labels_without_image:
+        problem = f"no image in {files.folder / 'images'}"
+        problems.append(_describe_unmatched(files.labels_without_image, problem))
+    if problems:
+        raise DataError("; ".join(problems))
+    return files.pairs

@@ -1,0 +1,126 @@
+"""Built-in synthetic eyes: the default dataset when the user gives none, no disk needed.
+
+Frames come from data.synthetic.render.render_eye, deterministic from (seed, index). The
+command line (data/synthetic/__main__.py):
+
+    python -m data.synthetic --out DIR --n 500 --seed 0 [--size 400x640] [--val-fraction 0.2]
+        writes the frames in the OpenEDS layout (train/ and validation/, images/*.png with
+        labels/*.npy), to inspect them or to use them like real data;
+    python -m data.synthetic --preview grid.png [--n 16]
+        writes a grid of frames with the pupil label outlined, for a person to look at.
+"""
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from data.synthetic.render import PUPIL, render_eye
+
+
+class SyntheticEyes:
+    """`n` synthetic frames of (H, W) `size`; frame i is render_eye(seed, i, size)."""
+
+    def __init__(self, n: int, seed: int = 0, size: tuple[int, int] = (400, 640)) -> None:
+        if n < 1:
+            raise ValueError(f"SyntheticEyes needs n >= 1, got {n}")
+        if seed < 0:
+            raise ValueError(f"SyntheticEyes needs seed >= 0, got {seed}")
+        if len(size) != 2 or min(size) < 16:
+            raise ValueError(f"SyntheticEyes size must be (H, W) of at least 16 each, got {size}")
+        self.n, self.seed, self.size = n, seed, (int(size[0]), int(size[1]))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"SyntheticEyes(n={self.n}, seed={self.seed}, size={self.size})"
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
+        """(H, W) uint8 image, (H, W) uint8 OpenEDS label 0..3 and ground truth of frame `index`."""
+        if not 0 <= index < self.n:
+            raise IndexError(f"frame {index} out of range for {self}")
+        return render_eye(self.seed, index, self.size)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) uint8 image and (H, W) uint8 {0, 1} pupil mask of frame `index`."""
+        image, label, _ = self.render(index)
+        return image, (label == PUPIL).astype(np.uint8)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'400x640' -> (400, 640), height first."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size must look like HxW, e.g. 400x640, got {text!r}") from None
+    if h < 16 or w < 16:
+        raise ValueError(f"size must be at least 16x16, got {text!r}")
+    return h, w
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """parse_size for argparse, which prints the message of an ArgumentTypeError only."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
+
+
+def write_openeds(
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    size: tuple[int, int] = (400, 640),
+    val_fraction: float = 0.2,
+) -> Path:
+    """Write n frames as ROOT/{train,validation}/{images/*.png, labels/*.npy}; returns ROOT.
+
+    The last round(n * val_fraction) frames go to validation, at least one frame to train.
+    """
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    root = Path(out).absolute()
+    eyes = SyntheticEyes(n, seed, size)
+    n_val = min(n - 1, round(n * val_fraction))
+    for split, indices in (("train", range(n - n_val)), ("validation", range(n - n_val, n))):
+        for folder in ("images", "labels"):
+            if indices:
+                (root / split / folder).mkdir(parents=True, exist_ok=True)
+        for index in indices:
+            image, label, _ = eyes.render(index)
+            _write_png(root / split / "images" / f"{index:06d}.png", image)
+            np.save(root / split / "labels" / f"{index:06d}.npy", label)
+    return root
+
+
+def write_preview(out: str | Path, n: int = 16, seed: int = 0, size: tuple[int, int] = (400, 640)) -> Path:
+    """Write a grid of n frames at half size with the pupil label outlined in green."""
+    eyes = SyntheticEyes(n, seed, size)
+    columns = min(n, 4)
+    tiles = []
+    for index in range(n):
+        image, label, info = eyes.render(index)
+        tile = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        contours, _ = cv2.findContours(
+            (label == PUPIL).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
+        )
+        cv2.drawContours(tile, contours, -1, (0, 255, 0), max(1, size[1] // 320))
+        tile = cv2.resize(tile, (size[1] // 2, size[0] // 2), interpolation=cv2.INTER_AREA)
+        note = f"{index}{' closed' if info['closed'] else ''}"
+        cv2.putText(tile, note, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
+        tiles.append(tile)
+    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
+    rows = [np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)]
+    path = Path(out).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_png(path, np.vstack(rows))
+    return path
