@@ -1,0 +1,167 @@
+"""CombinedLoss, the training loop end to end, MLflow logging, resume and bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
+from models.checkpoint import CheckpointError, load_checkpoint
+from tests.conftest import tiny_config
+from train_efficientvit import TrainingError, main, parse_args
+
+
+def disc_label(h: int = 32, w: int = 32, r: int = 8) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return (((ys - h // 2) ** 2 + (xs - w // 2) ** 2) <= r * r).long()[None]  # (1, H, W)
+
+
+def test_perfect_prediction_has_no_ce_and_no_dice_loss():
+    label = disc_label()
+    logits = torch.stack([(1 - label) * 40.0 - 20.0, label * 40.0 - 20.0], dim=1).float()
+    losses = CombinedLoss()(logits, label, torch.zeros(1, 32, 32), torch.zeros(1, 2, 32, 32), alpha=1.0)
+    assert losses["ce"] < 1e-6
+    assert losses["dice"] < 1e-6
+    assert losses["total"] == pytest.approx(losses["ce"] + losses["dice"])
+
+
+def test_wrong_prediction_has_full_dice_loss():
+    label = disc_label()
+    probs = torch.stack([label, 1 - label], dim=1).float()  # exactly inverted
+    assert generalised_dice_loss(probs, label) == pytest.approx(1.0)
+
+
+def test_surface_term_is_negative_inside_the_region():
+    label = disc_label()[0]
+    inside = torch.where(label.bool(), -1.0, 1.0)  # signed distance sign of the pupil class
+    dist = torch.stack([-inside, inside])[None]
+    probs = torch.stack([1 - label, label]).float()[None]
+    assert surface_loss(probs, dist) < 0
+    assert surface_loss(1 - probs, dist) > 0
+
+
+def test_alpha_decays_over_at_most_125_epochs_then_holds():
+    assert alpha_schedule(0, 300) == 1.0
+    assert alpha_schedule(1, 2) == 0.5
+    assert alpha_schedule(125, 300) == 0.0
+    assert alpha_schedule(200, 300, floor=0.1) == 0.1
+    with pytest.raises(ValueError, match="floor"):
+        alpha_schedule(0, 10, floor=2.0)
+
+
+EPOCH_METRICS = [
+    f"{split}/{name}"
+    for split in ("train", "val")
+    for name in (
+        "loss", "ce", "dice", "surface", "background_iou", "pupil_iou", "miou",
+        "pupil_dice", "precision", "recall", "images_per_s",
+    )
+] + ["lr", "alpha"]  # fmt: skip
+
+
+def test_smoke_run_writes_checkpoints_and_an_mlflow_run(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    summary = main(tiny_config(tmp_path / "run", max_steps=2, mlflow=True, experiment="smoke"))
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(tmp_path / "run" / name)
+        assert state["model_name"] == "tiny_efficientvit" and state["img_size"] == [48, 64]
+    run = mlflow.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert set(EPOCH_METRICS) <= set(run.data.metrics)
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val/pupil_iou")
+    assert [m.step for m in history] == [1, 2]
+    assert run.data.params["model"] == "tiny_efficientvit" and run.data.tags["dataset"] == "synthetic"
+    assert int(run.data.params["params_trainable"]) > 0
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"curves.png", "predictions", "checkpoints"} <= artifacts
+
+
+@pytest.mark.parametrize("model", ["tiny_efficientvit", "shallownet"])
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, model):
+    full = main(tiny_config(tmp_path / "full", model=model, epochs=2))
+    main(tiny_config(tmp_path / "split", model=model, epochs=1))
+    resumed = main(tiny_config(tmp_path / "ignored", epochs=2, resume=str(tmp_path / "split" / "last.pt")))
+    assert resumed["out_dir"] == str(tmp_path / "split")
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for key in ("train/loss", "val/loss", "val/pupil_iou", "val/miou"):
+        assert resumed["metrics"][key] == pytest.approx(full["metrics"][key], abs=1e-6)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model_state"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model_state"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    main(tiny_config(tmp_path, epochs=1))
+    monkeypatch.setattr("losses.surface_loss", lambda probs, dist: torch.tensor(float("nan")))
+    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2, step 1.*checkpoint is kept"):
+        main(tiny_config(tmp_path, epochs=2, resume=str(tmp_path / "last.pt")))
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--epochs", "0"],
+        ["--batch-size", "-2"],
+        ["--lr", "0"],
+        ["--lr", "nan"],
+        ["--model", "resnet50"],
+        ["--img-size", "400by640"],
+        ["--img-size", "16x16"],
+    ],
+)
+def test_bad_flags_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+def test_bad_resume_files_give_one_line_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    unknown = tmp_path / "unknown.pt"
+    torch.save(
+        {
+            "model_name": "resnet",
+            "model_config": {},
+            "model_state": {},
+            "preprocess": {},
+            "img_size": [],
+        },
+        unknown,
+    )
+    cases = {
+        tmp_path / "missing.pt": "checkpoint not found",
+        corrupt: "not a readable PyTorch checkpoint",
+        foreign: "not a tiny-pupil-seg checkpoint",
+        unknown: "unknown model 'resnet'",
+    }
+    for path, message in cases.items():
+        with pytest.raises(CheckpointError, match=message) as exc:
+            main(tiny_config(tmp_path / "out", resume=str(path)))
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_cli_reports_a_bad_resume_file_in_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "train_efficientvit.py",
+            "--resume",
+            str(tmp_path / "nope.pt"),
+            "--no-mlflow",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'nope.pt'}"
