@@ -1,0 +1,302 @@
+"""Run a trained model on eye images: one `Predictor` for `.pt` checkpoints and `.onnx` exports.
+
+    predictor = load_predictor("best.onnx")        # or "best.pt"
+    probs = predictor.probabilities([image_u8])    # [(H, W) pupil probability] at the image's size
+    geometry = pupil_geometry(probs[0] > 0.5, probs[0])
+
+Frames are resized to the model's input size, preprocessed with the model's own stored
+preprocessing (`data.preprocess`), run, and the pupil probability is resized back to each frame's
+size. An exported ONNX file carries its input size, preprocessing and model description in its
+`metadata_props` (JSON strings written by `export_onnx.py`); `METADATA_FORMAT` names that layout.
+`predict.py` and `evaluate.py` both run models through this module.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from data import PreprocessConfig, preprocess
+
+METADATA_FORMAT = "tiny-pupil-seg/onnx-v1"
+REQUIRED_METADATA = {"model_name": str, "img_size": list, "preprocess": dict}  # key -> decoded JSON type
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be used; the one-line message names the file."""
+
+
+class MissingMetadataError(ModelFileError):
+    """An ONNX file without this project's metadata: input size or preprocessing must be supplied."""
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (H, W) as training does (`data.dataset.resize_pair`): area when shrinking, else bilinear."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = h <= image.shape[0] and w <= image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def prepare_batch(
+    images: Sequence[np.ndarray], img_size: tuple[int, int], config: PreprocessConfig
+) -> np.ndarray:
+    """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: resize, then preprocess."""
+    return np.stack([preprocess(resize_image(image, img_size), config)[None] for image in images])
+
+
+def pupil_probability(logits: np.ndarray) -> np.ndarray:
+    """(B, 2, H, W) logits -> (B, H, W) softmax probability of the pupil class."""
+    # the two-class softmax is a sigmoid of the logit difference, without overflow for large logits
+    diff = (logits[:, 1] - logits[:, 0]).astype(np.float32)
+    return np.float32(0.5) * (np.tanh(np.float32(0.5) * diff) + np.float32(1.0))
+
+
+def validation_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The `val/...` entries of a checkpoint's latest metrics."""
+    return {k: v for k, v in (metrics or {}).items() if k.startswith("val/")}
+
+
+class Predictor:
+    """A model ready to run: its input size, preprocessing, description and a logits function.
+
+    `info` holds `model_name`, `num_params` (trainable, before BN folding; None for foreign ONNX
+    files), `source` (the file), `backend` ("pytorch" or "onnxruntime"), `file_bytes`, `metrics`
+    (the validation metrics stored at training, may be empty) and, for an 8-bit export,
+    `quantization`.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        img_size: tuple[int, int],
+        preprocess_config: PreprocessConfig,
+        info: dict[str, Any],
+    ) -> None:
+        self._run = run
+        self.img_size = img_size
+        self.preprocess_config = preprocess_config
+        self.info = info
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 1, H, W) preprocessed input at `img_size` -> (B, 2, H, W) float32 logits."""
+        if batch.ndim != 4 or batch.shape[1] != 1 or tuple(batch.shape[2:]) != self.img_size:
+            h, w = self.img_size
+            raise ValueError(f"expected a (B, 1, {h}, {w}) batch, got shape {tuple(batch.shape)}")
+        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def probabilities(
+        self, images: Sequence[np.ndarray], tta: bool = False, batch_size: int = 8
+    ) -> list[np.ndarray]:
+        """Pupil probability of each (H_i, W_i) uint8 frame, as (H_i, W_i) float32 in [0, 1].
+
+        `tta` averages the softmax of the frame and of its horizontal mirror (mirrored back).
+        """
+        probs: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            batch = prepare_batch(chunk, self.img_size, self.preprocess_config)
+            prob = pupil_probability(self.logits(batch))  # (b, H, W) at img_size
+            if tta:
+                mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
+                prob = 0.5 * (prob + mirrored[..., ::-1])
+            for image, p in zip(chunk, prob, strict=True):
+                h, w = image.shape[:2]
+                probs.append(
+                    cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if p.shape != (h, w) else p
+                )
+        return probs
+
+
+def _torch_predictor(path: Path, device: str) -> Predictor:
+    import torch
+
+    from models import fuse_model
+    from models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    state = load_checkpoint(path)
+    model = model_from_checkpoint(state, path)
+    num_params = model.get_num_trainable_params()  # before fusing, which changes the count
+    model = fuse_model(model).to(device)
+
+    @torch.no_grad()
+    def run(batch: np.ndarray) -> np.ndarray:
+        return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    info = {
+        "model_name": state["model_name"],
+        "num_params": num_params,
+        "source": str(path),
+        "backend": "pytorch",
+        "file_bytes": path.stat().st_size,
+        "metrics": validation_metrics(state.get("metrics")),
+    }
+    img_size = tuple(state["img_size"])
+    return Predictor(
+        run, (int(img_size[0]), int(img_size[1])), PreprocessConfig.from_dict(state["preprocess"]), info
+    )
+
+
+def read_metadata(path: Path, props: dict[str, str]) -> dict[str, Any] | None:
+    """Decode this project's `metadata_props` (JSON values); None when the file has none.
+
+    Entries that other tools add (onnxruntime's quantiser marks its files) stay plain strings.
+    """
+    if "format" not in props:
+        return None
+    if props["format"] != METADATA_FORMAT:
+        found = props["format"]
+        raise ModelFileError(f"{path}: metadata format {found!r}; this version reads {METADATA_FORMAT!r}")
+    metadata: dict[str, Any] = {}
+    for key, value in props.items():
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    for key in REQUIRED_METADATA:
+        if not isinstance(metadata.get(key), REQUIRED_METADATA[key]):
+            raise ModelFileError(f"{path}: metadata entry {key!r} is missing or malformed")
+    return metadata
+
+
+def _static_size(shape: list) -> tuple[int, int] | None:
+    h, w = shape[2:]
+    return (h, w) if isinstance(h, int) and isinstance(w, int) else None
+
+
+def _onnx_predictor(
+    path: Path,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    img_size: tuple[int, int] | None,
+    preprocess_config: PreprocessConfig | None,
+) -> Predictor:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(
+            str(path), options, providers=list(providers or ["CPUExecutionProvider"])
+        )
+    except Exception as exc:  # onnxruntime raises its own pybind exception types
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({reason})") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1 or len(outputs) != 1:
+        shapes = [i.shape for i in inputs]
+        raise ModelFileError(
+            f"{path}: expected one (batch, 1, H, W) input and one output, got inputs {shapes}"
+        )
+    metadata = read_metadata(path, session.get_modelmeta().custom_metadata_map)
+    if metadata is not None:
+        if img_size is not None or preprocess_config is not None:
+            raise ValueError(f"{path} stores its own input size and preprocessing; do not pass them")
+        img_size = tuple(metadata["img_size"])
+        preprocess_config = PreprocessConfig.from_dict(metadata["preprocess"])
+    else:
+        img_size = img_size or _static_size(inputs[0].shape)
+        if img_size is None or preprocess_config is None:
+            missing = " and ".join(
+                n for n, v in (("input size", img_size), ("preprocessing", preprocess_config)) if v is None
+            )
+            raise MissingMetadataError(f"{path} has no tiny-pupil-seg metadata: its {missing} must be given")
+        metadata = {}
+    input_name = inputs[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: batch})[0]
+
+    info = {
+        "model_name": metadata.get("model_name", path.stem),
+        "num_params": metadata.get("num_params"),
+        "source": str(path),
+        "backend": "onnxruntime",
+        "file_bytes": path.stat().st_size,
+        "metrics": validation_metrics(metadata.get("metrics")),
+    }
+    if "quantization" in metadata:
+        info["quantization"] = metadata["quantization"]
+    return Predictor(run, (int(img_size[0]), int(img_size[1])), preprocess_config, info)
+
+
+def load_predictor(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    img_size: tuple[int, int] | None = None,
+    preprocess_config: PreprocessConfig | None = None,
+) -> Predictor:
+    """A `Predictor` for a `.onnx` export (onnxruntime) or any other file as a `.pt` checkpoint.
+
+    `device` is for checkpoints; `providers` (default CPU) and `threads` (default: all cores)
+    for onnxruntime. `img_size` (H, W) and `preprocess_config` are only for an ONNX file
+    without this project's metadata (the input size defaults to the file's static input shape).
+    Raises `CheckpointError` or `ModelFileError` (both ValueError) with a one-line message.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        if img_size is not None or preprocess_config is not None:
+            raise ValueError(f"{path} stores its own input size and preprocessing; do not pass them")
+        return _torch_predictor(path, device)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    return _onnx_predictor(path, providers, threads, img_size, preprocess_config)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray | None:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # label 0 is the background
+    return labels == largest
+
+
+def pupil_geometry(mask: np.ndarray, prob: np.ndarray | None = None) -> dict[str, Any]:
+    """Pupil found, centre, ellipse and area from an (H, W) bool mask; its largest component only.
+
+    The centre is that of an ellipse fitted to the component's outline (`cv2.fitEllipse`, which
+    needs 5 outline points; smaller blobs fall back to the centroid and a circle of equal area).
+    `axis_major` / `axis_minor` are full axis lengths in pixels, `angle` the major axis'
+    direction in degrees [0, 180) clockwise from +x (image y points down). `mean_prob` is the mean
+    of `prob` over the component. Without a pupil, `found` is False and every number is NaN.
+    """
+    keys = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
+    component = _largest_component(mask)
+    if component is None:
+        return {"found": False, **dict.fromkeys(keys + ("centroid_x", "centroid_y"), math.nan)}
+    ys, xs = np.nonzero(component)
+    area = int(xs.size)
+    centroid = (float(xs.mean()), float(ys.mean()))
+    diameter = 2 * math.sqrt(area / math.pi)  # of the circle with the component's area
+    (cx, cy), major, minor, angle = centroid, diameter, diameter, 0.0
+    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = max(contours, key=len)
+    if len(outline) >= 5:
+        ellipse = cv2.fitEllipse(outline)
+        if all(math.isfinite(v) for v in (*ellipse[0], *ellipse[1])):  # degenerate for a straight line
+            (cx, cy), (d1, d2), angle = ellipse
+            # OpenCV gives the direction of its first axis; report the major axis' direction
+            major, minor, angle = (d1, d2, angle) if d1 >= d2 else (d2, d1, angle + 90.0)
+    return {
+        "found": True,
+        "centre_x": float(cx),
+        "centre_y": float(cy),
+        "axis_major": float(major),
+        "axis_minor": float(minor),
+        "angle": float(angle) % 180.0,
+        "area_px": area,
+        "mean_prob": float(prob[component].mean()) if prob is not None else math.nan,
+        "centroid_x": centroid[0],
+        "centroid_y": centroid[1],
+    }

@@ -1,0 +1,282 @@
+"""Prediction: pupil geometry, model input as in training, .pt / .onnx agreement, the CLI, bad input."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from data import EyeDataset, PreprocessConfig
+from data.dataset import VAL_SEED_OFFSET
+from data.synthetic import SyntheticEyes, render_eye
+from export_onnx import export_onnx
+from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
+from models import build_model
+from models.checkpoint import save_checkpoint
+from predict import CSV_COLUMNS, main
+
+SIZE = (64, 96)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_model("tiny_efficientvit")
+    state = {
+        "model_name": "tiny_efficientvit",
+        "model_config": model.config.to_dict(),
+        "model_state": model.state_dict(),
+        "preprocess": PreprocessConfig().to_dict(),
+        "img_size": list(SIZE),
+    }
+    return save_checkpoint(state, tmp_path_factory.mktemp("predict") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(checkpoint):
+    return export_onnx(checkpoint, calib_n=3).fp32.path
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    """A folder of three synthetic 100x160 frames, larger than the model's input."""
+    folder = tmp_path_factory.mktemp("frames")
+    for i in range(3):
+        cv2.imwrite(str(folder / f"eye{i}.png"), render_eye(5, i, (100, 160))[0])
+    return folder
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_geometry_of_a_drawn_ellipse():
+    mask = np.zeros((200, 300), np.uint8)
+    cv2.ellipse(mask, ((140.5, 90.25), (80, 50), 30), 1, -1)
+    g = pupil_geometry(mask.astype(bool), np.full(mask.shape, 0.8, np.float32))
+    assert g["found"]
+    assert abs(g["centre_x"] - 140.5) < 0.5 and abs(g["centre_y"] - 90.25) < 0.5
+    assert abs(g["axis_major"] - 80) < 2 and abs(g["axis_minor"] - 50) < 2
+    assert abs(g["angle"] - 30) < 2
+    assert abs(g["area_px"] - math.pi * 40 * 25) < 0.05 * g["area_px"]  # outline pixels count too
+    assert g["mean_prob"] == pytest.approx(0.8)
+
+
+def test_geometry_reports_the_major_axis_angle():
+    mask = np.zeros((200, 200), np.uint8)
+    cv2.ellipse(mask, ((100, 100), (40, 90), 10), 1, -1)  # second axis is the major one
+    assert abs(pupil_geometry(mask.astype(bool))["angle"] - 100) < 2
+
+
+def test_geometry_uses_the_largest_component():
+    mask = np.zeros((100, 100), bool)
+    mask[10:14, 10:14] = True
+    cv2.circle(mask.view(np.uint8), (60, 70), 15, 1, -1)
+    g = pupil_geometry(mask)
+    assert abs(g["centre_x"] - 60) < 0.5 and abs(g["centroid_y"] - 70) < 0.5
+    assert math.isnan(g["mean_prob"])  # no probability map given
+
+
+def test_geometry_of_a_tiny_blob_falls_back_to_the_centroid():
+    mask = np.zeros((20, 20), bool)
+    mask[5, 7:9] = True
+    g = pupil_geometry(mask)
+    assert g["found"] and (g["centre_x"], g["centre_y"]) == (7.5, 5.0) and g["area_px"] == 2
+
+
+def test_geometry_without_pupil():
+    g = pupil_geometry(np.zeros((20, 20), bool))
+    assert not g["found"] and all(math.isnan(v) for k, v in g.items() if k != "found")
+
+
+def test_model_input_is_what_training_sees():
+    eyes = SyntheticEyes(1, seed=3, size=(100, 150))
+    dataset = EyeDataset(eyes, SIZE, PreprocessConfig(gamma=0.7), augment_config=None, seed=0)
+    batch = prepare_batch([eyes.read(0)[0]], SIZE, PreprocessConfig(gamma=0.7))
+    np.testing.assert_array_equal(batch[0], dataset[0]["image"].numpy())
+
+
+def test_probabilities_come_back_at_each_frame_size(checkpoint):
+    predictor = load_predictor(checkpoint)
+    images = [render_eye(1, 0, (100, 160))[0], render_eye(1, 1, SIZE)[0]]
+    for tta in (False, True):
+        probs = predictor.probabilities(images, tta=tta)
+        assert [p.shape for p in probs] == [(100, 160), SIZE]
+        assert all(p.dtype == np.float32 and p.min() >= 0 and p.max() <= 1 for p in probs)
+
+
+def test_tta_averages_with_the_mirrored_prediction_mirrored_back():
+    ramp = np.linspace(
+        -3, 3, SIZE[1], dtype=np.float32
+    )  # pupil logit grows left to right, whatever the input
+
+    def run(batch):
+        return np.stack([np.zeros_like(batch[:, 0]), np.broadcast_to(ramp, batch[:, 0].shape)], axis=1)
+
+    predictor = Predictor(run, SIZE, PreprocessConfig(), info={})
+    image = render_eye(1, 2, SIZE)[0]
+    plain = 1 / (1 + np.exp(-ramp))
+    np.testing.assert_allclose(predictor.probabilities([image])[0][0], plain, atol=1e-6)
+    np.testing.assert_allclose(
+        predictor.probabilities([image], tta=True)[0][0], (plain + plain[::-1]) / 2, atol=1e-6
+    )
+
+
+def test_pt_and_onnx_give_the_same_probabilities(checkpoint, onnx_model):
+    images = [render_eye(2, i, (100, 160))[0] for i in range(3)]
+    torch_model, onnx_model = load_predictor(checkpoint), load_predictor(onnx_model)
+    for a, b in zip(torch_model.probabilities(images), onnx_model.probabilities(images), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    for key in ("model_name", "num_params", "metrics"):
+        assert torch_model.info[key] == onnx_model.info[key]
+    assert (torch_model.img_size, torch_model.preprocess_config) == (
+        onnx_model.img_size,
+        onnx_model.preprocess_config,
+    )
+
+
+def test_folder_gives_masks_overlays_and_csv(onnx_model, frames, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "--model", onnx_model, "--input", frames, "--output", tmp_path)
+    assert code == 0 and "frames/s" in out
+    rows = read_csv(tmp_path / "pupil.csv")
+    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert [r["frame"] for r in rows] == ["eye0.png", "eye1.png", "eye2.png"]
+    for name in ("eye0", "eye1", "eye2"):
+        assert cv2.imread(str(tmp_path / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED).shape == (100, 160)
+        assert cv2.imread(str(tmp_path / "overlays" / f"{name}.png")).shape == (100, 160, 3)
+
+
+def test_video_gives_overlay_video_and_csv(checkpoint, tmp_path, capsys):
+    video = tmp_path / "eyes.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 100))
+    for i in range(4):
+        writer.write(cv2.cvtColor(render_eye(6, i, (100, 160))[0], cv2.COLOR_GRAY2BGR))
+    writer.release()
+    code, out, _ = run_cli(
+        capsys, "--model", checkpoint, "--input", video, "--output", tmp_path / "out", "--masks"
+    )
+    assert code == 0 and "4 frames" in out
+    assert [r["frame"] for r in read_csv(tmp_path / "out" / "pupil.csv")] == ["0", "1", "2", "3"]
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == 4
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
+    assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+
+
+def test_trained_model_finds_the_pupil_centre(trained_checkpoint, tmp_path, capsys):
+    """Open eyes: fitted centre within 2 px of the generator's; closed eyes: no pupil."""
+    seed, size = VAL_SEED_OFFSET, (96, 160)  # the training run's validation frames, never trained on
+    truth = {}
+    for index in range(300):
+        image, _, info = render_eye(seed, index, size)
+        wanted = info["closed"] and sum(t is None for t in truth.values()) < 3
+        wanted |= info["pupil_visible_fraction"] > 0.95 and sum(t is not None for t in truth.values()) < 8
+        if wanted:
+            cv2.imwrite(str(tmp_path / f"{index:03d}.png"), image)
+            truth[f"{index:03d}.png"] = None if info["closed"] else info["pupil_center"]
+    assert sum(t is None for t in truth.values()) == 3
+    code, _, _ = run_cli(
+        capsys, "--model", trained_checkpoint, "--input", tmp_path, "--output", tmp_path / "out"
+    )
+    assert code == 0
+    for row in read_csv(tmp_path / "out" / "pupil.csv"):
+        centre = truth[row["frame"]]
+        if centre is None:
+            assert row["pupil_found"] == "False", row
+        else:
+            assert row["pupil_found"] == "True", row
+            error = math.hypot(float(row["centre_x"]) - centre[0], float(row["centre_y"]) - centre[1])
+            assert error < 2.0, row
+
+
+def test_onnx_without_metadata_asks_for_preprocessing(onnx_model, frames, tmp_path, capsys):
+    bare = onnx.load(onnx_model)
+    del bare.metadata_props[:]
+    path = tmp_path / "bare.onnx"
+    onnx.save(bare, path)
+    code, _, err = run_cli(capsys, "--model", path, "--input", frames, "--output", tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1
+    assert "no tiny-pupil-seg metadata" in err and "--gamma" in err
+    code, _, _ = run_cli(
+        capsys, "--model", path, "--input", frames, "--output", tmp_path / "out", "--gamma", "0.8"
+    )
+    assert code == 0  # the input size comes from the file's static input shape
+
+
+def test_unreadable_image_is_named_and_skipped(checkpoint, frames, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in frames.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    code, _, err = run_cli(capsys, "--model", checkpoint, "--input", folder, "--output", tmp_path / "out")
+    assert code == 0
+    assert str(folder / "broken.png") in err and "1 of 4 images could not be read" in err
+    assert len(read_csv(tmp_path / "out" / "pupil.csv")) == 3
+
+
+def write_garbage(path):
+    path.write_bytes(b"\x00garbage")
+    return path
+
+
+def write_unknown_model(path):
+    state = {
+        "model_name": "resnet50",
+        "model_config": {},
+        "model_state": {},
+        "preprocess": {},
+        "img_size": [1, 1],
+    }
+    return save_checkpoint(state, path)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (lambda d: d / "missing.onnx", "model file not found"),
+        (lambda d: d / "missing.pt", "checkpoint not found"),
+        (lambda d: write_garbage(d / "model.onnx"), "not a loadable ONNX model"),
+        (lambda d: write_garbage(d / "model.pt"), "not a readable PyTorch checkpoint"),
+        (lambda d: write_unknown_model(d / "model.pt"), "unknown model 'resnet50'"),
+    ],
+    ids=["missing-onnx", "missing-pt", "corrupt-onnx", "corrupt-pt", "unknown-model"],
+)
+def test_bad_model_is_one_line_error(frames, tmp_path, capsys, model, message):
+    path = model(tmp_path)
+    code, _, err = run_cli(capsys, "--model", path, "--input", frames, "--output", tmp_path / "out")
+    assert code == 1 and err.count("\n") == 1 and message in err and str(path) in err
+
+
+@pytest.mark.parametrize(
+    ("make_input", "message"),
+    [
+        (lambda d: d / "nothing-here", "no such file or folder"),
+        (lambda d: write_garbage(d / "eyes.mp4"), "cannot open as a video"),
+        (lambda d: write_garbage(d / "eye.png"), "none of its 1 images could be read"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "no images"),
+    ],
+    ids=["missing", "bad-video", "bad-image", "empty-folder"],
+)
+def test_bad_input_is_one_line_error(checkpoint, tmp_path, capsys, make_input, message):
+    path = make_input(tmp_path)
+    code, _, err = run_cli(capsys, "--model", checkpoint, "--input", path, "--output", tmp_path / "out")
+    assert code == 1 and message in err and str(path) in err.splitlines()[-1]
+
+
+def test_camera_without_display_is_a_clear_error(checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, _, err = run_cli(capsys, "--model", checkpoint, "--input", "0", "--output", tmp_path)
+    assert code == 1 and err.count("\n") == 1 and "needs a display" in err
