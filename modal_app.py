@@ -1,0 +1,379 @@
+"""Train pupil-segmentation models on Modal's cloud GPUs, with the same code as a local run.
+
+    modal token new                                                  # once: log in to Modal
+    modal run modal_app.py                                           # synthetic eyes, 10 epochs, L4
+    modal run modal_app.py --data openeds --epochs 50 --model shallownet
+    modal run --detach modal_app.py --data openeds --epochs 80 --run-name openeds-long
+    modal run modal_app.py::sweep --models tiny_efficientvit,shallownet --lrs 1e-3,3e-3 --seeds 0,1
+
+Datasets live in the Modal Volume `pupil-datasets` (`modal volume put pupil-datasets ./openeds
+openeds`); every run writes `best.pt`, `last.pt`, `best.onnx`, its curves and its own MLflow store
+(`mlflow.db` + `mlruns/`) to `<run-name>/` in the Volume `pupil-runs`. The volume is committed
+after every epoch, so a retried or preempted container resumes from `last.pt`; running again with
+the same `--run-name` (or sweep `--name`) resumes or extends those runs. A Modal Secret holding
+MLFLOW_TRACKING_URI (`--mlflow-secret NAME`) sends the runs to that MLflow server instead.
+Only the standard library and `modal` are imported here: torch and the project load in containers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, get_args
+
+import modal
+
+APP_NAME = "tiny-pupil-seg"
+PYTHON_VERSION = "3.11"
+DATASETS_VOLUME, RUNS_VOLUME = "pupil-datasets", "pupil-runs"
+DATASETS_DIR, RUNS_DIR = PurePosixPath("/datasets"), PurePosixPath("/runs")
+DEFAULT_GPU = "L4"  # 24 GB and cheap per hour; --gpu T4, A10G, L40S, A100 or H100 also work
+TRAIN_CPU, TRAIN_MEMORY_MB = 8.0, 16384  # data loading (decode, augment, distance maps) is CPU-bound
+DEFAULT_WORKERS = 6  # DataLoader processes: TRAIN_CPU less the main process and some headroom
+DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and resumes
+TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
+ModelName = Literal["tiny_efficientvit", "tiny_efficientvit_xs", "shallownet"]  # = models.MODEL_NAMES
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)*")  # no "..", no absolute paths
+PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
+    "data", "models", "losses", "metrics", "tracking", "inference", "train_efficientvit", "export_onnx",
+)  # fmt: skip
+PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
+    "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
+    "mlflow==3.17.2", "matplotlib==3.11.2", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2",
+    "tqdm==4.70.1",
+)  # fmt: skip
+
+image = (
+    modal.Image.debian_slim(python_version=PYTHON_VERSION)
+    .uv_pip_install(*PACKAGES)
+    .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
+    .add_local_python_source(*PROJECT_MODULES)
+)
+sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION)  # it only waits on GPUs: no torch
+datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
+runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
+app = modal.App(APP_NAME, image=image)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'400x640' -> (400, 640), height by width, as the training CLI's --img-size."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--img-size must be HxW such as 400x640, got {text!r}") from None
+    if h < 32 or w < 32:
+        raise ValueError(f"--img-size height and width must be at least 32, got {text!r}")
+    return h, w
+
+
+def parse_list(text: str, kind: Callable[[str], Any], flag: str) -> list:
+    """'1e-3,3e-3' -> [0.001, 0.003]; an empty or malformed list is a ValueError naming `flag`."""
+    try:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} needs at least one value, got {text!r}")
+    return values
+
+
+def check_model(name: str) -> str:
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a relative folder on the runs volume: letters, digits, '.', '_', '-', '/'."""
+    if not RUN_NAME.fullmatch(name):
+        raise ValueError(f"run name {name!r} must be like 'my-run' or 'sweep-1/shallownet-lr0.001'")
+    return name
+
+
+def dataset_path(data: str) -> str | None:
+    """--data as the container sees it: '' -> None (synthetic eyes), 'openeds' -> /datasets/openeds."""
+    if not data:
+        return None
+    path = PurePosixPath(data)
+    if path.is_absolute():
+        if not path.is_relative_to(DATASETS_DIR) or path == DATASETS_DIR:
+            raise ValueError(f"--data {data!r} must be a folder in the datasets volume, e.g. 'openeds'")
+        path = path.relative_to(DATASETS_DIR)
+    if ".." in path.parts:
+        raise ValueError(f"--data {data!r} must stay inside the datasets volume")
+    return str(DATASETS_DIR / path)
+
+
+def train_config(
+    data: str, img_size: str, synthetic_train: int, synthetic_val: int, augment: bool = True, **fields: Any
+) -> dict[str, Any]:
+    """A TrainConfig as the plain dict `TrainConfig.from_dict` reads; unnamed fields keep defaults."""
+    data_config = {
+        "data_dir": dataset_path(data),
+        "img_size": list(parse_size(img_size)),
+        "synthetic_train": synthetic_train,
+        "synthetic_val": synthetic_val,
+    }
+    return {**fields, "data": data_config, "augment": {"enabled": augment}}
+
+
+@contextlib.contextmanager
+def mlflow_store(run_dir: Path) -> Iterator[str]:
+    """MLflow's tracking URI for a run: MLFLOW_TRACKING_URI if set (a server), else a store of its own.
+
+    The run's own store (run_dir/mlflow.db, artifacts in run_dir/mlruns) keeps parallel runs from
+    overwriting one shared SQLite file on the volume. MLflow puts artifacts in ./mlruns of the
+    working directory, hence the chdir.
+    """
+    if uri := os.environ.get("MLFLOW_TRACKING_URI"):
+        yield uri
+        return
+    uri, cwd = f"sqlite:///{run_dir / 'mlflow.db'}", Path.cwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(run_dir)
+    try:
+        yield uri
+    finally:
+        os.chdir(cwd)
+        del os.environ["MLFLOW_TRACKING_URI"]
+
+
+def export_best(run_dir: Path, calib_dir: str | None) -> dict[str, Any]:
+    """Export run_dir/best.pt to a verified best.onnx beside it; a failure is reported, not raised."""
+    try:
+        from export_onnx import export_onnx
+
+        report = export_onnx(run_dir / "best.pt", calib_dir=calib_dir, log=print)
+    except Exception as exc:  # the checkpoints are what matters; a failed export must not lose them
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"ONNX export failed ({error}); the checkpoints are kept in {run_dir}")
+        return {"error": error}
+    print(report.summary())
+    return {"path": str(report.fp32.path), "summary": report.summary()}
+
+
+def run_training(
+    config: dict[str, Any],
+    run_name: str,
+    runs_dir: str | Path,
+    commit: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Train `config` into runs_dir/run_name, resuming from its last.pt when one is there.
+
+    `commit` runs after every epoch's checkpoints are written and at the end (Modal passes
+    `volume.commit`). Returns train_efficientvit.main's summary plus run_name, the wall seconds
+    of each epoch this call ran (the first includes setup) and the ONNX export's outcome.
+    """
+    from train_efficientvit import TrainConfig, main
+
+    run_dir = Path(runs_dir) / check_run_name(run_name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    last = run_dir / "last.pt"
+    settings = TrainConfig.from_dict(config)
+    if last.exists():
+        print(f"Resuming {run_name} from {last} (its stored model, data and optimiser settings win)")
+        settings = dataclasses.replace(settings, resume=str(last), out_dir=None)
+    else:
+        settings = dataclasses.replace(settings, resume=None, out_dir=str(run_dir))
+    ticks = [time.perf_counter()]
+
+    def on_epoch_end(epoch: int, metrics: dict) -> None:
+        ticks.append(time.perf_counter())
+        commit()
+
+    with mlflow_store(run_dir) if settings.mlflow else contextlib.nullcontext():
+        summary = main(settings, on_epoch_end=on_epoch_end)
+    commit()
+    if summary["interrupted"]:  # preempted or cancelled: last.pt is safe, let the container stop
+        raise KeyboardInterrupt(f"{run_name} interrupted; running it again resumes from {last}")
+    onnx = export_best(run_dir, settings.data.data_dir)
+    commit()
+    epoch_seconds = [b - a for a, b in itertools.pairwise(ticks)]
+    return {**summary, "run_name": run_name, "epoch_seconds": epoch_seconds, "onnx": onnx}
+
+
+def comparison_table(results: list[tuple[dict[str, Any], Any]]) -> str:
+    """One Markdown row per (config, summary or exception): best val pupil IoU, its mIoU, s/epoch."""
+    lines = [
+        "| run | model | lr | seed | val pupil IoU | val mIoU | best epoch | s/epoch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for job, result in results:
+        head = f"| {job['run_name']} | {job['model']} | {job['lr']:g} | {job['seed']} |"
+        if isinstance(result, BaseException):
+            lines.append(f"{head} failed: {type(result).__name__}: {str(result)[:120]} | | | |")
+            continue
+        best = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
+        seconds = statistics.median(result["epoch_seconds"]) if result["epoch_seconds"] else float("nan")
+        lines.append(
+            f"{head} {best.get('val/pupil_iou', float('nan')):.4f} | {best.get('val/miou', float('nan')):.4f}"
+            f" | {result['best_epoch']} | {seconds:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+@app.function(volumes={DATASETS_DIR: datasets_volume}, cpu=4.0, timeout=30 * 60)
+def check_data(data_dir: str) -> tuple[bool, str]:
+    """The data package's check of a dataset folder on the volume, on CPU, before any GPU starts."""
+    from data import check_dataset
+
+    report = check_dataset(data_dir)
+    text = report.format()
+    if not Path(data_dir).is_dir():
+        found = sorted(p.name for p in Path(DATASETS_DIR).iterdir())
+        text += f"\nthe {DATASETS_VOLUME} volume holds: {', '.join(found) or 'nothing yet'}"
+    return report.ok, text
+
+
+@app.function(
+    gpu=DEFAULT_GPU,
+    cpu=TRAIN_CPU,
+    memory=TRAIN_MEMORY_MB,
+    volumes={DATASETS_DIR: datasets_volume, RUNS_DIR: runs_volume},
+    timeout=DAY_S,
+    retries=TRAIN_RETRIES,
+)
+def train(config: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """One training run on a GPU, in RUNS_DIR/run_name; a retry resumes from its last.pt."""
+    import torch
+
+    if not torch.cuda.is_available():  # e.g. a torch CUDA build newer than the host's driver
+        raise RuntimeError(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU here")
+    return run_training(config, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
+
+
+def dataset_problem(data_dir: str | None) -> str | None:
+    """Check the dataset on a CPU container first; the error to stop with if it is not usable."""
+    if data_dir is None:
+        print("No --data: training on the built-in synthetic eyes.")
+        return None
+    ok, report = check_data.remote(data_dir)
+    print(report)
+    if ok:
+        return None
+    volume_path = PurePosixPath(data_dir).relative_to(DATASETS_DIR)
+    return (
+        f"{data_dir} is not usable for training (report above). Upload a dataset with\n"
+        f"  modal volume put {DATASETS_VOLUME} ./openeds {volume_path}"
+    )
+
+
+def gpu_train(gpu: str, mlflow_secret: str) -> modal.Function:
+    """`train` on the chosen GPU type, logging to the MLflow server of a named secret if given."""
+    if not mlflow_secret:
+        return train.with_options(gpu=gpu)
+    secret = modal.Secret.from_name(mlflow_secret, required_keys=["MLFLOW_TRACKING_URI"])
+    return train.with_options(gpu=gpu, secrets=[secret])
+
+
+def where_to_find(folder: str, run_names: list[str], mlflow_secret: str) -> str:
+    """How to download `folder` of the runs volume and browse each run's MLflow store."""
+    lines = [f"Download: modal volume get {RUNS_VOLUME} {folder} .  (checkpoints, ONNX, curves, MLflow)"]
+    if mlflow_secret:
+        return "\n".join([*lines, f"Browse:   the MLflow server of secret {mlflow_secret!r}"])
+    for run in run_names:
+        db = PurePosixPath(PurePosixPath(folder).name, PurePosixPath(run).relative_to(folder), "mlflow.db")
+        lines.append(f"Browse:   mlflow ui --backend-store-uri sqlite:///{db}")
+    return "\n".join(lines)
+
+
+@app.local_entrypoint()
+def main(
+    epochs: int = 10,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    model: ModelName = "tiny_efficientvit",
+    data: str = "",
+    img_size: str = "400x640",
+    synthetic_train: int = 2000,
+    synthetic_val: int = 200,
+    workers: int = DEFAULT_WORKERS,
+    seed: int = 0,
+    max_steps: int | None = None,
+    early_stop: int = 0,
+    alpha_floor: float = 0.0,
+    grid_every: int = 5,
+    augment: bool = True,
+    compile: bool = False,
+    mlflow: bool = True,
+    experiment: str = "pupil-segmentation",
+    gpu: str = DEFAULT_GPU,
+    run_name: str = "",
+    mlflow_secret: str = "",
+) -> None:
+    """Train one model on a Modal GPU (flags as train_efficientvit.py; --data is in the datasets volume)."""
+    try:
+        name = check_run_name(run_name or f"{model}-{datetime.now():%Y%m%d-%H%M%S}")
+        config = train_config(
+            data, img_size, synthetic_train, synthetic_val, augment,
+            epochs=epochs, batch_size=batch_size, lr=lr, model=model, workers=workers, seed=seed,
+            max_steps=max_steps, early_stop=early_stop, alpha_floor=alpha_floor, grid_every=grid_every,
+            compile=compile, mlflow=mlflow, experiment=experiment,
+        )  # fmt: skip
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    if problem := dataset_problem(config["data"]["data_dir"]):
+        sys.exit(f"error: {problem}")
+    print(f"Training {model} on a {gpu} as run {name!r} (volume {RUNS_VOLUME})...")
+    summary = gpu_train(gpu, mlflow_secret).remote(config, name)
+    print(f"Best validation pupil IoU {summary['best_metric']:.4f} at epoch {summary['best_epoch']}.")
+    print(summary["onnx"].get("summary") or f"ONNX export failed: {summary['onnx']['error']}")
+    print(where_to_find(name, [name], mlflow_secret))
+
+
+@app.function(image=sweep_image, timeout=DAY_S)
+def sweep(
+    models: str = "tiny_efficientvit,shallownet",
+    lrs: str = "1e-3",
+    seeds: str = "0",
+    epochs: int = 10,
+    batch_size: int = 8,
+    data: str = "",
+    img_size: str = "400x640",
+    synthetic_train: int = 2000,
+    synthetic_val: int = 200,
+    workers: int = DEFAULT_WORKERS,
+    max_steps: int | None = None,
+    mlflow: bool = True,
+    gpu: str = DEFAULT_GPU,
+    name: str = "",
+    mlflow_secret: str = "",
+) -> str:
+    """Train every (model, lr, seed) on its own GPU in parallel; print and return a comparison table.
+
+    A Modal Function (a small CPU container that waits for the GPUs), not a local entrypoint:
+    `modal run modal_app.py` then still picks `main`, and `--detach` keeps the whole sweep going.
+    """
+    sweep_name = check_run_name(name or f"sweep-{datetime.now():%Y%m%d-%H%M%S}")
+    grid = itertools.product(
+        [check_model(m) for m in parse_list(models, str, "--models")],
+        parse_list(lrs, float, "--lrs"),
+        parse_list(seeds, int, "--seeds"),
+    )
+    base = train_config(
+        data, img_size, synthetic_train, synthetic_val,
+        epochs=epochs, batch_size=batch_size, workers=workers, max_steps=max_steps, mlflow=mlflow,
+        experiment=sweep_name,
+    )  # fmt: skip
+    if problem := dataset_problem(base["data"]["data_dir"]):
+        raise RuntimeError(problem)
+    jobs = [
+        {"model": m, "lr": lr, "seed": s, "run_name": f"{sweep_name}/{m}-lr{lr:g}-seed{s}"}
+        for m, lr, s in grid
+    ]
+    print(f"Sweep {sweep_name}: {len(jobs)} runs on {gpu} GPUs in parallel...")
+    calls = [({**base, "model": j["model"], "lr": j["lr"], "seed": j["seed"]}, j["run_name"]) for j in jobs]
+    results = list(gpu_train(gpu, mlflow_secret).starmap(calls, return_exceptions=True))
+    table = comparison_table(list(zip(jobs, results, strict=True)))
+    print(f"{table}\n{where_to_find(sweep_name, [j['run_name'] for j in jobs], mlflow_secret)}")
+    return table

@@ -1,0 +1,289 @@
+"""modal_app.py offline: the Modal declarations, the CLI, and the training path its GPU function runs.
+
+No Modal token or network is needed: the declarations are read from the objects the decorators
+build, and `run_training` (what the `train` function runs) is called with a temporary folder
+standing in for the runs volume.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import modal
+import pytest
+from modal._utils.async_utils import synchronizer
+from modal._utils.package_utils import get_module_mount_info
+
+import modal_app
+from data import DataConfig
+from models import MODEL_NAMES
+from tests.conftest import tiny_config
+from train_efficientvit import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def declared(function: modal.Function) -> dict:
+    """What @app.function recorded: its spec (GPU, volumes) and, from the loader that sends the
+    definition to Modal when the app runs, the timeout and the retry policy."""
+    inner = synchronizer._translate_in(function)
+    closure = inspect.getclosurevars(inner._load).nonlocals
+    return {"spec": inner._spec_, "timeout": closure["timeout"], "retries": closure["retry_policy"]}
+
+
+def no_token_env(tmp_path: Path) -> dict[str, str]:
+    """This environment without Modal credentials, so `modal run` can never reach an account."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    return {**env, "MODAL_CONFIG_PATH": str(tmp_path / "no-modal.toml")}
+
+
+def modal_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "modal", "run", *args]
+    return subprocess.run(command, cwd=ROOT, env=no_token_env(tmp_path), capture_output=True, text=True)
+
+
+def test_import_loads_neither_torch_nor_the_project():
+    code = "import sys, modal_app; print(sorted({'torch', 'data', 'models', 'mlflow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_train_asks_for_a_gpu_both_volumes_a_day_and_retries():
+    train = declared(modal_app.train)
+    assert train["spec"].gpus == "L4"
+    assert set(train["spec"].volumes) == {PurePosixPath("/datasets"), PurePosixPath("/runs")}
+    for path, volume in (
+        (modal_app.RUNS_DIR, modal_app.runs_volume),
+        (modal_app.DATASETS_DIR, modal_app.datasets_volume),
+    ):
+        assert train["spec"].volumes[path] is synchronizer._translate_in(volume)
+    assert train["timeout"] == 24 * 60 * 60
+    assert train["retries"].retries >= 1
+
+
+def test_the_dataset_check_and_the_sweep_run_without_a_gpu():
+    check, sweep = declared(modal_app.check_data), declared(modal_app.sweep)
+    assert check["spec"].gpus is None and sweep["spec"].gpus is None
+    assert set(check["spec"].volumes) == {modal_app.DATASETS_DIR}
+
+
+def project_imports(path: Path) -> set[str]:
+    """The modules of this repository that a Python file imports (top-level names)."""
+    nodes = list(ast.walk(ast.parse(path.read_text())))
+    names = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+    tops = {name.split(".")[0] for name in names}
+    return {t for t in tops if (ROOT / f"{t}.py").exists() or (ROOT / t).is_dir()}
+
+
+def test_the_image_carries_every_project_module_the_containers_import():
+    shipped = set(modal_app.PROJECT_MODULES)
+    files = [f for m in shipped for f in [ROOT / f"{m}.py", *(ROOT / m).glob("**/*.py")] if f.exists()]
+    needed = {"data", "train_efficientvit", "export_onnx"}.union(*(project_imports(f) for f in files))
+    assert needed <= shipped, f"add to PROJECT_MODULES: {sorted(needed - shipped)}"
+    assert all(get_module_mount_info(m) for m in shipped)  # what Modal runs to upload them
+
+
+def test_main_is_the_default_entrypoint_and_sweep_is_reachable(tmp_path):
+    assert isinstance(modal_app.main, modal.app.LocalEntrypoint)
+    assert isinstance(modal_app.sweep, modal.Function)
+    main_help = modal_cli(tmp_path, "modal_app.py", "--help")
+    assert main_help.returncode == 0, main_help.stderr
+    assert "--epochs" in main_help.stdout and "--run-name" in main_help.stdout
+    sweep_help = modal_cli(tmp_path, "modal_app.py::sweep", "--help")
+    assert sweep_help.returncode == 0, sweep_help.stderr
+    assert "--lrs" in sweep_help.stdout and "--seeds" in sweep_help.stdout
+
+
+def test_without_a_token_modal_run_says_to_run_modal_token_new(tmp_path):
+    result = modal_cli(tmp_path, "modal_app.py")
+    assert result.returncode != 0
+    assert "modal token new" in result.stdout + result.stderr
+
+
+def test_entrypoint_defaults_and_models_match_the_training_cli():
+    flags = {k: p.default for k, p in inspect.signature(modal_app.main.info.raw_f).parameters.items()}
+    train, data = TrainConfig(), DataConfig()
+    shared = ("epochs", "batch_size", "lr", "model", "seed", "early_stop", "alpha_floor", "grid_every")
+    for name in (*shared, "compile", "mlflow", "experiment", "max_steps"):
+        assert flags[name] == getattr(train, name), name
+    assert flags["synthetic_train"] == data.synthetic_train and flags["synthetic_val"] == data.synthetic_val
+    assert modal_app.parse_size(flags["img_size"]) == data.img_size
+    assert modal_app.MODEL_NAMES == MODEL_NAMES
+
+
+def test_flags_become_a_train_config():
+    config = modal_app.train_config("openeds", "64x96", 16, 8, False, epochs=3, model="shallownet")
+    train = TrainConfig.from_dict(config)
+    assert (train.epochs, train.model, train.lr) == (3, "shallownet", TrainConfig().lr)
+    assert train.data == DataConfig(
+        data_dir="/datasets/openeds", img_size=(64, 96), synthetic_train=16, synthetic_val=8
+    )
+    assert not train.augment.enabled
+    assert modal_app.dataset_path("/datasets/openeds/") == "/datasets/openeds"
+    assert modal_app.dataset_path("") is None
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: modal_app.parse_size("400"),
+        lambda: modal_app.parse_size("16x640"),
+        lambda: modal_app.dataset_path("../secrets"),
+        lambda: modal_app.dataset_path("/etc"),
+        lambda: modal_app.check_run_name("../escape"),
+        lambda: modal_app.check_run_name("/runs/abs"),
+        lambda: modal_app.check_model("resnet50"),
+        lambda: modal_app.parse_list("", float, "--lrs"),
+        lambda: modal_app.parse_list("1e-3,fast", float, "--lrs"),
+    ],
+)
+def test_bad_flags_raise_value_errors(call):
+    with pytest.raises(ValueError):
+        call()
+
+
+def tiny(epochs: int) -> dict:
+    return tiny_config(Path("unused"), epochs=epochs, max_steps=2).to_dict()
+
+
+@pytest.fixture
+def exports(monkeypatch) -> list[Path]:
+    """Stands in for the ONNX export (tested on its own below, behind the slow marker)."""
+    calls: list[Path] = []
+
+    def export(run_dir: Path, calib_dir: str | None) -> dict:
+        calls.append(run_dir)
+        return {"path": str(run_dir / "best.onnx"), "summary": "exported"}
+
+    monkeypatch.setattr(modal_app, "export_best", export)
+    return calls
+
+
+def test_run_training_commits_each_epoch_and_resumes_from_last_pt(tmp_path, exports):
+    run_dir = tmp_path / "exp" / "run"
+    commits: list[bool] = []
+    first = modal_app.run_training(
+        tiny(1), "exp/run", tmp_path, lambda: commits.append((run_dir / "last.pt").exists())
+    )
+    assert first["out_dir"] == str(run_dir)
+    assert commits == [True, True, True]  # after epoch 1 (checkpoints written), after training, after export
+    second = modal_app.run_training(tiny(2), "exp/run", tmp_path)
+    assert [h["epoch"] for h in second["history"]] == [1, 2]
+    assert len(second["epoch_seconds"]) == 1  # only epoch 2 ran: epoch 1 came from last.pt
+    assert exports == [run_dir, run_dir] and second["onnx"]["summary"] == "exported"
+
+
+def test_each_run_gets_its_own_mlflow_store_unless_a_server_is_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cwd = Path.cwd()
+    with modal_app.mlflow_store(tmp_path) as uri:
+        assert uri == os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
+        assert Path.cwd() == tmp_path  # MLflow's artifacts go to ./mlruns: beside the store
+    assert Path.cwd() == cwd and "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
+    with modal_app.mlflow_store(tmp_path) as uri:
+        assert uri == "https://mlflow.example.com" and Path.cwd() == cwd
+
+
+def test_a_failed_export_is_reported_not_raised(tmp_path):
+    assert "best.pt" in modal_app.export_best(tmp_path, None)["error"]
+
+
+@pytest.mark.slow
+def test_a_finished_run_has_a_verified_onnx_beside_best_pt(tmp_path):
+    summary = modal_app.run_training(tiny(1), "run", tmp_path)
+    assert summary["onnx"].get("path") == str(tmp_path / "run" / "best.onnx"), summary["onnx"]
+    assert (tmp_path / "run" / "best.onnx").exists()
+
+
+def test_an_interrupted_run_commits_then_stops_so_the_retry_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr("train_efficientvit.main", lambda config, on_epoch_end: {"interrupted": True})
+    commits: list[int] = []
+    with pytest.raises(KeyboardInterrupt, match="resumes from"):
+        modal_app.run_training(tiny(1), "run", tmp_path, lambda: commits.append(1))
+    assert commits == [1]
+
+
+class FakeTrain:
+    """Stands in for `train` on a GPU: records the calls, returns a summary (or raises) per call."""
+
+    def __init__(self, fail_run: str = "") -> None:
+        self.calls: list[tuple[dict, str]] = []
+        self.fail_run = fail_run
+
+    def summary(self, config: dict, run_name: str) -> dict:
+        self.calls.append((config, run_name))
+        if run_name == self.fail_run:
+            raise RuntimeError("CUDA out of memory")
+        history = [
+            {"epoch": 1, "val/pupil_iou": 0.5, "val/miou": 0.7},
+            {"epoch": 2, "val/pupil_iou": 0.9, "val/miou": 0.95},
+        ]
+        onnx = {"summary": f"{run_name}/best.onnx: 220.1 KB"}
+        return {
+            "best_metric": 0.9,
+            "best_epoch": 2,
+            "history": history,
+            "epoch_seconds": [30.0, 10.0, 12.0],
+            "onnx": onnx,
+        }
+
+    def remote(self, config: dict, run_name: str) -> dict:
+        return self.summary(config, run_name)
+
+    def starmap(self, calls, return_exceptions: bool = False) -> list:
+        assert return_exceptions  # one failed run must not lose the others' results
+        results = []
+        for call in calls:
+            try:
+                results.append(self.summary(*call))
+            except RuntimeError as exc:
+                results.append(exc)
+        return results
+
+
+def test_sweep_trains_the_cartesian_product_and_tabulates_every_run(monkeypatch, capsys):
+    fake = FakeTrain(fail_run="s1/shallownet-lr0.003-seed0")
+    monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: fake)
+    table = modal_app.sweep.local(
+        models="tiny_efficientvit,shallownet", lrs="1e-3,3e-3", seeds="0", name="s1"
+    )
+    assert [name for _, name in fake.calls] == [
+        f"s1/{m}-lr{lr}-seed0" for m in ("tiny_efficientvit", "shallownet") for lr in ("0.001", "0.003")
+    ]
+    assert {(c["model"], c["lr"], c["seed"]) for c, _ in fake.calls} == {
+        (m, lr, 0) for m in ("tiny_efficientvit", "shallownet") for lr in (1e-3, 3e-3)
+    }
+    rows = table.splitlines()
+    assert len(rows) == 2 + 4 and table in capsys.readouterr().out
+    assert rows[2].split(" | ")[1:] == ["tiny_efficientvit", "0.001", "0", "0.9000", "0.9500", "2", "12.0 |"]
+    assert "| failed: RuntimeError: CUDA out of memory |" in rows[5]
+
+
+def test_main_trains_one_run_and_says_where_to_download_it(monkeypatch, capsys):
+    fake = FakeTrain()
+    monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: fake)
+    modal_app.main.info.raw_f(epochs=3, model="shallownet", run_name="first", max_steps=5)
+    [(config, run_name)] = fake.calls
+    assert run_name == "first" and TrainConfig.from_dict(config).max_steps == 5
+    out = capsys.readouterr().out
+    assert "Best validation pupil IoU 0.9000 at epoch 2" in out and "first/best.onnx" in out
+    assert "modal volume get pupil-runs first ." in out
+
+
+def test_main_stops_on_a_bad_flag_before_anything_runs(monkeypatch):
+    monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: pytest.fail("a GPU was asked for"))
+    with pytest.raises(SystemExit, match="--img-size"):
+        modal_app.main.info.raw_f(img_size="640")
+
+
+def test_download_and_browse_hints_point_into_the_downloaded_folder():
+    hint = modal_app.where_to_find("sweep-1", ["sweep-1/shallownet-lr0.001-seed0"], "")
+    assert "modal volume get pupil-runs sweep-1 ." in hint
+    assert "sqlite:///sweep-1/shallownet-lr0.001-seed0/mlflow.db" in hint
