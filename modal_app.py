@@ -66,7 +66,7 @@ app = modal.App(APP_NAME, image=image)
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'400x640' -> (400, 640), height by width, as the training CLI's --img-size."""
+    """'400x640' -> (400, 640), as data.parse_size; a copy, because importing data needs numpy."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import AugmentConfig, DataConfig, DataError, PreprocessConfig, build_datasets
+from data import AugmentConfig, DataConfig, DataError, PreprocessConfig, build_datasets, size_argument
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
 from models import MODEL_NAMES, build_model
@@ -377,16 +377,6 @@ def positive(kind: type) -> Callable[[str], int | float]:
     return parse
 
 
-def image_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 400x640, got {text!r}") from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"height and width must be at least 32, got {text!r}")
-    return h, w
-
-
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d, dd = TrainConfig(), DataConfig()
     p = argparse.ArgumentParser(
@@ -402,7 +392,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     )
     p.add_argument("--synthetic-train", type=positive(int), default=dd.synthetic_train)
     p.add_argument("--synthetic-val", type=positive(int), default=dd.synthetic_val)
-    p.add_argument("--img-size", type=image_size, default="x".join(map(str, dd.img_size)), help="HxW")
+    p.add_argument("--img-size", type=size_argument, default="x".join(map(str, dd.img_size)), help="HxW")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out-dir", default=None, help="default: runs/<model>-<time>")

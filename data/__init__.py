@@ -7,6 +7,7 @@ every checkpoint and ONNX file. `python -m data check DIR` validates a dataset b
 
 from data.augment import AugmentConfig
 from data.check import CheckReport, check_dataset
+from data.config import parse_size, size_argument
 from data.dataset import DataConfig, EyeDataset, build_datasets
 from data.folders import CLASS_NAMES, DataError, Sample, find_pairs, read_image, read_label
 from data.preprocess import PreprocessConfig, preprocess
@@ -23,7 +24,9 @@ __all__ = [
     "build_datasets",
     "check_dataset",
     "find_pairs",
+    "parse_size",
     "preprocess",
     "read_image",
     "read_label",
+    "size_argument",
 ]

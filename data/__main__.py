@@ -21,10 +21,11 @@ import torch
 
 from data.augment import AugmentConfig
 from data.check import check_dataset
+from data.config import size_argument
 from data.dataset import EyeDataset
 from data.folders import find_pairs
 from data.preprocess import PreprocessConfig
-from data.synthetic import SyntheticEyes, size_argument, write_openeds
+from data.synthetic import SyntheticEyes, write_openeds
 
 TARGET = 60  # samples/s per worker: one or two workers keep a CPU run fed
 

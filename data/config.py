@@ -1,5 +1,7 @@
-"""Dict round trip for the frozen config dataclasses stored in checkpoints and ONNX metadata."""
+"""Dict round trip for the frozen config dataclasses stored in checkpoints and ONNX metadata, and
+the HxW size parser every command line uses (`--img-size`, `--size`)."""
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any, Self
@@ -26,3 +28,22 @@ class DictConfig:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def parse_size(text: str, minimum: int = 32) -> tuple[int, int]:
+    """'400x640' -> (400, 640), height first; at least 32 a side, the models' smallest input."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"size must look like HxW, e.g. 400x640, got {text!r}") from None
+    if h < minimum or w < minimum:
+        raise ValueError(f"size must be at least {minimum}x{minimum}, got {text!r}")
+    return h, w
+
+
+def size_argument(text: str) -> tuple[int, int]:
+    """parse_size for argparse, which prints the message of an ArgumentTypeError only."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -8,6 +8,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from data import size_argument
 from models import MODEL_NAMES, SegmentationModel, build_model
 
 
@@ -34,20 +35,10 @@ def describe(name: str, size: tuple[int, int] = (400, 640)) -> dict:
     }
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 400x640 (HxW), got {text!r}") from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"size must be at least 32x32, got {text!r}")
-    return h, w
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    parser.add_argument("--size", type=parse_size, default=(400, 640), help="input HxW (default: 400x640)")
+    parser.add_argument("--size", type=size_argument, default=(400, 640), help="input HxW (default: 400x640)")
     args = parser.parse_args()
     rows = [describe(name, args.size) for name in MODEL_NAMES]
     if args.json:

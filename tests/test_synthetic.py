@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data.synthetic import SyntheticEyes, parse_size, render_eye, write_preview
+from data import parse_size
+from data.synthetic import SyntheticEyes, render_eye, write_preview
 from data.synthetic.render import IRIS, PUPIL
 
 SIZE = (100, 160)  # (H, W)
@@ -87,6 +88,8 @@ def test_parse_size():
     assert parse_size("400x640") == (400, 640)
     with pytest.raises(ValueError, match="'400'"):
         parse_size("400")
+    with pytest.raises(ValueError, match="at least 32x32"):
+        parse_size("16x640")
 
 
 def test_preview_grid(tmp_path):

@@ -10,7 +10,6 @@ command line (data/synthetic/__main__.py):
         writes a grid of frames with the pupil label outlined, for a person to look at.
 """
 
-import argparse
 from pathlib import Path
 
 import cv2
@@ -47,25 +46,6 @@ class SyntheticEyes:
         """(H, W) uint8 image and (H, W) uint8 {0, 1} pupil mask of frame `index`."""
         image, label, _ = self.render(index)
         return image, (label == PUPIL).astype(np.uint8)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'400x640' -> (400, 640), height first."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"size must look like HxW, e.g. 400x640, got {text!r}") from None
-    if h < 16 or w < 16:
-        raise ValueError(f"size must be at least 16x16, got {text!r}")
-    return h, w
-
-
-def size_argument(text: str) -> tuple[int, int]:
-    """parse_size for argparse, which prints the message of an ArgumentTypeError only."""
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:

@@ -4,7 +4,8 @@ import argparse
 import math
 from pathlib import Path
 
-from data.synthetic import size_argument, write_openeds, write_preview
+from data.config import size_argument
+from data.synthetic import write_openeds, write_preview
 
 
 def main(argv: list[str] | None = None) -> None:
