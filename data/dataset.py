@@ -31,8 +31,8 @@ VAL_SEED_OFFSET = 1_000_003  # synthetic validation frames come from another see
 class DataConfig(DictConfig):
     data_dir: str | None = None  # None: the built-in synthetic eyes
     img_size: tuple[int, int] = (400, 640)  # (H, W) the model sees; other sizes are resized
-    synthetic_train: int = 2000
-    synthetic_val: int = 200
+    synthetic_train: int = 1000  # rendered on the fly; the default keeps a CPU epoch short
+    synthetic_val: int = 100
 
     def __post_init__(self) -> None:
         size = self.img_size
