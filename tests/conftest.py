@@ -1,10 +1,12 @@
-"""Shared fixtures: tiny training configs and one briefly trained checkpoint for the session."""
+"""Shared fixtures and helpers: tiny training configs, trained-looking BatchNorms, and one briefly
+trained checkpoint for the session."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from data import AugmentConfig, DataConfig
 from train_efficientvit import TrainConfig, main
@@ -22,6 +24,17 @@ def tiny_config(out_dir: Path, **overrides) -> TrainConfig:
         **overrides,
     }
     return TrainConfig(**values)
+
+
+def randomize_batchnorm(model: nn.Module) -> nn.Module:
+    """Give every BN non-trivial statistics and affine weights, as after training."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
+from conftest import randomize_batchnorm
 
 import export_onnx as export_module
 from data import PreprocessConfig
@@ -27,13 +27,7 @@ METRICS = {"val/pupil_iou": 0.5, "val/miou": 0.7, "train/loss": 0.1}
 def make_checkpoint(path, seed=0):
     """A checkpoint of an untrained model whose BatchNorms look trained, so folding them matters."""
     torch.manual_seed(seed)
-    model = build_model("tiny_efficientvit")
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.2, 0.2)
+    model = randomize_batchnorm(build_model("tiny_efficientvit"))
     state = {
         "model_name": "tiny_efficientvit",
         "model_config": model.config.to_dict(),

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from conftest import randomize_batchnorm
 from torch import nn
 
 from models import MODEL_NAMES, PARAM_LIMIT, build_model, fuse_model
@@ -17,17 +18,6 @@ from models.efficientvit import CascadedGroupAttention, LocalWindowAttention, re
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def randomize_batchnorm(model: nn.Module) -> nn.Module:
-    """Give every BN non-trivial statistics and affine weights, as after training."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.2, 0.2)
-    return model
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
