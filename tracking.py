@@ -99,6 +99,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -108,6 +109,7 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     axes[1].plot(epochs, [h["val/miou"] for h in history], linestyle="--", label="val mIoU")
     for ax, title in zip(axes, ("loss (can go negative: surface term)", "IoU"), strict=True):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
