@@ -166,6 +166,7 @@ def export_metadata(state: dict, model: SegmentationModel, checkpoint: Path, ops
         "preprocess": state["preprocess"],
         "metrics": validation_metrics(state.get("metrics")),
         "epoch": state.get("epoch"),
+        "train_seed": (state.get("train_config") or {}).get("seed"),  # picks the synthetic val frames
         "checkpoint": checkpoint.name,
         "exporter": f"torch {torch.__version__} dynamo, onnx opset {opset}",
     }

@@ -69,8 +69,8 @@ class Predictor:
 
     `info` holds `model_name`, `num_params` (trainable, before BN folding; None for foreign ONNX
     files), `source` (the file), `backend` ("pytorch" or "onnxruntime"), `file_bytes`, `metrics`
-    (the validation metrics stored at training, may be empty) and, for an 8-bit export,
-    `quantization`.
+    (the validation metrics stored at training, may be empty), `train_seed` (None when unknown)
+    and, for an 8-bit export, `quantization`.
     """
 
     def __init__(
@@ -137,6 +137,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
         "backend": "pytorch",
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(state.get("metrics")),
+        "train_seed": (state.get("train_config") or {}).get("seed"),
     }
     img_size = tuple(state["img_size"])
     return Predictor(
@@ -222,6 +223,7 @@ def _onnx_predictor(
         "backend": "onnxruntime",
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(metadata.get("metrics")),
+        "train_seed": metadata.get("train_seed"),
     }
     if "quantization" in metadata:
         info["quantization"] = metadata["quantization"]

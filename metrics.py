@@ -1,12 +1,20 @@
-"""Segmentation metrics for the background / pupil task, accumulated over a whole epoch.
+"""Segmentation metrics for the background / pupil task, accumulated over a whole epoch or split.
 
 Intersection and union are summed over every pixel of the epoch before dividing (not averaged
-per image), as in the OpenEDS challenge; mIoU averages the two classes.
+per image), as in the OpenEDS challenge; mIoU averages the two classes. The per-frame functions
+below (numpy, (H, W) masks) serve `evaluate.py`: frame IoU, pupil-centre error, detection and
+the OpenEDS challenge score.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
+import numpy as np
 import torch
+
+MB = 1_000_000  # bytes in the challenge score's megabyte
 
 
 class ConfusionCounter:
@@ -46,3 +54,59 @@ def confusion_metrics(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
         "precision": _ratio(tp, tp + fp),
         "recall": _ratio(tp, tp + fn),
     }
+
+
+def mask_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
+    """(tp, fp, fn, tn) pixel counts of two (H, W) pupil masks (nonzero = pupil) of one frame."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from label shape {truth.shape}")
+    pred, truth = pred.astype(bool, copy=False), truth.astype(bool, copy=False)
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred)) - tp
+    fn = int(np.count_nonzero(truth)) - tp
+    return tp, fp, fn, pred.size - tp - fp - fn
+
+
+def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pupil IoU of one frame; 1.0 when neither mask has a pupil pixel."""
+    return confusion_metrics(*mask_counts(pred, truth))["pupil_iou"]
+
+
+def centre_error(pred: tuple[float, float], truth: tuple[float, float]) -> float:
+    """Euclidean distance in pixels between two (x, y) points."""
+    return math.hypot(pred[0] - truth[0], pred[1] - truth[1])
+
+
+def error_summary(errors: Sequence[float]) -> dict[str, float | int | None]:
+    """Count, mean, median and 95th percentile (linear interpolation) of errors; None when empty."""
+    values = np.asarray(errors, dtype=np.float64)
+    if values.size == 0:
+        return {"n": 0, "mean": None, "median": None, "p95": None}
+    return {
+        "n": int(values.size),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p95": float(np.percentile(values, 95)),
+    }
+
+
+def detection_summary(truth_found: Sequence[bool], pred_found: Sequence[bool]) -> dict[str, float | int]:
+    """Per-frame pupil present / absent: accuracy, missed pupils, false positives on pupil-less frames."""
+    truth, pred = np.asarray(truth_found, bool), np.asarray(pred_found, bool)
+    if truth.shape != pred.shape or truth.size == 0:
+        raise ValueError(f"need one prediction per label, at least one; got {pred.size} and {truth.size}")
+    return {
+        "frames": int(truth.size),
+        "accuracy": float((truth == pred).mean()),
+        "with_pupil": int(truth.sum()),
+        "missed": int((truth & ~pred).sum()),
+        "without_pupil": int((~truth).sum()),
+        "false_positives": int((~truth & pred).sum()),
+    }
+
+
+def challenge_score(miou: float, size_bytes: int) -> float:
+    """OpenEDS 2019 score: 0.5 * (mIoU + min(1, 1 / S)), S the model size in MB (10^6 bytes)."""
+    if size_bytes <= 0:
+        raise ValueError(f"model size must be positive, got {size_bytes} bytes")
+    return 0.5 * (miou + min(1.0, MB / size_bytes))

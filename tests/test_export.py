@@ -35,6 +35,7 @@ def make_checkpoint(path, seed=0):
         "preprocess": PREPROCESS.to_dict(),
         "img_size": list(SIZE),
         "metrics": METRICS,
+        "train_config": {"seed": 3},
     }
     return save_checkpoint(state, path)
 
@@ -82,6 +83,7 @@ def test_metadata_describes_model_and_preprocessing(report):
     assert predictor.info["model_name"] == "tiny_efficientvit"
     assert predictor.info["num_params"] == build_model("tiny_efficientvit").get_num_trainable_params()
     assert predictor.info["metrics"] == {"val/pupil_iou": 0.5, "val/miou": 0.7}  # validation only
+    assert predictor.info["train_seed"] == 3  # evaluate.py scores the synthetic frames of that seed
 
 
 def test_file_is_self_contained_without_debug_info(report):
