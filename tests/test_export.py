@@ -104,6 +104,8 @@ def test_int8_export_is_quantised_and_evaluated(report):
     assert predictor.info["quantization"]["format"] == "QDQ"
     assert predictor.logits(np.zeros((3, 1, *SIZE), np.float32)).shape == (3, 2, *SIZE)
     assert report.int8.weights_kb < 0.5 * report.fp32.weights_kb
+    assert [v.name for v in (*model.graph.input, *model.graph.output)] == ["image", "logits"]
+    assert max(len(t.name) for t in model.graph.initializer) <= 5  # short ids, not module paths
     assert 0 <= report.int8.pupil_iou <= 1 and 0 <= report.fp32.pupil_iou <= 1
 
 
