@@ -6,8 +6,9 @@
 
 Writes OUT_DIR/best.pt (best validation pupil IoU) and OUT_DIR/last.pt (every epoch), both
 atomically, and logs every epoch to MLflow. On resume, the run's stored settings (model, data,
-optimiser, seed) are kept; --epochs, --max-steps, --workers, --device and --no-mlflow come from
-the command line. The body lives in `main(config)` so tests and modal_app.py call it directly.
+optimiser, seed, loss schedule) are kept and may not be given again; --epochs and --no-mlflow
+default to the run's own, --max-steps, --time-limit, --workers and --device come from the command
+line. The body lives in `main(config)` so tests and modal_app.py call it directly.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from data import AugmentConfig, DataConfig, DataError, PreprocessConfig, build_datasets, size_argument
+from data import AugmentConfig, DataConfig, PreprocessConfig, build_datasets, size_argument
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
 from models import MODEL_NAMES, build_model
@@ -38,7 +39,7 @@ from tracking import MlflowRun, TrackingError, plot_curves, prediction_grid
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int | None = 10  # None on resume: the run's own
     batch_size: int = 8
     lr: float = 1e-3
     model: str = "tiny_efficientvit"
@@ -52,10 +53,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     early_stop: int = 0  # stop after this many epochs without a better val pupil IoU; 0 = off
     alpha_floor: float = 0.0
+    alpha_span: int | None = None  # epochs of alpha's decay; None: min(125, epochs), fixed at the start
     plateau_patience: int = 5
     plateau_factor: float = 0.5
     compile: bool = False
-    mlflow: bool = True
+    mlflow: bool | None = True  # None on resume: the run's own
     experiment: str = "pupil-segmentation"
     grid_every: int = 5  # prediction grid at the first epoch, every K epochs and at the end
     data: DataConfig = field(default_factory=DataConfig)
@@ -77,8 +79,19 @@ class TrainingError(RuntimeError):
 
 
 def pick_device(name: str) -> torch.device:
+    """`name` as a torch device ("auto": CUDA, then Apple MPS, then CPU); ValueError if unusable here."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(
+                f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 or mps"
+            ) from None
+        mps = getattr(torch.backends, "mps", None)
+        available = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available())}
+        if not available.get(device.type, True):
+            raise ValueError(f"--device {name!r}: no {device.type.upper()} device on this machine")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -207,19 +220,17 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         if "optimizer_state" not in resumed:
             raise CheckpointError(f"{config.resume} holds weights only, not a training state to resume")
         stored = TrainConfig.from_dict(resumed["train_config"])
+        given = {k: getattr(config, k) for k in ("max_steps", "time_limit", "workers", "device")}
+        given.update({k: v for k in ("epochs", "mlflow") if (v := getattr(config, k)) is not None})
         config = dataclasses.replace(
-            stored,
-            **{
-                k: getattr(config, k)
-                for k in ("epochs", "max_steps", "time_limit", "workers", "device", "mlflow")
-            },
-            resume=config.resume,
-            out_dir=str(Path(config.resume).parent),
+            stored, **given, resume=config.resume, out_dir=str(Path(config.resume).parent)
         )
+    if config.alpha_span is None:  # fixed now, so that extending the run keeps alpha's decay
+        config = dataclasses.replace(config, alpha_span=min(125, config.epochs))
+    device = pick_device(config.device)
     run_name = f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir = Path(config.out_dir or Path("runs") / run_name)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(config.device)
     torch.manual_seed(config.seed)
 
     train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, config.seed)
@@ -286,11 +297,11 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, "
         f"epochs {start_epoch + 1}-{config.epochs}, out {out_dir}"
     )
-    epoch, metrics, status = start_epoch, (history[-1] if history else {}), "FINISHED"
+    epoch, metrics, status, saved = start_epoch, (history[-1] if history else {}), "FINISHED", start_epoch
     deadline = time.perf_counter() + 60 * config.time_limit if config.time_limit else math.inf
     try:
         for epoch in range(start_epoch, config.epochs):
-            alpha = alpha_schedule(epoch, config.epochs, config.alpha_floor)
+            alpha = alpha_schedule(epoch, config.alpha_span, config.alpha_floor)
             train_set.set_epoch(epoch)
             train_loader = make_loader(train_set, config, True, epoch, device)
             val_loader = make_loader(val_set, config, False, epoch, device)
@@ -308,13 +319,16 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
             )
             metrics.update(evaluate(forward_model, val_loader, loss_fn, alpha, device, config.max_steps))
             metrics.update({"lr": optimizer.param_groups[0]["lr"], "alpha": alpha, "epoch": epoch + 1})
-            scheduler.step(metrics["val/loss"])
+            # The total falls by itself as alpha shifts weight from Dice to the (negative) surface
+            # term, which would hide a plateau: watch the alpha-free part of the validation loss.
+            scheduler.step(metrics["val/ce"] + metrics["val/dice"])
             history.append(metrics)
             improved = metrics["val/pupil_iou"] > best
             if improved:
                 best, best_epoch = metrics["val/pupil_iou"], epoch + 1
                 save_checkpoint(state(epoch + 1, metrics), out_dir / "best.pt")
             save_checkpoint(state(epoch + 1, metrics), out_dir / "last.pt")
+            saved = epoch + 1
             print(
                 f"epoch {epoch + 1}/{config.epochs}  "
                 f"loss {metrics['train/loss']:.4f}/{metrics['val/loss']:.4f}  "
@@ -324,10 +338,10 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
             )
             if tracker:
                 tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
-                last = epoch + 1 == config.epochs
-                if epoch == start_epoch or (epoch + 1) % config.grid_every == 0 or last:
-                    frames = grid_frames(model, val_set, device, config)
-                    grid = prediction_grid(*frames, out_dir / f"predictions_epoch{epoch + 1:03d}.png")
+            if epoch == start_epoch or (epoch + 1) % config.grid_every == 0 or epoch + 1 == config.epochs:
+                frames = grid_frames(model, val_set, device, config)
+                grid = prediction_grid(*frames, out_dir / f"predictions_epoch{epoch + 1:03d}.png")
+                if tracker:
                     tracker.log_artifact(grid, "predictions")
             if on_epoch_end:
                 on_epoch_end(epoch + 1, metrics)
@@ -338,16 +352,27 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
                 print(f"Time limit of {config.time_limit:g} min reached after epoch {epoch + 1}.")
                 break
     except KeyboardInterrupt:
-        save_checkpoint(state(epoch, metrics), out_dir / "last.pt")
+        # last.pt holds the last finished epoch; the one cut short is redone on resume, so a
+        # resumed run still ends as an uninterrupted one would.
         status = "KILLED"
-        print(f"\nInterrupted. Resume with: python train_efficientvit.py --resume {out_dir / 'last.pt'}")
+        if saved > 0:
+            print(
+                f"\nInterrupted; {out_dir / 'last.pt'} holds epoch {saved}. "
+                f"Resume with: python train_efficientvit.py --resume {out_dir / 'last.pt'}"
+            )
+        else:
+            print("\nInterrupted during the first epoch: no checkpoint to resume from.")
     except TrainingError as exc:
         status = "FAILED"
         raise TrainingError(f"{exc}; the last good checkpoint is kept in {out_dir}") from None
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
+        curves = plot_curves(history, out_dir / "curves.png") if history else None
         if tracker:
-            if history:
-                tracker.log_artifact(plot_curves(history, out_dir / "curves.png"))
+            if curves:
+                tracker.log_artifact(curves)
             if (out_dir / "best.pt").exists() and status == "FINISHED":
                 tracker.log_artifact(out_dir / "best.pt", "checkpoints")
             tracker.end(status)
@@ -377,13 +402,20 @@ def positive(kind: type) -> Callable[[str], int | float]:
     return parse
 
 
+RUN_SETTINGS = {  # flags a resumed run takes from its checkpoint
+    "--batch-size", "--lr", "--model", "--data-dir", "--synthetic-train", "--synthetic-val", "--img-size",
+    "--seed", "--out-dir", "--early-stop", "--alpha-floor", "--grid-every", "--no-augment", "--experiment",
+    "--compile",
+}  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d, dd = TrainConfig(), DataConfig()
     p = argparse.ArgumentParser(
         description="Train a pupil-segmentation model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--epochs", type=positive(int), default=d.epochs)
+    p.add_argument("--epochs", type=positive(int), default=None, help=f"{d.epochs}; on resume the run's own")
     p.add_argument("--batch-size", type=positive(int), default=d.batch_size)
     p.add_argument("--lr", type=positive(float), default=d.lr, help="Adam learning rate")
     p.add_argument("--model", choices=MODEL_NAMES, default=d.model)
@@ -402,7 +434,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "--time-limit", type=positive(float), default=None, help="minutes; the epoch running then is the last"
     )
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment name")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--no-mlflow",
+        action="store_const",
+        const=True,
+        help="do not log to MLflow (on resume: as the run did)",
+    )
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--early-stop", type=int, default=d.early_stop, help="patience in epochs; 0 = off")
@@ -410,12 +447,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--grid-every", type=positive(int), default=d.grid_every, help="prediction grid every K")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     a = p.parse_args(argv)
+    if a.resume:  # the run's stored settings win; asking for others would silently not happen
+        flags = {t.split("=")[0] for t in (sys.argv[1:] if argv is None else argv) if t.startswith("--")}
+        if fixed := sorted(flags & RUN_SETTINGS):
+            p.error(f"--resume continues a run with its stored settings; drop {', '.join(fixed)}")
+    if a.seed < 0:
+        p.error(f"argument --seed: must be >= 0, got {a.seed}")
     if a.workers < 0:
         p.error(f"argument --workers: must be >= 0, got {a.workers}")
     if not 0.0 <= a.alpha_floor <= 1.0:
         p.error(f"argument --alpha-floor: must be in [0, 1], got {a.alpha_floor}")
     return TrainConfig(
-        epochs=a.epochs,
+        epochs=a.epochs if a.epochs or a.resume else d.epochs,
         batch_size=a.batch_size,
         lr=a.lr,
         model=a.model,
@@ -429,7 +472,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         early_stop=a.early_stop,
         alpha_floor=a.alpha_floor,
         compile=a.compile,
-        mlflow=not a.no_mlflow,
+        mlflow=None if a.no_mlflow is None and a.resume else not a.no_mlflow,
         experiment=a.experiment,
         grid_every=a.grid_every,
         data=DataConfig(
@@ -445,5 +488,5 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 if __name__ == "__main__":
     try:
         main(parse_args())
-    except (CheckpointError, DataError, TrackingError, TrainingError) as exc:
+    except (ValueError, OSError, TrackingError, TrainingError) as exc:  # CheckpointError, DataError too
         sys.exit(f"error: {exc}")

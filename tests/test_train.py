@@ -84,16 +84,96 @@ def test_smoke_run_writes_checkpoints_and_an_mlflow_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("model", ["tiny_efficientvit", "shallownet"])
 def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, model):
-    full = main(tiny_config(tmp_path / "full", model=model, epochs=2))
-    main(tiny_config(tmp_path / "split", model=model, epochs=1))
-    resumed = main(tiny_config(tmp_path / "ignored", epochs=2, resume=str(tmp_path / "split" / "last.pt")))
+    # split after epoch 2 of 3: alpha is already decaying there, so its schedule must carry over
+    full = main(tiny_config(tmp_path / "full", model=model, epochs=3, alpha_span=3))
+    main(tiny_config(tmp_path / "split", model=model, epochs=2, alpha_span=3))
+    resumed = main(tiny_config(tmp_path / "ignored", epochs=3, resume=str(tmp_path / "split" / "last.pt")))
     assert resumed["out_dir"] == str(tmp_path / "split")
-    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert [h["alpha"] for h in resumed["history"]] == [h["alpha"] for h in full["history"]]
     for key in ("train/loss", "val/loss", "val/pupil_iou", "val/miou"):
         assert resumed["metrics"][key] == pytest.approx(full["metrics"][key], abs=1e-6)
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model_state"]
     b = load_checkpoint(tmp_path / "split" / "last.pt")["model_state"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_extending_a_run_keeps_its_alpha_decay(tmp_path):
+    main(tiny_config(tmp_path, epochs=2))  # alpha decays over 2 epochs: 1.0, 0.5
+    extended = main(tiny_config(tmp_path, epochs=3, resume=str(tmp_path / "last.pt")))
+    assert [h["alpha"] for h in extended["history"]] == [1.0, 0.5, 0.0]
+
+
+def test_resume_takes_the_runs_epochs_unless_given(tmp_path):
+    main(tiny_config(tmp_path, epochs=2, max_steps=1))
+    assert parse_args(["--resume", str(tmp_path / "last.pt")]).epochs is None
+    summary = main(tiny_config(tmp_path, epochs=None, resume=str(tmp_path / "last.pt")))
+    assert summary["history"][-1]["epoch"] == 2  # already done: nothing more, nothing lost
+
+
+def test_ctrl_c_mid_epoch_keeps_the_last_finished_epoch(tmp_path, monkeypatch, capsys):
+    import train_efficientvit
+
+    real, calls = train_efficientvit.train_one_epoch, []
+
+    def interrupted_on_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_efficientvit, "train_one_epoch", interrupted_on_the_second_epoch)
+    summary = main(tiny_config(tmp_path, epochs=3))
+    assert summary["interrupted"]
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 1 and [h["epoch"] for h in state["history"]] == [1]
+    assert f"holds epoch 1. Resume with: python train_efficientvit.py --resume {tmp_path / 'last.pt'}" in (
+        capsys.readouterr().out
+    )
+
+
+def test_ctrl_c_between_epochs_keeps_the_epoch_just_saved(tmp_path):
+    def stop_after_epoch_2(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    main(tiny_config(tmp_path, epochs=3), on_epoch_end=stop_after_epoch_2)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
+
+
+def test_a_crashed_run_is_failed_in_mlflow_not_finished(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+    def broken_disk(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("train_efficientvit.evaluate", broken_disk)
+    with pytest.raises(OSError, match="No space"):
+        main(tiny_config(tmp_path / "run", max_steps=1, mlflow=True, experiment="crash"))
+    runs = mlflow.search_runs(experiment_names=["crash"])
+    assert list(runs["status"]) == ["FAILED"]
+
+
+def test_without_mlflow_curves_and_grids_are_still_written(tmp_path):
+    main(tiny_config(tmp_path, epochs=1, max_steps=1))
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "predictions_epoch001.png").exists()
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--resume", str(tmp_path / "last.pt"), "--model", "shallownet", "--lr=0.1"])
+    assert "drop --lr, --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["foo", "cuda:0" if not torch.cuda.is_available() else "foo:1"])
+def test_unusable_device_is_a_one_line_error(tmp_path, name):
+    with pytest.raises(ValueError, match=f"--device '{name}'"):
+        main(tiny_config(tmp_path / "out", device=name))
+    assert not (tmp_path / "out").exists()  # nothing created before the check
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -114,6 +194,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
         ["--model", "resnet50"],
         ["--img-size", "400by640"],
         ["--img-size", "16x16"],
+        ["--seed", "-1"],
     ],
 )
 def test_bad_flags_are_argparse_errors(argv, capsys):
@@ -141,7 +222,7 @@ def test_bad_resume_files_give_one_line_errors(tmp_path):
     )
     cases = {
         tmp_path / "missing.pt": "checkpoint not found",
-        corrupt: "not a readable PyTorch checkpoint",
+        corrupt: "not a readable PyTorch checkpoint|corrupt or not a PyTorch checkpoint",
         foreign: "not a tiny-pupil-seg checkpoint",
         unknown: "unknown model 'resnet'",
     }
