@@ -409,30 +409,35 @@ RUN_SETTINGS = {  # flags a resumed run takes from its checkpoint
 }  # fmt: skip
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none to show (None, a switch's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d, dd = TrainConfig(), DataConfig()
     p = argparse.ArgumentParser(
         description="Train a pupil-segmentation model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
     )
-    p.add_argument("--epochs", type=positive(int), default=None, help=f"{d.epochs}; on resume the run's own")
-    p.add_argument("--batch-size", type=positive(int), default=d.batch_size)
+    p.add_argument("--epochs", type=positive(int), help=f"(default: {d.epochs}; on resume: the run's own)")
+    p.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="frames per step")
     p.add_argument("--lr", type=positive(float), default=d.lr, help="Adam learning rate")
-    p.add_argument("--model", choices=MODEL_NAMES, default=d.model)
-    p.add_argument(
-        "--data-dir", default=None, help="OpenEDS or pupil-mask dataset root (default: synthetic eyes)"
-    )
-    p.add_argument("--synthetic-train", type=positive(int), default=dd.synthetic_train)
-    p.add_argument("--synthetic-val", type=positive(int), default=dd.synthetic_val)
+    p.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="model to train")
+    p.add_argument("--data-dir", help="OpenEDS or pupil-mask dataset root (default: synthetic eyes)")
+    p.add_argument("--synthetic-train", type=positive(int), default=dd.synthetic_train, help="frames")
+    p.add_argument("--synthetic-val", type=positive(int), default=dd.synthetic_val, help="frames")
     p.add_argument("--img-size", type=size_argument, default="x".join(map(str, dd.img_size)), help="HxW")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out-dir", default=None, help="default: runs/<model>-<time>")
-    p.add_argument("--resume", default=None, help="continue from a last.pt")
-    p.add_argument("--max-steps", type=positive(int), default=None, help="batches per epoch (smoke tests)")
-    p.add_argument(
-        "--time-limit", type=positive(float), default=None, help="minutes; the epoch running then is the last"
-    )
+    p.add_argument("--seed", type=int, default=d.seed, help="weights, data order and synthetic frames")
+    p.add_argument("--out-dir", help="(default: runs/<model>-<time>)")
+    p.add_argument("--resume", help="continue the run of this last.pt")
+    p.add_argument("--max-steps", type=positive(int), help="batches per epoch (smoke tests)")
+    p.add_argument("--time-limit", type=positive(float), help="minutes; the epoch running then is the last")
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment name")
     p.add_argument(
         "--no-mlflow",
