@@ -3,7 +3,7 @@
 Run before training (`python -m data check DIR`): it validates whichever of train, validation
 (or val) and test exist, and reports per split the layout, the number of pairs, the image sizes,
 the label values, the mean pupil fraction and the frames without a pupil. Training needs train
-and validation, so a missing one is a problem too.
+and validation, so a missing one is a problem too, and so is either without a pupil in any frame.
 """
 
 import os
@@ -29,6 +29,10 @@ from data.folders import (
 _SPLITS = ("train", "validation", "test")
 _NEEDED = ("train", "validation")
 _LISTED = 50  # problems printed by format(); the report keeps them all
+_NO_PUPIL = {
+    "train": "the model would only learn to predict no pupil",
+    "validation": "best.pt would be chosen on a meaningless pupil IoU",
+}
 
 
 @dataclass
@@ -140,6 +144,8 @@ def _check_split(root: Path, split: str, report: CheckReport) -> None:
         stats.label_values.update(frame.values.tolist())
     stats.pupil_fraction = float(np.mean([f.pupil_fraction for f in labelled])) if labelled else 0.0
     stats.frames_without_pupil = sum(f.pupil_fraction == 0 for f in labelled)
+    if split in _NO_PUPIL and labelled and stats.frames_without_pupil == len(labelled):
+        report.problems.append(f"{folder}: {split} split has no pupil in any frame: {_NO_PUPIL[split]}")
     report.splits.append(stats)
 
 

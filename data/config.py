@@ -1,5 +1,5 @@
 """Dict round trip for the frozen config dataclasses stored in checkpoints and ONNX metadata, and
-the HxW size parser every command line uses (`--img-size`, `--size`)."""
+the argparse types every command line uses: HxW sizes (`--img-size`, `--size`), positive counts."""
 
 import argparse
 from collections.abc import Mapping
@@ -47,3 +47,10 @@ def size_argument(text: str) -> tuple[int, int]:
         return parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def positive_int_argument(text: str) -> int:
+    """A positive integer for argparse (`--batch-size`, frame counts)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)

@@ -77,9 +77,35 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     return image
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 by the bits actually used: 10-, 12- and full 16-bit data all span ~0..255."""
+    if image.dtype != np.uint16:
+        return image
+    shift = max(0, int(image.max()).bit_length() - 8)
+    return (image >> shift).astype(np.uint8)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Decode an eye image to (H, W) uint8 grayscale; colour is converted, 16-bit scaled to 8."""
-    return _decode(Path(path).absolute(), cv2.IMREAD_GRAYSCALE)
+    # IMREAD_GRAYSCALE would keep the high byte only: 12-bit data in a 16-bit PNG came out black
+    return to_uint8(_decode(Path(path).absolute(), cv2.IMREAD_ANYDEPTH))
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Encode `image` as PNG at `path`, any unicode path included."""
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: PNG encoding failed")
+    data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The images directly inside `folder` (IMAGE_SUFFIXES, no hidden files), sorted by name."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _read_openeds_label(path: Path) -> np.ndarray:

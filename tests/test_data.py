@@ -1,5 +1,6 @@
 """data/: reading folders, bad-input errors, preprocessing, augmentation, loss targets, dataset."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from data import (
     read_label,
 )
 from data.__main__ import main as check_main
+from data.config import positive_int_argument
 from data.synthetic import SyntheticEyes, write_openeds
 from data.synthetic.__main__ import main as synthetic_main
 from data.targets import boundary_weight, distance_maps
@@ -98,6 +100,21 @@ def test_read_image_converts_colour_and_16_bit(tmp_path):
     assert colour.shape == grey.shape and colour.dtype == np.uint8
     np.testing.assert_array_equal(colour, grey)
     np.testing.assert_array_equal(deep, grey)
+
+
+@pytest.mark.parametrize("bits", [10, 12])
+def test_read_image_scales_10_and_12_bit_data_by_the_bits_used(tmp_path, bits):
+    ramp = np.tile(np.linspace(0, 2**bits - 1, 64).astype(np.uint16), (8, 1))  # in a 16-bit PNG
+    image = read_image(write_png(tmp_path / "deep.png", ramp))
+    assert image.dtype == np.uint8 and image.min() == 0 and image.max() == 255
+    np.testing.assert_array_equal(image, ramp >> (bits - 8))
+
+
+def test_positive_int_argument_rejects_zero_and_words():
+    assert positive_int_argument("3") == 3
+    for text in ("0", "-1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
+            positive_int_argument(text)
 
 
 def test_unicode_path(tmp_path):
@@ -407,6 +424,22 @@ def test_check_needs_train_and_validation(tmp_path):
     assert [s.name for s in report.splits] == ["test"]
     assert not report.ok and any("no train folder" in p for p in report.problems)
     assert not check_dataset(tmp_path / "missing").ok
+
+
+@pytest.mark.parametrize(
+    ("split", "why"),
+    [
+        ("train", "the model would only learn to predict no pupil"),
+        ("validation", "best.pt would be chosen on a meaningless pupil IoU"),
+    ],
+)
+def test_check_split_without_any_pupil_is_a_problem(tmp_path, split, why):
+    root = make_openeds(tmp_path)
+    for path in (root / split / "labels").iterdir():
+        np.save(path, np.minimum(np.load(path), 2))  # sclera and iris only: closed eyes
+    report = check_dataset(root)
+    assert report.problems == [f"{root / split}: {split} split has no pupil in any frame: {why}"]
+    assert "NOT USABLE" in report.format()
 
 
 def test_check_cli_on_synthetic_output(tmp_path, capsys):
