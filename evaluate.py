@@ -1,6 +1,6 @@
 """Score a checkpoint or ONNX export on a dataset split: overlap, pupil centre, detection, speed.
 
-    python evaluate.py --checkpoint runs/<run>/best.pt                  # synthetic validation frames
+    python evaluate.py --checkpoint runs/<run>/best.pt                  # trained on synthetic eyes
     python evaluate.py --checkpoint best.onnx --data-dir /data/openeds --tta --out eval/
 
 Frames of any size are resized to the model's input and its pupil probability mapped back to
@@ -33,8 +33,9 @@ import cv2
 import numpy as np
 
 from data import DataConfig, find_pairs
+from data.config import positive_int_argument
 from data.dataset import VAL_SEED_OFFSET
-from data.folders import SPLITS, label_layout, read_pair
+from data.folders import SPLITS, label_layout, read_pair, write_png
 from data.synthetic import SyntheticEyes
 from inference import Predictor, load_predictor, pupil_geometry, resize_image
 from metrics import (
@@ -46,7 +47,6 @@ from metrics import (
     error_summary,
     mask_counts,
 )
-from predict import write_png
 from tracking import overlay
 
 THRESHOLD = 0.5
@@ -152,6 +152,8 @@ def evaluate(
     """Score `checkpoint` (.pt or .onnx) on a split; returns the figures (see the module docstring).
 
     `seed` picks the synthetic frames: default the model's training seed (stored in .pt and .onnx), else 0.
+    Synthetic frames (no `data_dir`) only for a model trained on them or of unknown origin: one
+    trained on a dataset folder raises ValueError naming that folder.
     Raises CheckpointError, ModelFileError, DataError or ValueError with a one-line message.
     """
     log = log or (lambda _: None)
@@ -161,6 +163,12 @@ def evaluate(
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the frames
     predictor = load_predictor(checkpoint, device=device)
+    trained_on = predictor.info.get("train_data_dir")
+    if data_dir is None and trained_on:
+        raise ValueError(
+            f"{checkpoint} was trained on {trained_on}; pass --data-dir "
+            "(synthetic eyes would not be its validation frames)"
+        )
     if seed is None:
         seed = predictor.info.get("train_seed") or 0
     frames = frame_set(data_dir, split, synthetic_n, predictor.img_size, seed)
@@ -347,12 +355,6 @@ def write_outputs(
     return result["outputs"]
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score a checkpoint or ONNX export: IoU, pupil-centre error, detection, challenge score."
@@ -364,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=SPLITS, default="validation", help="(default: %(default)s)")
     parser.add_argument(
         "--synthetic-n",
-        type=_positive_int,
+        type=positive_int_argument,
         default=DataConfig().synthetic_val,
         help="synthetic frames without --data-dir (default: %(default)s)",
     )
@@ -375,7 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", action="store_true", help="also score horizontal-flip test-time augmentation"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=8, help="frames per model call (default: %(default)s)"
+        "--batch-size",
+        type=positive_int_argument,
+        default=8,
+        help="frames per model call (default: %(default)s)",
     )
     parser.add_argument("--device", default="cpu", help="for .pt checkpoints: cpu, cuda, ... (default: cpu)")
     parser.add_argument("--out", type=Path, help="folder for metrics.json, report.md, frames.csv, galleries")

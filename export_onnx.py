@@ -6,6 +6,7 @@
 The model is rebuilt from the checkpoint, its BatchNorms folded, and exported with torch's dynamo
 exporter: input `image` (batch, 1, H, W) float32, already preprocessed; output `logits`
 (batch, 2, H, W); H and W are the checkpoint's training size and the batch axis is dynamic.
+--opset 18 and above work; below 18 the exporter keeps 18, which is an ExportError.
 The file lands under the output name only once `onnx.checker` passes and onnxruntime matches the
 checkpoint's PyTorch model on real preprocessed frames (from --calib-dir, else synthetic) at
 batch 1 and 3: max |logit difference| <= 1e-4 and the same argmax on >= 99.99% of pixels.
@@ -38,10 +39,17 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from data import CLASS_NAMES, DataError, PreprocessConfig, find_pairs, read_image
 from data.dataset import VAL_SEED_OFFSET
-from data.folders import IMAGE_SUFFIXES, read_pair, split_folder
+from data.folders import IMAGE_SUFFIXES, list_images, read_pair, split_folder
 from data.synthetic import SyntheticEyes
-from inference import METADATA_FORMAT, Predictor, load_predictor, prepare_batch, validation_metrics
-from metrics import confusion_metrics
+from inference import (
+    METADATA_FORMAT,
+    Predictor,
+    load_predictor,
+    prepare_batch,
+    train_data_dir,
+    validation_metrics,
+)
+from metrics import confusion_metrics, mask_counts
 from models import SegmentationModel, fuse_model
 from models.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -114,7 +122,7 @@ def _image_files(calib_dir: Path) -> list[Path]:
     if not calib_dir.is_dir():
         raise DataError(f"{calib_dir}: not a folder")
     for folder in (calib_dir / "train" / "images", calib_dir / "images", calib_dir):
-        files = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = list_images(folder) if folder.is_dir() else []
         if files:
             return files
     raise DataError(f"{calib_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in it, images/ or train/images/")
@@ -130,12 +138,21 @@ def _spread(items: list, n: int) -> list:
 def calibration_frames(
     calib_dir: Path | None, n: int, img_size: tuple[int, int]
 ) -> tuple[list[np.ndarray], str]:
-    """Up to n uint8 frames for parity and calibration, and where they came from."""
+    """Up to n uint8 frames for parity and calibration, and where they came from.
+
+    A folder with fewer images than the largest parity batch has them repeated cyclically.
+    """
     if calib_dir is None:
         eyes = SyntheticEyes(n, CALIB_SEED, img_size)
         return [eyes.read(i)[0] for i in range(n)], f"{n} synthetic frames"
     files = _spread(_image_files(calib_dir), n)
-    return [read_image(p) for p in files], f"{len(files)} frames of {files[0].parent}"
+    frames = [read_image(p) for p in files]
+    where = f"{len(files)} frame{'s' * (len(files) > 1)} of {files[0].parent}"
+    needed = max(PARITY_BATCHES)
+    if len(frames) < needed:
+        frames = [frames[i % len(frames)] for i in range(needed)]
+        where += f", repeated to {needed} for the batch-{needed} parity check"
+    return frames, where
 
 
 def validation_set(
@@ -167,6 +184,7 @@ def export_metadata(state: dict, model: SegmentationModel, checkpoint: Path, ops
         "metrics": validation_metrics(state.get("metrics")),
         "epoch": state.get("epoch"),
         "train_seed": (state.get("train_config") or {}).get("seed"),  # picks the synthetic val frames
+        "train_data_dir": train_data_dir(state),  # evaluate.py then asks for that dataset
         "checkpoint": checkpoint.name,
         "exporter": f"torch {torch.__version__} dynamo, onnx opset {opset}",
     }
@@ -189,7 +207,8 @@ def export_fp32(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset:
     """Export the fused eval-mode model, traced at a (2, 1, H, W) `sample`, with a dynamic batch axis.
 
     A batch of 2, not 1: torch.export treats size-1 dimensions as constants and, for some input
-    sizes, silently exports a fixed batch of 1.
+    sizes, silently exports a fixed batch of 1. ExportError messages do not name `path`, a
+    temporary file: the caller names the output.
     """
     program = torch.onnx.export(
         model,
@@ -201,10 +220,15 @@ def export_fp32(model: torch.nn.Module, sample: torch.Tensor, path: Path, opset:
         external_data=False,
         verbose=False,
     )
-    batch_dim = program.model_proto.graph.input[0].type.tensor_type.shape.dim[0]
+    proto = program.model_proto
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if not batch_dim.dim_param:
-        raise ExportError(f"{path.name}: the exporter fixed the batch axis at {batch_dim.dim_value}")
-    finish(program.model_proto, metadata, path)
+        raise ExportError(f"the exporter fixed the batch axis at {batch_dim.dim_value}")
+    # below its own opset 18 the exporter cannot convert this model and keeps 18, saying so only in a log
+    written = {entry.domain: entry.version for entry in proto.opset_import}.get("")
+    if written != opset:
+        raise ExportError(f"opset {opset} requested, but the exporter wrote opset {written}")
+    finish(proto, metadata, path)
 
 
 def check_parity(predictor: Predictor, model: torch.nn.Module, inputs: np.ndarray) -> Parity:
@@ -294,12 +318,16 @@ def quantize_int8(fp32_path: Path, int8_path: Path, inputs: np.ndarray, metadata
 
 def pupil_iou(predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray]) -> float:
     """Pupil IoU over all pixels of the set (summed, then divided), predictions at 0.5."""
-    tp = fp = fn = tn = 0
-    for prob, label in zip(predictor.probabilities(images), labels, strict=True):
-        pred, truth = prob > 0.5, label.astype(bool)
-        tp, fp = tp + int((pred & truth).sum()), fp + int((pred & ~truth).sum())
-        fn, tn = fn + int((~pred & truth).sum()), tn + int((~pred & ~truth).sum())
-    return confusion_metrics(tp, fp, fn, tn)["pupil_iou"]
+    probs = predictor.probabilities(images)
+    counts = np.sum([mask_counts(p > 0.5, y) for p, y in zip(probs, labels, strict=True)], axis=0)
+    return confusion_metrics(*counts.tolist())["pupil_iou"]
+
+
+def _naming_output(exc: Exception, tmp: Path, output: Path) -> ExportError:
+    """`exc` as an ExportError naming the output file, never the temporary file written first."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.replace(str(tmp), str(output)).replace(tmp.name, output.name)
+    return ExportError(text if text.startswith(str(output)) else f"{output}: {text}")
 
 
 def export_onnx(
@@ -341,8 +369,10 @@ def export_onnx(
         # against the checkpoint's own unfused model, so the check covers BN folding too
         parity = [check_parity(fp32, model, inputs[:batch]) for batch in PARITY_BATCHES]
         if not all(p.passed for p in parity):
-            raise ExportError(f"{output}: onnxruntime does not match PyTorch: " + "; ".join(map(str, parity)))
+            raise ExportError("onnxruntime does not match PyTorch: " + "; ".join(map(str, parity)))
         os.replace(tmp, output)
+    except (ValueError, onnx.checker.ValidationError) as exc:
+        raise _naming_output(exc, tmp, output) from None
     finally:
         tmp.unlink(missing_ok=True)
     report = ExportReport(img_size, opset, where, parity, measure(fp32, output, inputs[:1]))
@@ -368,7 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint from training")
     parser.add_argument("--output", type=Path, help="ONNX file to write (default: the checkpoint's, .onnx)")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (default: %(default)s)")
+    parser.add_argument(
+        "--opset", type=int, default=18, help="ONNX opset, 18 or above (default: %(default)s)"
+    )
     parser.add_argument("--int8", action="store_true", help="also write <stem>.int8.onnx and compare IoUs")
     parser.add_argument("--calib-dir", type=Path, help="images or a dataset root (default: synthetic frames)")
     parser.add_argument(

@@ -69,8 +69,9 @@ class Predictor:
 
     `info` holds `model_name`, `num_params` (trainable, before BN folding; None for foreign ONNX
     files), `source` (the file), `backend` ("pytorch" or "onnxruntime"), `file_bytes`, `metrics`
-    (the validation metrics stored at training, may be empty), `train_seed` (None when unknown)
-    and, for an 8-bit export, `quantization`.
+    (the validation metrics stored at training, may be empty), `train_seed` and `train_data_dir`
+    (the dataset folder it was trained on; None for synthetic eyes or when unknown) and, for an
+    8-bit export, `quantization`.
     """
 
     def __init__(
@@ -115,6 +116,12 @@ class Predictor:
         return probs
 
 
+def train_data_dir(state: dict) -> str | None:
+    """The dataset folder a checkpoint was trained on; None for synthetic eyes or when unknown."""
+    data = (state.get("train_config") or {}).get("data")
+    return data.get("data_dir") if isinstance(data, dict) else None
+
+
 def _torch_predictor(path: Path, device: str) -> Predictor:
     import torch
 
@@ -138,6 +145,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(state.get("metrics")),
         "train_seed": (state.get("train_config") or {}).get("seed"),
+        "train_data_dir": train_data_dir(state),
     }
     img_size = tuple(state["img_size"])
     return Predictor(
@@ -204,7 +212,13 @@ def _onnx_predictor(
         img_size = tuple(metadata["img_size"])
         preprocess_config = PreprocessConfig.from_dict(metadata["preprocess"])
     else:
-        img_size = img_size or _static_size(inputs[0].shape)
+        static = _static_size(inputs[0].shape)
+        if img_size is not None and static is not None and tuple(img_size) != static:
+            given, fixed = "x".join(map(str, img_size)), "x".join(map(str, static))
+            raise ModelFileError(
+                f"{path}: input size {given} given, but the file's input is fixed at {fixed}"
+            )
+        img_size = img_size or static
         if img_size is None or preprocess_config is None:
             missing = " and ".join(
                 n for n, v in (("input size", img_size), ("preprocessing", preprocess_config)) if v is None
@@ -224,6 +238,7 @@ def _onnx_predictor(
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(metadata.get("metrics")),
         "train_seed": metadata.get("train_seed"),
+        "train_data_dir": metadata.get("train_data_dir"),
     }
     if "quantization" in metadata:
         info["quantization"] = metadata["quantization"]

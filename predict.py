@@ -10,7 +10,8 @@ Written to --output:
     pupil.csv            one row per frame: frame (file name or video frame index), pupil_found,
                          centre_x, centre_y, axis_major, axis_minor, angle, area_px, mean_prob
                          (see inference.pupil_geometry; empty numbers when no pupil is found)
-    masks/<name>.png     255 = pupil (images; video frames with --masks)
+    masks/<name>.png     255 = pupil (images; video frames with --masks); <name> is the file's
+                         stem, or its full name where two inputs share a stem (a.png -> a.png.png)
     overlays/<name>.png  the frame with the pupil tinted, the fitted ellipse and centre drawn
     overlay.mp4          the same for a video (mp4v; overlay.avi with MJPG where mp4v is missing)
 A camera shows the overlay and frames/s in a window (q or Esc stops) and writes pupil.csv only.
@@ -27,6 +28,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data import DataError, PreprocessConfig, read_image
-from data.folders import IMAGE_SUFFIXES
+from data import DataError, PreprocessConfig, read_image, size_argument
+from data.config import positive_int_argument
+from data.folders import IMAGE_SUFFIXES, list_images, write_png
 from inference import MissingMetadataError, Predictor, load_predictor, pupil_geometry
 
 CSV_COLUMNS = (
@@ -91,13 +94,6 @@ def draw_overlay(image: np.ndarray, mask: np.ndarray, geometry: dict) -> np.ndar
             overlay, (round(centre[0]), round(centre[1])), CENTRE_COLOUR, cv2.MARKER_CROSS, cross, thickness
         )
     return overlay
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
-    data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
 
 
 class VideoOut:
@@ -169,17 +165,23 @@ def image_files(path: Path) -> list[Path]:
     """The image itself, or the images directly inside a folder, sorted by name."""
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(path)
     if not files:
         raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files
 
 
+def output_names(files: list[Path]) -> list[str]:
+    """Output name per file: its stem, or its full name where another file has the same stem."""
+    stems = Counter(p.stem.lower() for p in files)  # a.png and A.jpg collide on some file systems
+    return [p.stem if stems[p.stem.lower()] == 1 else p.name for p in files]
+
+
 def read_images(files: list[Path], failures: list[Path]) -> Iterator[tuple[str, str, np.ndarray]]:
-    """(file name, stem, grey frame) per readable file; the others are named on stderr and listed."""
-    for path in files:
+    """(file name, output name, grey frame) per readable file; the others are named on stderr and listed."""
+    for path, name in zip(files, output_names(files), strict=True):
         try:
-            yield path.name, path.stem, read_image(path)
+            yield path.name, name, read_image(path)
         except DataError as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             failures.append(path)
@@ -287,18 +289,14 @@ def live_view(predictor: Predictor, camera: int, output: Path, threshold: float 
     return PredictSummary(count, 0, time.perf_counter() - start, model_seconds)
 
 
-def _pair(text: str) -> tuple[int, int]:
+def _tiles(text: str) -> tuple[int, int]:
     try:
-        a, b = (int(v) for v in text.lower().split("x"))
+        x, y = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two integers like 400x640, got {text!r}") from None
-    return a, b
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+        raise argparse.ArgumentTypeError(f"expected two integers like 8x8, got {text!r}") from None
+    if x < 1 or y < 1:
+        raise argparse.ArgumentTypeError(f"CLAHE tiles must be at least 1x1, got {text!r}")
+    return x, y
 
 
 def _threshold(text: str) -> float:
@@ -325,18 +323,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tta", action="store_true", help="average with the horizontally mirrored frame")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=8, help="frames per model call (default: %(default)s)"
+        "--batch-size",
+        type=positive_int_argument,
+        default=8,
+        help="frames per model call (default: %(default)s)",
     )
     parser.add_argument("--masks", action="store_true", help="also write a mask PNG per video frame")
     legacy = parser.add_argument_group(
         "ONNX files without this project's metadata",
         "the preprocessing the model was trained with; any one given makes the rest take their defaults",
     )
-    legacy.add_argument("--img-size", type=_pair, help="input HxW (default: the file's static input shape)")
+    legacy.add_argument(
+        "--img-size", type=size_argument, help="input HxW (default: the file's static input shape)"
+    )
     defaults = PreprocessConfig()
     legacy.add_argument("--gamma", type=float, help=f"gamma (default: {defaults.gamma})")
     legacy.add_argument("--clahe-clip", type=float, help=f"CLAHE clip limit (default: {defaults.clahe_clip})")
-    legacy.add_argument("--clahe-tiles", type=_pair, help="CLAHE tiles across x down (default: 8x8)")
+    legacy.add_argument("--clahe-tiles", type=_tiles, help="CLAHE tiles across x down (default: 8x8)")
     legacy.add_argument("--mean", type=float, help=f"normalisation mean (default: {defaults.mean})")
     legacy.add_argument("--std", type=float, help=f"normalisation std (default: {defaults.std})")
     return parser

@@ -8,7 +8,9 @@ scaler and RNG state, epoch, metrics history and the MLflow run id so a run can 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -40,6 +42,15 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     return path
 
 
+def _is_corrupt(exc: Exception) -> bool:
+    """An unpickling or zip-archive failure of torch.load: the bytes are not a checkpoint."""
+    if isinstance(exc, (pickle.UnpicklingError, EOFError, zipfile.BadZipFile)):
+        return True
+    return isinstance(exc, RuntimeError) and any(
+        marker in str(exc) for marker in ("PytorchStreamReader", "inline_container", "zip archive")
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     """Read and validate a checkpoint; every problem is a `CheckpointError` naming the file."""
     path = Path(path)
@@ -48,6 +59,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        if _is_corrupt(exc):  # torch's own message suggests the unsafe weights_only=False
+            raise CheckpointError(f"{path}: corrupt or not a readable PyTorch checkpoint") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):

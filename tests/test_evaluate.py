@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from data import PreprocessConfig
 from data.synthetic import write_openeds
 from evaluate import GALLERY_FRAMES, TILE_WIDTH, evaluate, gallery_picks, main
 from export_onnx import export_onnx
@@ -22,6 +25,8 @@ from metrics import (
     mask_counts,
     mask_iou,
 )
+from models import build_model
+from models.checkpoint import save_checkpoint
 
 FRAMES = 6
 
@@ -198,3 +203,29 @@ def test_bad_input_is_a_one_line_error(trained_checkpoint, tmp_path, capsys, arg
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and named in err and "\n" not in err
+
+
+def test_model_trained_on_a_folder_is_not_scored_on_synthetic_eyes(tmp_path, capsys):
+    model = build_model("tiny_efficientvit_xs")
+    state = {
+        "model_name": "tiny_efficientvit_xs",
+        "model_config": model.config.to_dict(),
+        "model_state": model.state_dict(),
+        "preprocess": PreprocessConfig().to_dict(),
+        "img_size": [48, 64],
+        "train_config": {"seed": 0, "data": {"data_dir": "/data/eyes"}},
+    }
+    path = save_checkpoint(state, tmp_path / "best.pt")
+    with pytest.raises(ValueError, match="pass --data-dir"):
+        evaluate(path)
+    assert main(["--checkpoint", str(path)]) == 1
+    assert capsys.readouterr().err == (
+        f"error: {path} was trained on /data/eyes; pass --data-dir "
+        "(synthetic eyes would not be its validation frames)\n"
+    )
+
+
+def test_evaluate_does_not_import_the_predict_cli():
+    code = "import sys, evaluate; sys.exit('predict' in sys.modules)"
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root, timeout=120).returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -13,9 +14,17 @@ from conftest import randomize_batchnorm
 
 import export_onnx as export_module
 from data import PreprocessConfig
-from data.synthetic import write_openeds
-from export_onnx import ExportError, calibration_frames, export_onnx, main, validation_set
-from inference import METADATA_FORMAT, load_predictor
+from data.synthetic import render_eye, write_openeds
+from export_onnx import (
+    ExportError,
+    calibration_frames,
+    export_onnx,
+    main,
+    pupil_iou,
+    validation_set,
+)
+from inference import METADATA_FORMAT, Predictor, load_predictor
+from metrics import confusion_metrics, mask_counts
 from models import EfficientViTConfig, build_model
 from models.checkpoint import save_checkpoint
 
@@ -35,7 +44,7 @@ def make_checkpoint(path, seed=0):
         "preprocess": PREPROCESS.to_dict(),
         "img_size": list(SIZE),
         "metrics": METRICS,
-        "train_config": {"seed": 3},
+        "train_config": {"seed": 3, "data": {"data_dir": "/data/eyes"}},
     }
     return save_checkpoint(state, path)
 
@@ -84,6 +93,7 @@ def test_metadata_describes_model_and_preprocessing(report):
     assert predictor.info["num_params"] == build_model("tiny_efficientvit").get_num_trainable_params()
     assert predictor.info["metrics"] == {"val/pupil_iou": 0.5, "val/miou": 0.7}  # validation only
     assert predictor.info["train_seed"] == 3  # evaluate.py scores the synthetic frames of that seed
+    assert predictor.info["train_data_dir"] == "/data/eyes"  # evaluate.py asks for that dataset
 
 
 def test_file_is_self_contained_without_debug_info(report):
@@ -133,6 +143,49 @@ def test_calibration_and_validation_come_from_a_dataset_root(tmp_path):
     assert labels[0].shape == images[0].shape == (100, 150)
 
 
+def test_opset_the_exporter_cannot_write_is_an_error(checkpoint, tmp_path):
+    output = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="opset 17 requested, but the exporter wrote opset 18") as exc:
+        export_onnx(checkpoint, output, opset=17, calib_n=3)
+    assert str(exc.value).startswith(f"{output}: ") and not list(tmp_path.iterdir())
+
+
+def test_one_calibration_image_is_repeated_for_the_parity_batches(checkpoint, tmp_path):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "one.png"), render_eye(1, 0, SIZE)[0])
+    frames, where = calibration_frames(folder, 8, SIZE)
+    assert len(frames) == 3 and "1 frame of" in where and "repeated to 3" in where
+    report = export_onnx(checkpoint, tmp_path / "one.onnx", calib_dir=folder, calib_n=3)
+    assert [p.batch for p in report.parity] == [1, 3] and all(p.passed for p in report.parity)
+
+
+def test_hidden_files_are_not_calibration_images(tmp_path):
+    cv2.imwrite(str(tmp_path / "eye.png"), render_eye(1, 0, SIZE)[0])
+    (tmp_path / "._eye.png").write_bytes(b"macOS resource fork, not a PNG")
+    frames, where = calibration_frames(tmp_path, 4, SIZE)
+    assert where.startswith(f"1 frame of {tmp_path}") and len(frames) == 3
+
+
+def test_errors_name_the_output_never_the_temporary_file(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "export_fp32", lambda *args: args[2].write_bytes(b"garbage"))
+    output = tmp_path / "model.onnx"
+    with pytest.raises(ExportError) as exc:
+        export_onnx(checkpoint, output, calib_n=3)
+    message = str(exc.value)
+    assert message.startswith(f"{output}: not a loadable ONNX model") and ".tmp" not in message
+
+
+def test_pupil_iou_sums_pixels_over_the_set_as_metrics_does():
+    probs = np.zeros((2, 4, 6), np.float32)
+    probs[0, :2] = probs[1, :, :3] = 0.9
+    labels = [np.zeros((4, 6), np.uint8), np.ones((4, 6), np.uint8)]
+    predictor = Predictor(lambda b: b, (4, 6), PreprocessConfig(), {})
+    predictor.probabilities = lambda images: list(probs)
+    counts = np.sum([mask_counts(p > 0.5, y) for p, y in zip(probs, labels, strict=True)], axis=0)
+    assert pupil_iou(predictor, [None, None], labels) == confusion_metrics(*counts)["pupil_iou"] == 12 / 36
+
+
 def test_cli_prints_the_report(report, checkpoint, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(export_module, "export_onnx", lambda *args, **kwargs: calls.append(kwargs) or report)
@@ -158,7 +211,7 @@ def write_unknown_model(path):
     ("make", "message"),
     [
         (None, "checkpoint not found"),
-        (lambda p: p.write_bytes(b"\x00garbage"), "not a readable PyTorch checkpoint"),
+        (lambda p: p.write_bytes(b"\x00garbage"), "corrupt or not a readable PyTorch checkpoint"),
         (lambda p: torch.save({"weights": torch.zeros(2)}, p), "not a tiny-pupil-seg checkpoint"),
         (write_unknown_model, "unknown model 'resnet50'"),
     ],

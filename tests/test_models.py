@@ -1,4 +1,4 @@
-"""Model package: shapes, gradients, budget, BN fusion, cascaded and windowed attention."""
+"""Model package: shapes, gradients, budget, BN fusion, cascaded and windowed attention, bad checkpoints."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from conftest import randomize_batchnorm
 from torch import nn
 
 from models import MODEL_NAMES, PARAM_LIMIT, build_model, fuse_model
+from models.checkpoint import CheckpointError, load_checkpoint
 from models.efficientvit import CascadedGroupAttention, LocalWindowAttention, relative_index
 
 
@@ -156,3 +157,26 @@ def test_cli_json_lists_every_model():
         assert row["output_shape"] == [1, 2, 400, 640]
         assert row["params"] > 0 and row["macs"] > 0
     assert 45_000 <= rows["tiny_efficientvit"]["params"] < PARAM_LIMIT
+
+
+def _truncated_checkpoint(path):
+    torch.save({"weights": torch.zeros(64)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: p.write_bytes(b"\x00garbage"),
+        lambda p: p.write_bytes(b"not a checkpoint"),
+        lambda p: p.write_bytes(b""),
+        _truncated_checkpoint,
+    ],
+    ids=["garbage", "text", "empty", "truncated-zip"],
+)
+def test_corrupt_checkpoint_is_one_line_without_torch_advice(tmp_path, write):
+    path = tmp_path / "best.pt"
+    write(path)
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(path)
+    assert str(exc.value) == f"{path}: corrupt or not a readable PyTorch checkpoint"

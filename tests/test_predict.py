@@ -158,6 +158,20 @@ def test_folder_gives_masks_overlays_and_csv(onnx_model, frames, tmp_path, capsy
         assert cv2.imread(str(tmp_path / "overlays" / f"{name}.png")).shape == (100, 160, 3)
 
 
+def test_inputs_sharing_a_stem_keep_separate_outputs(checkpoint, frames, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    eye = cv2.imread(str(frames / "eye0.png"), cv2.IMREAD_GRAYSCALE)
+    for name in ("a.png", "a.jpg", "b.png"):
+        cv2.imwrite(str(folder / name), eye)
+    code, _, _ = run_cli(capsys, "--model", checkpoint, "--input", folder, "--output", tmp_path / "out")
+    assert code == 0
+    assert [r["frame"] for r in read_csv(tmp_path / "out" / "pupil.csv")] == ["a.jpg", "a.png", "b.png"]
+    for kind in ("masks", "overlays"):
+        names = sorted(p.name for p in (tmp_path / "out" / kind).iterdir())
+        assert names == ["a.jpg.png", "a.png.png", "b.png"]
+
+
 def test_video_gives_overlay_video_and_csv(checkpoint, tmp_path, capsys):
     video = tmp_path / "eyes.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 100))
@@ -214,6 +228,32 @@ def test_onnx_without_metadata_asks_for_preprocessing(onnx_model, frames, tmp_pa
     assert code == 0  # the input size comes from the file's static input shape
 
 
+def test_img_size_must_match_a_static_onnx_input(onnx_model, frames, tmp_path, capsys):
+    bare = onnx.load(onnx_model)
+    del bare.metadata_props[:]
+    path = tmp_path / "static.onnx"
+    onnx.save(bare, path)
+    args = ["--model", path, "--input", frames, "--output", tmp_path / "out", "--gamma", "0.8"]
+    code, _, err = run_cli(capsys, *args, "--img-size", "100x120")  # the file's input is 64x96
+    assert code == 1 and err.count("\n") == 1
+    assert str(path) in err and "100x120" in err and "64x96" in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--img-size", "0x0", "at least 32x32"),
+        ("--img-size", "400", "HxW"),
+        ("--clahe-tiles", "0x8", "at least 1x1"),
+        ("--batch-size", "0", "positive integer"),
+    ],
+)
+def test_bad_numbers_are_argparse_errors(onnx_model, frames, tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", str(onnx_model), "--input", str(frames), "--output", str(tmp_path), flag, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_unreadable_image_is_named_and_skipped(checkpoint, frames, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -248,7 +288,7 @@ def write_unknown_model(path):
         (lambda d: d / "missing.onnx", "model file not found"),
         (lambda d: d / "missing.pt", "checkpoint not found"),
         (lambda d: write_garbage(d / "model.onnx"), "not a loadable ONNX model"),
-        (lambda d: write_garbage(d / "model.pt"), "not a readable PyTorch checkpoint"),
+        (lambda d: write_garbage(d / "model.pt"), "corrupt or not a readable PyTorch checkpoint"),
         (lambda d: write_unknown_model(d / "model.pt"), "unknown model 'resnet50'"),
     ],
     ids=["missing-onnx", "missing-pt", "corrupt-onnx", "corrupt-pt", "unknown-model"],
