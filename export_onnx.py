@@ -8,7 +8,8 @@ exporter: input `image` (batch, 1, H, W) float32, already preprocessed; output `
 (batch, 2, H, W); H and W are the checkpoint's training size and the batch axis is dynamic.
 --opset 18 and above work; below 18 the exporter keeps 18, which is an ExportError.
 The file lands under the output name only once `onnx.checker` passes and onnxruntime matches the
-checkpoint's PyTorch model on real preprocessed frames (from --calib-dir, else synthetic) at
+checkpoint's PyTorch model on real preprocessed frames (from --calib-dir, else the dataset the
+checkpoint was trained on when it is on this machine, else synthetic) at
 batch 1 and 3: max |logit difference| <= 1e-4 and the same argmax on >= 99.99% of pixels.
 Its `metadata_props` carry what is needed to use it (see inference.py).
 
@@ -355,6 +356,8 @@ def export_onnx(
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state, checkpoint)
     img_size = (int(state["img_size"][0]), int(state["img_size"][1]))
+    if calib_dir is None and (trained_on := train_data_dir(state)) and Path(trained_on).is_dir():
+        calib_dir = trained_on  # the model's own data beats synthetic eyes for parity and int8
     calib_dir = Path(calib_dir) if calib_dir is not None else None
     frames, where = calibration_frames(calib_dir, calib_n, img_size)
     inputs = prepare_batch(frames, img_size, PreprocessConfig.from_dict(state["preprocess"]))  # (N, 1, H, W)
@@ -402,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         "--opset", type=int, default=18, help="ONNX opset, 18 or above (default: %(default)s)"
     )
     parser.add_argument("--int8", action="store_true", help="also write <stem>.int8.onnx and compare IoUs")
-    parser.add_argument("--calib-dir", type=Path, help="images or a dataset root (default: synthetic frames)")
+    parser.add_argument(
+        "--calib-dir", type=Path, help="images or a dataset root (default: the training data, else synthetic)"
+    )
     parser.add_argument(
         "--calib-n", type=int, default=64, help="parity/calibration frames (default: %(default)s)"
     )

@@ -26,7 +26,7 @@ from export_onnx import (
 from inference import METADATA_FORMAT, Predictor, load_predictor
 from metrics import confusion_metrics, mask_counts
 from models import EfficientViTConfig, build_model
-from models.checkpoint import save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 
 SIZE = (96, 160)  # non-square: a height / width swap anywhere changes the output shape
 PREPROCESS = PreprocessConfig(gamma=0.9, clahe_clip=2.0)  # not the defaults: the stored one must travel
@@ -141,6 +141,15 @@ def test_calibration_and_validation_come_from_a_dataset_root(tmp_path):
     images, labels, where = validation_set(root, 8, SIZE, seed=0)
     assert len(images) == len(labels) == 3 and "validation" in where
     assert labels[0].shape == images[0].shape == (100, 150)
+
+
+def test_frames_default_to_the_dataset_the_model_was_trained_on(tmp_path):
+    root = write_openeds(tmp_path / "eyes", n=6, size=(100, 150), val_fraction=0.5)
+    state = load_checkpoint(make_checkpoint(tmp_path / "model.pt"))
+    state["train_config"]["data"]["data_dir"] = str(root)
+    save_checkpoint(state, tmp_path / "model.pt")
+    report = export_onnx(tmp_path / "model.pt")
+    assert str(root) in report.frames
 
 
 def test_opset_the_exporter_cannot_write_is_an_error(checkpoint, tmp_path):
