@@ -32,12 +32,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data import DataConfig, find_pairs
+from data import DataConfig, find_pairs, resize_image
 from data.config import positive_int_argument
 from data.dataset import VAL_SEED_OFFSET
 from data.folders import SPLITS, label_layout, read_pair, write_png
 from data.synthetic import SyntheticEyes
-from inference import Predictor, load_predictor, pupil_geometry, resize_image
+from inference import Predictor, load_predictor, pupil_geometry
 from metrics import (
     MB,
     centre_error,

@@ -22,7 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data import PreprocessConfig, preprocess
+from data import PreprocessConfig, preprocess, resize_image
 
 METADATA_FORMAT = "tiny-pupil-seg/onnx-v1"
 REQUIRED_METADATA = {"model_name": str, "img_size": list, "preprocess": dict}  # key -> decoded JSON type
@@ -34,15 +34,6 @@ class ModelFileError(ValueError):
 
 class MissingMetadataError(ModelFileError):
     """An ONNX file without this project's metadata: input size or preprocessing must be supplied."""
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to (H, W) as training does (`data.dataset.resize_pair`): area when shrinking, else bilinear."""
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    shrinking = h <= image.shape[0] and w <= image.shape[1]
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 def prepare_batch(

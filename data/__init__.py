@@ -10,7 +10,7 @@ from data.check import CheckReport, check_dataset
 from data.config import parse_size, size_argument
 from data.dataset import DataConfig, EyeDataset, build_datasets
 from data.folders import CLASS_NAMES, DataError, Sample, find_pairs, read_image, read_label
-from data.preprocess import PreprocessConfig, preprocess
+from data.preprocess import PreprocessConfig, preprocess, resize_image
 
 __all__ = [
     "CLASS_NAMES",
@@ -28,5 +28,6 @@ __all__ = [
     "preprocess",
     "read_image",
     "read_label",
+    "resize_image",
     "size_argument",
 ]

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from data.augment import AugmentConfig, augment
 from data.config import DictConfig
 from data.folders import Sample, find_pairs, label_layout, read_pair
-from data.preprocess import PreprocessConfig, preprocess
+from data.preprocess import PreprocessConfig, preprocess, resize_image
 from data.synthetic import SyntheticEyes
 from data.targets import boundary_weight, distance_maps
 
@@ -44,14 +44,11 @@ class DataConfig(DictConfig):
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize image (area when shrinking, else bilinear) and label (nearest) to (H, W) `size`."""
+    """Resize image (as `resize_image`) and label (nearest) to (H, W) `size`."""
     h, w = size
     if image.shape == (h, w):
         return image, label
-    shrinking = h <= image.shape[0] and w <= image.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    image = cv2.resize(image, (w, h), interpolation=interpolation)
-    return image, cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    return resize_image(image, size), cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
 class EyeDataset(Dataset):

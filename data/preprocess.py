@@ -1,5 +1,8 @@
 """The one preprocessing function: training, evaluation, export and prediction all call it.
 
+`resize_image` brings a frame to the model's input size first (area when shrinking, else
+bilinear), the same way for training (`data.dataset.resize_pair`) and inference.
+
 Gamma 0.8 (lookup table), CLAHE (clip 1.5, 8x8 tiles), then (x/255 - mean) / std into [-1, 1],
 as in the ShallowNet training this project is compared against. The parameters form a small
 config stored in every checkpoint and ONNX file, so all users of a model preprocess alike.
@@ -13,6 +16,15 @@ import cv2
 import numpy as np
 
 from data.config import DictConfig
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H_i, W_i) frame to (H, W) `size`: area interpolation when shrinking, else bilinear."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrinking = h <= image.shape[0] and w <= image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
 @dataclass(frozen=True)
