@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import AugmentConfig, DataConfig, PreprocessConfig, build_datasets, size_argument
+from data.config import positive_argument, positive_int_argument
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
 from models import MODEL_NAMES, build_model
@@ -389,19 +390,6 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     }
 
 
-def positive(kind: type) -> Callable[[str], int | float]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-        return value
-
-    return parse
-
-
 RUN_SETTINGS = {  # flags a resumed run takes from its checkpoint
     "--batch-size", "--lr", "--model", "--data-dir", "--synthetic-train", "--synthetic-val", "--img-size",
     "--seed", "--out-dir", "--early-stop", "--alpha-floor", "--grid-every", "--no-augment", "--experiment",
@@ -420,24 +408,25 @@ class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     d, dd = TrainConfig(), DataConfig()
+    count, amount = positive_int_argument, positive_argument(float)
     p = argparse.ArgumentParser(
         description="Train a pupil-segmentation model.",
         formatter_class=DefaultsHelp,
     )
-    p.add_argument("--epochs", type=positive(int), help=f"(default: {d.epochs}; on resume: the run's own)")
-    p.add_argument("--batch-size", type=positive(int), default=d.batch_size, help="frames per step")
-    p.add_argument("--lr", type=positive(float), default=d.lr, help="Adam learning rate")
+    p.add_argument("--epochs", type=count, help=f"(default: {d.epochs}; on resume: the run's own)")
+    p.add_argument("--batch-size", type=count, default=d.batch_size, help="frames per step")
+    p.add_argument("--lr", type=amount, default=d.lr, help="Adam learning rate")
     p.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="model to train")
     p.add_argument("--data-dir", help="OpenEDS or pupil-mask dataset root (default: synthetic eyes)")
-    p.add_argument("--synthetic-train", type=positive(int), default=dd.synthetic_train, help="frames")
-    p.add_argument("--synthetic-val", type=positive(int), default=dd.synthetic_val, help="frames")
+    p.add_argument("--synthetic-train", type=count, default=dd.synthetic_train, help="frames")
+    p.add_argument("--synthetic-val", type=count, default=dd.synthetic_val, help="frames")
     p.add_argument("--img-size", type=size_argument, default="x".join(map(str, dd.img_size)), help="HxW")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--seed", type=int, default=d.seed, help="weights, data order and synthetic frames")
     p.add_argument("--out-dir", help="(default: runs/<model>-<time>)")
     p.add_argument("--resume", help="continue the run of this last.pt")
-    p.add_argument("--max-steps", type=positive(int), help="batches per epoch (smoke tests)")
-    p.add_argument("--time-limit", type=positive(float), help="minutes; the epoch running then is the last")
+    p.add_argument("--max-steps", type=count, help="batches per epoch (smoke tests)")
+    p.add_argument("--time-limit", type=amount, help="minutes; the epoch running then is the last")
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment name")
     p.add_argument(
         "--no-mlflow",
@@ -449,7 +438,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--early-stop", type=int, default=d.early_stop, help="patience in epochs; 0 = off")
     p.add_argument("--alpha-floor", type=float, default=d.alpha_floor, help="lowest Dice weight")
-    p.add_argument("--grid-every", type=positive(int), default=d.grid_every, help="prediction grid every K")
+    p.add_argument("--grid-every", type=count, default=d.grid_every, help="prediction grid every K")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     a = p.parse_args(argv)
     if a.resume:  # the run's stored settings win; asking for others would silently not happen

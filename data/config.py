@@ -2,7 +2,8 @@
 the argparse types every command line uses: HxW sizes (`--img-size`, `--size`), positive counts."""
 
 import argparse
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, Self
 
@@ -49,8 +50,19 @@ def size_argument(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def positive_int_argument(text: str) -> int:
-    """A positive integer for argparse (`--batch-size`, frame counts)."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+def positive_argument(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    """An argparse type: a positive, finite `kind` (int or float); the error repeats the text."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int_argument = positive_argument(int)  # --batch-size, frame counts
