@@ -239,3 +239,9 @@ def test_cli_bad_checkpoint_is_one_line_error(tmp_path, capsys, make, message):
 def test_cli_rejects_output_without_onnx_suffix(checkpoint, tmp_path, capsys):
     assert main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "model.bin")]) == 1
     assert "must end in .onnx" in capsys.readouterr().err
+
+
+def test_int8_keeps_a_trained_models_accuracy(trained_checkpoint, tmp_path):
+    report = export_onnx(trained_checkpoint, tmp_path / "trained.onnx", int8=True, calib_n=16, val_n=16)
+    assert report.fp32.pupil_iou > 0.8  # the model finds pupils, so the comparison means something
+    assert abs(report.int8.pupil_iou - report.fp32.pupil_iou) < 0.02
