@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-n", type=int, default=64, help="int8 validation frames (default: %(default)s)")
     try:
         report = export_onnx(**vars(parser.parse_args(argv)), log=print)
-    except ValueError as exc:  # CheckpointError, DataError and ExportError among them
+    except (ValueError, OSError) as exc:  # CheckpointError, DataError, ExportError; unwritable output
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(report.summary())

@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    except ValueError as exc:  # CheckpointError, ModelFileError, InputError and bad settings among them
+    except (ValueError, OSError) as exc:  # CheckpointError, ModelFileError, InputError; unwritable output
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if summary.failed:
