@@ -39,6 +39,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from data import CLASS_NAMES, DataError, PreprocessConfig, find_pairs, read_image
+from data.config import positive_int_argument
 from data.dataset import VAL_SEED_OFFSET
 from data.folders import IMAGE_SUFFIXES, list_images, read_pair, split_folder
 from data.synthetic import SyntheticEyes
@@ -320,7 +321,9 @@ def quantize_int8(fp32_path: Path, int8_path: Path, inputs: np.ndarray, metadata
 def pupil_iou(predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray]) -> float:
     """Pupil IoU over all pixels of the set (summed, then divided), predictions at 0.5."""
     probs = predictor.probabilities(images)
-    counts = np.sum([mask_counts(p > 0.5, y) for p, y in zip(probs, labels, strict=True)], axis=0)
+    counts = sum(
+        (np.array(mask_counts(p > 0.5, y)) for p, y in zip(probs, labels, strict=True)), np.zeros(4, int)
+    )
     return confusion_metrics(*counts.tolist())["pupil_iou"]
 
 
@@ -409,9 +412,17 @@ def main(argv: list[str] | None = None) -> int:
         "--calib-dir", type=Path, help="images or a dataset root (default: the training data, else synthetic)"
     )
     parser.add_argument(
-        "--calib-n", type=int, default=64, help="parity/calibration frames (default: %(default)s)"
+        "--calib-n",
+        type=positive_int_argument,
+        default=64,
+        help="parity/calibration frames (default: %(default)s)",
     )
-    parser.add_argument("--val-n", type=int, default=64, help="int8 validation frames (default: %(default)s)")
+    parser.add_argument(
+        "--val-n",
+        type=positive_int_argument,
+        default=64,
+        help="int8 validation frames (default: %(default)s)",
+    )
     try:
         report = export_onnx(**vars(parser.parse_args(argv)), log=print)
     except (ValueError, OSError) as exc:  # CheckpointError, DataError, ExportError; unwritable output

@@ -221,6 +221,8 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         if "optimizer_state" not in resumed:
             raise CheckpointError(f"{config.resume} holds weights only, not a training state to resume")
         stored = TrainConfig.from_dict(resumed["train_config"])
+        if stored.alpha_span is None:  # a checkpoint from before alpha_span: its decay ran over its epochs
+            stored = dataclasses.replace(stored, alpha_span=min(125, stored.epochs))
         given = {k: getattr(config, k) for k in ("max_steps", "time_limit", "workers", "device")}
         given.update({k: v for k in ("epochs", "mlflow") if (v := getattr(config, k)) is not None})
         config = dataclasses.replace(
@@ -257,20 +259,28 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
 
     tracker = MlflowRun(config.experiment, out_dir.name, run_id) if config.mlflow else None
     if tracker:
-        tracker.log_params(
-            {
-                **config.to_dict(),
-                "params_trainable": model.get_num_trainable_params(),
-                "params_total": model.get_num_total_params(),
-                "dataset": {"source": train_set.source_name, "train": len(train_set), "val": len(val_set)},
-                "env": {
-                    "device": str(device),
-                    "torch": torch.__version__,
-                    "python": platform.python_version(),
-                },
-            }
-        )
-        tracker.set_tags({"model": config.model, "dataset": train_set.source_name})
+        try:
+            tracker.log_params(
+                {
+                    **config.to_dict(),
+                    "params_trainable": model.get_num_trainable_params(),
+                    "params_total": model.get_num_total_params(),
+                    "dataset": {
+                        "source": train_set.source_name,
+                        "train": len(train_set),
+                        "val": len(val_set),
+                    },
+                    "env": {
+                        "device": str(device),
+                        "torch": torch.__version__,
+                        "python": platform.python_version(),
+                    },
+                }
+            )
+            tracker.set_tags({"model": config.model, "dataset": train_set.source_name})
+        except BaseException:
+            tracker.end("FAILED")
+            raise
 
     def state(epoch: int, metrics: dict) -> dict:
         return {
@@ -302,7 +312,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     deadline = time.perf_counter() + 60 * config.time_limit if config.time_limit else math.inf
     try:
         for epoch in range(start_epoch, config.epochs):
-            alpha = alpha_schedule(epoch, config.alpha_span, config.alpha_floor)
+            alpha = alpha_schedule(epoch, config.alpha_span, config.alpha_floor, span=config.alpha_span)
             train_set.set_epoch(epoch)
             train_loader = make_loader(train_set, config, True, epoch, device)
             val_loader = make_loader(val_set, config, False, epoch, device)
@@ -355,7 +365,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     except KeyboardInterrupt:
         # last.pt holds the last finished epoch; the one cut short is redone on resume, so a
         # resumed run still ends as an uninterrupted one would.
-        status = "KILLED"
+        status, metrics = "KILLED", (history[-1] if history else {})
         if saved > 0:
             print(
                 f"\nInterrupted; {out_dir / 'last.pt'} holds epoch {saved}. "
@@ -370,13 +380,15 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         status = "FAILED"
         raise
     finally:
-        curves = plot_curves(history, out_dir / "curves.png") if history else None
-        if tracker:
-            if curves:
+        try:
+            curves = plot_curves(history, out_dir / "curves.png") if history else None
+            if tracker and curves:
                 tracker.log_artifact(curves)
-            if (out_dir / "best.pt").exists() and status == "FINISHED":
+            if tracker and (out_dir / "best.pt").exists() and status == "FINISHED":
                 tracker.log_artifact(out_dir / "best.pt", "checkpoints")
-            tracker.end(status)
+        finally:  # whatever failed above, the MLflow run must not stay RUNNING
+            if tracker:
+                tracker.end(status)
     if status == "FINISHED":
         print(f"Best validation pupil IoU {best:.4f} at epoch {best_epoch}: {out_dir / 'best.pt'}")
     return {
@@ -412,6 +424,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(
         description="Train a pupil-segmentation model.",
         formatter_class=DefaultsHelp,
+        allow_abbrev=False,  # --resume's check of what was given reads whole flag names
     )
     p.add_argument("--epochs", type=count, help=f"(default: {d.epochs}; on resume: the run's own)")
     p.add_argument("--batch-size", type=count, default=d.batch_size, help="frames per step")
@@ -470,7 +483,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         experiment=a.experiment,
         grid_every=a.grid_every,
         data=DataConfig(
-            data_dir=a.data_dir,
+            data_dir=str(Path(a.data_dir).resolve()) if a.data_dir else None,  # export and evaluate find it
             img_size=a.img_size,
             synthetic_train=a.synthetic_train,
             synthetic_val=a.synthetic_val,

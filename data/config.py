@@ -57,10 +57,12 @@ def positive_argument(kind: type[int] | type[float]) -> Callable[[str], Any]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+            value = 0
         if not (value > 0 and math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected a positive {noun}, got {text!r}")
         return value
+
+    noun = "integer" if kind is int else "number"
 
     return parse
 

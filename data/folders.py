@@ -77,12 +77,20 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     return image
 
 
+SENSOR_BITS = (8, 10, 12, 14, 16)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """uint16 -> uint8 by the bits actually used: 10-, 12- and full 16-bit data all span ~0..255."""
+    """uint16 -> uint8 by the sensor's bit depth: 10-, 12- and 16-bit data all span ~0..255.
+
+    The depth is the smallest common sensor depth holding the brightest pixel; in an infrared eye
+    image that is a corneal glint near full scale, so every frame of a camera gets the same shift.
+    """
     if image.dtype != np.uint16:
         return image
-    shift = max(0, int(image.max()).bit_length() - 8)
-    return (image >> shift).astype(np.uint8)
+    used = int(image.max()).bit_length()
+    depth = next(bits for bits in SENSOR_BITS if bits >= used)
+    return (image >> (depth - 8)).astype(np.uint8)
 
 
 def read_image(path: str | Path) -> np.ndarray:

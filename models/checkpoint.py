@@ -59,6 +59,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        blocked = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if blocked:  # a readable pickle, but of objects a safe load refuses: not written by training
+            raise CheckpointError(
+                f"{path} is not a tiny-pupil-seg checkpoint: it holds objects a safe load refuses "
+                f"({blocked[0][:120]})"
+            ) from None
         if _is_corrupt(exc):  # torch's own message suggests the unsafe weights_only=False
             raise CheckpointError(f"{path}: corrupt or not a readable PyTorch checkpoint") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

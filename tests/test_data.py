@@ -110,6 +110,15 @@ def test_read_image_scales_10_and_12_bit_data_by_the_bits_used(tmp_path, bits):
     np.testing.assert_array_equal(image, ramp >> (bits - 8))
 
 
+def test_frames_of_one_12_bit_camera_get_one_scale(tmp_path):
+    # a frame whose brightest pixel is 2047 must not come out twice as bright as one reaching 4095
+    bright, dim = np.full((8, 8), 1000, np.uint16), np.full((8, 8), 1000, np.uint16)
+    bright[0, 0], dim[0, 0] = 4095, 2047  # the glint
+    a = read_image(write_png(tmp_path / "bright.png", bright))
+    b = read_image(write_png(tmp_path / "dim.png", dim))
+    assert a[4, 4] == b[4, 4] == 1000 >> 4
+
+
 def test_positive_int_argument_rejects_zero_and_words():
     assert positive_int_argument("3") == 3
     for text in ("0", "-1", "two"):

@@ -30,6 +30,7 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 
 SIZE = (96, 160)  # non-square: a height / width swap anywhere changes the output shape
 PREPROCESS = PreprocessConfig(gamma=0.9, clahe_clip=2.0)  # not the defaults: the stored one must travel
+MISSING_DATASET = "/nonexistent/tiny-pupil-seg-eyes"  # trained on a dataset not on this machine
 METRICS = {"val/pupil_iou": 0.5, "val/miou": 0.7, "train/loss": 0.1}
 
 
@@ -44,7 +45,7 @@ def make_checkpoint(path, seed=0):
         "preprocess": PREPROCESS.to_dict(),
         "img_size": list(SIZE),
         "metrics": METRICS,
-        "train_config": {"seed": 3, "data": {"data_dir": "/data/eyes"}},
+        "train_config": {"seed": 3, "data": {"data_dir": MISSING_DATASET}},
     }
     return save_checkpoint(state, path)
 
@@ -93,7 +94,7 @@ def test_metadata_describes_model_and_preprocessing(report):
     assert predictor.info["num_params"] == build_model("tiny_efficientvit").get_num_trainable_params()
     assert predictor.info["metrics"] == {"val/pupil_iou": 0.5, "val/miou": 0.7}  # validation only
     assert predictor.info["train_seed"] == 3  # evaluate.py scores the synthetic frames of that seed
-    assert predictor.info["train_data_dir"] == "/data/eyes"  # evaluate.py asks for that dataset
+    assert predictor.info["train_data_dir"] == MISSING_DATASET  # evaluate.py asks for that dataset
 
 
 def test_file_is_self_contained_without_debug_info(report):

@@ -180,3 +180,13 @@ def test_corrupt_checkpoint_is_one_line_without_torch_advice(tmp_path, write):
     with pytest.raises(CheckpointError) as exc:
         load_checkpoint(path)
     assert str(exc.value) == f"{path}: corrupt or not a readable PyTorch checkpoint"
+
+
+def test_checkpoint_of_objects_a_safe_load_refuses_names_them(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "foreign.pt"
+    torch.save({"model_state": {}, "metrics": {"iou": np.float64(0.9)}}, path)
+    with pytest.raises(CheckpointError, match="safe load refuses") as exc:
+        load_checkpoint(path)
+    assert str(path) in str(exc.value) and "numpy" in str(exc.value) and "\n" not in str(exc.value)
