@@ -172,9 +172,10 @@ def image_files(path: Path) -> list[Path]:
 
 
 def output_names(files: list[Path]) -> list[str]:
-    """Output name per file: its stem, or its full name where another file has the same stem."""
+    """Output name per file: its stem, or, when any two stems clash, every file's full name."""
     stems = Counter(p.stem.lower() for p in files)  # a.png and A.jpg collide on some file systems
-    return [p.stem if stems[p.stem.lower()] == 1 else p.name for p in files]
+    # full names are unique in a folder; mixing them with stems is not (a.png.png's stem is a.png)
+    return [p.stem for p in files] if max(stems.values(), default=1) == 1 else [p.name for p in files]
 
 
 def read_images(files: list[Path], failures: list[Path]) -> Iterator[tuple[str, str, np.ndarray]]:

@@ -162,14 +162,15 @@ def test_inputs_sharing_a_stem_keep_separate_outputs(checkpoint, frames, tmp_pat
     folder = tmp_path / "in"
     folder.mkdir()
     eye = cv2.imread(str(frames / "eye0.png"), cv2.IMREAD_GRAYSCALE)
-    for name in ("a.png", "a.jpg", "b.png"):
+    inputs = ["a.jpg", "a.png", "a.png.png", "b.png"]  # a.png.png's stem is a.png's name
+    for name in inputs:
         cv2.imwrite(str(folder / name), eye)
     code, _, _ = run_cli(capsys, "--model", checkpoint, "--input", folder, "--output", tmp_path / "out")
     assert code == 0
-    assert [r["frame"] for r in read_csv(tmp_path / "out" / "pupil.csv")] == ["a.jpg", "a.png", "b.png"]
+    assert [r["frame"] for r in read_csv(tmp_path / "out" / "pupil.csv")] == inputs
     for kind in ("masks", "overlays"):
         names = sorted(p.name for p in (tmp_path / "out" / kind).iterdir())
-        assert names == ["a.jpg.png", "a.png.png", "b.png"]
+        assert names == [f"{name}.png" for name in inputs]
 
 
 def test_video_gives_overlay_video_and_csv(checkpoint, tmp_path, capsys):
