@@ -34,9 +34,8 @@ import numpy as np
 
 from data import DataConfig, find_pairs, resize_image
 from data.config import positive_int_argument
-from data.dataset import VAL_SEED_OFFSET
+from data.dataset import synthetic_validation
 from data.folders import SPLITS, label_layout, read_pair, write_png
-from data.synthetic import SyntheticEyes
 from inference import Predictor, load_predictor, pupil_geometry
 from metrics import (
     MB,
@@ -71,7 +70,7 @@ def frame_set(
     if data_dir is None:
         if split not in ("validation", "val"):
             raise ValueError(f"split {split!r} needs --data-dir; the synthetic frames are validation only")
-        eyes = SyntheticEyes(synthetic_n, seed + VAL_SEED_OFFSET, img_size)
+        eyes = synthetic_validation(synthetic_n, seed, img_size)
         h, w = img_size
         where = f"{synthetic_n} synthetic validation frames of a training run with seed {seed}, {h}x{w}"
         return FrameSet([f"synthetic_{i:05d}" for i in range(synthetic_n)], eyes.read, where)

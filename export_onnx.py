@@ -40,7 +40,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from data import CLASS_NAMES, DataError, PreprocessConfig, find_pairs, read_image
 from data.config import positive_int_argument
-from data.dataset import VAL_SEED_OFFSET
+from data.dataset import synthetic_validation
 from data.folders import IMAGE_SUFFIXES, list_images, read_pair, split_folder
 from data.synthetic import SyntheticEyes
 from inference import (
@@ -49,6 +49,7 @@ from inference import (
     load_predictor,
     prepare_batch,
     train_data_dir,
+    train_seed,
     validation_metrics,
 )
 from metrics import confusion_metrics, mask_counts
@@ -168,7 +169,7 @@ def validation_set(
         pairs = [read_pair(s) for s in _spread(find_pairs(calib_dir, "validation"), n)]
         where = f"{len(pairs)} validation frames of {calib_dir}"
     else:
-        eyes = SyntheticEyes(n, seed + VAL_SEED_OFFSET, img_size)
+        eyes = synthetic_validation(n, seed, img_size)
         pairs = [eyes.read(i) for i in range(n)]
         where = f"{n} synthetic validation frames"
     return [p[0] for p in pairs], [p[1] for p in pairs], where
@@ -185,7 +186,7 @@ def export_metadata(state: dict, model: SegmentationModel, checkpoint: Path, ops
         "preprocess": state["preprocess"],
         "metrics": validation_metrics(state.get("metrics")),
         "epoch": state.get("epoch"),
-        "train_seed": (state.get("train_config") or {}).get("seed"),  # picks the synthetic val frames
+        "train_seed": train_seed(state),  # picks the synthetic validation frames
         "train_data_dir": train_data_dir(state),  # evaluate.py then asks for that dataset
         "checkpoint": checkpoint.name,
         "exporter": f"torch {torch.__version__} dynamo, onnx opset {opset}",
@@ -390,7 +391,7 @@ def export_onnx(
     quantize_int8(output, int8_path, inputs, metadata)
     quantized = load_predictor(int8_path)
     report.int8 = measure(quantized, int8_path, inputs[:1])
-    seed = (state.get("train_config") or {}).get("seed", 0)
+    seed = train_seed(state) or 0
     images, labels, report.validation = validation_set(calib_dir, val_n, img_size, seed)
     log(f"comparing fp32 and int8 on {report.validation}...")
     report.fp32.pupil_iou = pupil_iou(fp32, images, labels)

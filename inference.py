@@ -107,6 +107,11 @@ class Predictor:
         return probs
 
 
+def train_seed(state: dict) -> int | None:
+    """The seed a checkpoint was trained with (it picks the synthetic validation frames); None if unknown."""
+    return (state.get("train_config") or {}).get("seed")
+
+
 def train_data_dir(state: dict) -> str | None:
     """The dataset folder a checkpoint was trained on; None for synthetic eyes or when unknown."""
     data = (state.get("train_config") or {}).get("data")
@@ -135,7 +140,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
         "backend": "pytorch",
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(state.get("metrics")),
-        "train_seed": (state.get("train_config") or {}).get("seed"),
+        "train_seed": train_seed(state),
         "train_data_dir": train_data_dir(state),
     }
     img_size = tuple(state["img_size"])

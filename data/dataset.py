@@ -121,6 +121,11 @@ def _folder_source(data_dir: str, split: str) -> list[Sample]:
     return samples
 
 
+def synthetic_validation(n: int, seed: int, size: tuple[int, int]) -> SyntheticEyes:
+    """The synthetic frames a training run with `seed` validates on (never among its training frames)."""
+    return SyntheticEyes(n, seed + VAL_SEED_OFFSET, size)
+
+
 def build_datasets(
     config: DataConfig,
     preprocess_config: PreprocessConfig,
@@ -134,7 +139,7 @@ def build_datasets(
     """
     if config.data_dir is None:
         train = SyntheticEyes(config.synthetic_train, seed, config.img_size)
-        val = SyntheticEyes(config.synthetic_val, seed + VAL_SEED_OFFSET, config.img_size)
+        val = synthetic_validation(config.synthetic_val, seed, config.img_size)
     else:
         train = _folder_source(config.data_dir, "train")
         val = _folder_source(config.data_dir, "validation")
