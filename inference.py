@@ -121,12 +121,13 @@ def train_data_dir(state: dict) -> str | None:
 def _torch_predictor(path: Path, device: str) -> Predictor:
     import torch
 
-    from models import fuse_model
+    from models import fuse_model, pick_device
     from models.checkpoint import load_checkpoint, model_from_checkpoint
 
     state = load_checkpoint(path)
     model = model_from_checkpoint(state, path)
     num_params = model.get_num_trainable_params()  # before fusing, which changes the count
+    device = pick_device(device)  # a bad or missing device is a ValueError, as in training
     model = fuse_model(model).to(device)
 
     @torch.no_grad()

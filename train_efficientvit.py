@@ -33,7 +33,7 @@ from data import AugmentConfig, DataConfig, PreprocessConfig, build_datasets, si
 from data.config import positive_argument, positive_int_argument
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
-from models import MODEL_NAMES, build_model
+from models import MODEL_NAMES, build_model, pick_device
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tracking import MlflowRun, TrackingError, plot_curves, prediction_grid
 
@@ -77,27 +77,6 @@ class TrainConfig:
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
-
-
-def pick_device(name: str) -> torch.device:
-    """`name` as a torch device ("auto": CUDA, then Apple MPS, then CPU); ValueError if unusable here."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise ValueError(
-                f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 or mps"
-            ) from None
-        mps = getattr(torch.backends, "mps", None)
-        available = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available())}
-        if not available.get(device.type, True):
-            raise ValueError(f"--device {name!r}: no {device.type.upper()} device on this machine")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:

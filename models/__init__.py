@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
+
 from models.common import ConvBN, SegmentationModel, fuse_model
 from models.efficientvit import (
     PARAM_LIMIT,
@@ -33,6 +35,21 @@ def build_model(name: str, **overrides) -> SegmentationModel:
     return MODELS[name](**overrides)
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """`name` as a torch device ("auto": CUDA, then Apple MPS, then CPU); ValueError if unusable here."""
+    mps = getattr(torch.backends, "mps", None)
+    available = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available())}
+    if name == "auto":
+        return torch.device(next((kind for kind, ok in available.items() if ok), "cpu"))
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:1 or mps") from None
+    if not available.get(device.type, True):
+        raise ValueError(f"--device {name!r}: no {device.type.upper()} device on this machine")
+    return device
+
+
 __all__ = [
     "MODELS",
     "MODEL_NAMES",
@@ -45,4 +62,5 @@ __all__ = [
     "TinyEfficientViT",
     "build_model",
     "fuse_model",
+    "pick_device",
 ]

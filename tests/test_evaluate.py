@@ -195,6 +195,7 @@ def test_cli_writes_json_and_prints_the_table(trained_checkpoint, tmp_path, caps
         (["--checkpoint", "{tmp}/bad.onnx"], "bad.onnx"),
         (["--checkpoint", "{ckpt}", "--data-dir", "{tmp}/no_data"], "no_data"),
         (["--checkpoint", "{ckpt}", "--split", "test"], "'test'"),
+        (["--checkpoint", "{ckpt}", "--device", "gpu0"], "'gpu0'"),
     ],
 )
 def test_bad_input_is_a_one_line_error(trained_checkpoint, tmp_path, capsys, args, named):
