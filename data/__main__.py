@@ -2,7 +2,8 @@
 
 python -m data check DIR
     decode every file of DIR, print per-split statistics and every problem with its file;
-    exit status 0 when the dataset is usable for training, 1 otherwise
+    exit status 0 when the dataset is usable for training or for evaluation only (a test set
+    without a train split), 1 when it is usable for neither or any file is broken
 python -m data bench [--n 200] [--size 400x640]
     samples per second of the whole training pipeline (decode, augment, preprocess, loss
     targets) on one core, as one DataLoader worker runs it, for synthetic eyes and for a
@@ -68,7 +69,7 @@ def bench(n: int = 200, size: tuple[int, int] = (400, 640), seed: int = 0) -> di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data", description="Dataset tools.")
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate a dataset folder before training")
+    check = commands.add_parser("check", help="validate a dataset folder for training or evaluation")
     check.add_argument("root", type=Path, help="dataset folder with train/, validation/, test/")
     timing = commands.add_parser("bench", help="samples/s of the training pipeline, one worker")
     timing.add_argument("--n", type=int, default=200, help="samples per source (default 200)")
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         report = check_dataset(args.root)
         print(report.format())
-        return 0 if report.ok else 1
+        return 0 if report.usable_for else 1
     if args.n < 1:
         parser.error(f"--n must be >= 1, got {args.n}")
     rates = bench(args.n, args.size, args.seed)

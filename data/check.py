@@ -2,15 +2,19 @@
 
 Run before training (`python -m data check DIR`): it validates whichever of train, validation
 (or val) and test exist, and reports per split the layout, the number of pairs, the image sizes,
-the label values, the mean pupil fraction and the frames without a pupil. Training needs train
-and validation, so a missing one is a problem too, and so is either without a pupil in any frame.
+the label values, the mean pupil fraction and the frames without a pupil. A train or validation
+split without a pupil in any frame is a problem. The verdict says what the dataset is usable for:
+training (train and validation), evaluation only (real test sets often come without a train
+split; it names the command that scores each split), or nothing.
 """
 
 import os
+import shlex
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -27,12 +31,16 @@ from data.folders import (
 )
 
 _SPLITS = ("train", "validation", "test")
-_NEEDED = ("train", "validation")
 _LISTED = 50  # problems printed by format(); the report keeps them all
 _NO_PUPIL = {
     "train": "the model would only learn to predict no pupil",
     "validation": "best.pt would be chosen on a meaningless pupil IoU",
 }
+_TRAINING_FOLDERS = {"train": "train/", "validation": "validation/ (or val/)"}
+_TRAINING_NEEDS = "training needs a train/ and a validation/ (or val/) split"
+_EVALUATE = "python evaluate.py --checkpoint runs/<run>/best.pt"  # evaluate.py's own flags
+
+Usable = Literal["training", "evaluation"]
 
 
 @dataclass
@@ -69,9 +77,28 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
 
     @property
+    def usable_for(self) -> Usable | None:
+        """What the dataset can be used for: training (train and validation have pairs), evaluation
+        only (some split has pairs), or None (no split has, or any problem was found)."""
+        if self.problems or not self.evaluable:
+            return None
+        return "evaluation" if self.missing_for_training else "training"
+
+    @property
     def ok(self) -> bool:
         """Usable for training: train and validation found, and no problem anywhere."""
-        return not self.problems
+        return self.usable_for == "training"
+
+    @property
+    def evaluable(self) -> list[str]:
+        """Folder names of the splits with image/label pairs, each one `evaluate.py --split` takes."""
+        return [s.name for s in self.splits if s.pairs]
+
+    @property
+    def missing_for_training(self) -> list[str]:
+        """The folders training needs that have no pairs here: train/, validation/ (or val/)."""
+        found = {"validation" if s.name == "val" else s.name for s in self.splits if s.pairs}
+        return [folder for split, folder in _TRAINING_FOLDERS.items() if split not in found]
 
     def format(self) -> str:
         lines = [f"dataset {self.root}"] + [s.format() for s in self.splits]
@@ -80,8 +107,24 @@ class CheckReport:
             lines += [f"  {p}" for p in self.problems[:_LISTED]]
             if len(self.problems) > _LISTED:
                 lines.append(f"  ... and {len(self.problems) - _LISTED} more")
-        verdict = "OK: usable for training" if self.ok else "NOT USABLE: fix the problems above"
-        return "\n".join([*lines, verdict])
+        return "\n".join([*lines, *self._verdict()])
+
+    def _verdict(self) -> list[str]:
+        if self.usable_for == "training":
+            return ["OK: usable for training"]
+        if self.problems:
+            return ["NOT USABLE: fix the problems above"]
+        if self.usable_for is None:
+            return [
+                f"NOT USABLE: no split with image/label pairs; {_TRAINING_NEEDS}, "
+                "evaluation any one of train/, validation/ (or val/), test/"
+            ]
+        root = shlex.quote(str(self.root))
+        return [
+            f"OK: usable for evaluation only ({', '.join(self.evaluable)}), not for training",
+            *(f"  evaluate: {_EVALUATE} --data-dir {root} --split {name}" for name in self.evaluable),
+            f"  {_TRAINING_NEEDS}; this dataset has no {' and no '.join(self.missing_for_training)}",
+        ]
 
 
 @dataclass(frozen=True)
@@ -119,10 +162,7 @@ def _inspect(sample: Sample, layout: Layout) -> _Frame:
 def _check_split(root: Path, split: str, report: CheckReport) -> None:
     try:
         folder = split_folder(root, split)
-        if folder is None:
-            if split in _NEEDED:  # training needs train and validation
-                name = "validation (or val)" if split == "validation" else split
-                report.problems.append(f"{root}: no {name} folder; training needs both")
+        if folder is None:  # the verdict says what a missing split costs
             return
         files = scan_split(root, split)
     except DataError as e:
@@ -145,7 +185,10 @@ def _check_split(root: Path, split: str, report: CheckReport) -> None:
     stats.pupil_fraction = float(np.mean([f.pupil_fraction for f in labelled])) if labelled else 0.0
     stats.frames_without_pupil = sum(f.pupil_fraction == 0 for f in labelled)
     if split in _NO_PUPIL and labelled and stats.frames_without_pupil == len(labelled):
-        report.problems.append(f"{folder}: {split} split has no pupil in any frame: {_NO_PUPIL[split]}")
+        why = _NO_PUPIL[split]
+        if split == "validation" and not any(s.name == "train" for s in report.splits):
+            why = "its pupil IoU would be meaningless"  # no training: no best.pt chosen on it
+        report.problems.append(f"{folder}: {split} split has no pupil in any frame: {why}")
     report.splits.append(stats)
 
 

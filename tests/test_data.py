@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from data.config import positive_int_argument
 from data.synthetic import SyntheticEyes, write_openeds
 from data.synthetic.__main__ import main as synthetic_main
 from data.targets import boundary_weight, distance_maps
+from evaluate import build_parser
 
 SIZE = (48, 64)  # (H, W): small frames keep the suite fast
 NO_AUGMENT = {f"{name}_p": 0.0 for name in ("flip", "line", "blur", "affine", "photometric", "noise")}
@@ -409,7 +411,7 @@ def test_build_datasets_checks_folders_early(tmp_path):
 def test_check_good_and_broken_folder(tmp_path):
     root = write_openeds(tmp_path, n=5, size=SIZE, val_fraction=0.4)
     report = check_dataset(root)
-    assert report.ok, report.format()
+    assert report.ok and report.usable_for == "training", report.format()
     assert [s.name for s in report.splits] == ["train", "validation"]
     assert report.splits[0].pairs == 3 and report.splits[0].layout == "openeds"
     assert report.splits[0].image_sizes == {"64x48": 3}
@@ -427,12 +429,48 @@ def test_check_good_and_broken_folder(tmp_path):
     assert "NOT USABLE" in text
 
 
-def test_check_needs_train_and_validation(tmp_path):
-    make_openeds(tmp_path, splits=("test",))
+@pytest.mark.parametrize("split", ["validation", "val", "test"])
+def test_check_split_without_train_is_usable_for_evaluation_only(tmp_path, capsys, split):
+    make_openeds(tmp_path, splits=(split,))
     report = check_dataset(tmp_path)
-    assert [s.name for s in report.splits] == ["test"]
-    assert not report.ok and any("no train folder" in p for p in report.problems)
-    assert not check_dataset(tmp_path / "missing").ok
+    assert (report.usable_for, report.ok, report.problems) == ("evaluation", False, [])
+    assert check_main(["check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"OK: usable for evaluation only ({split}), not for training" in out
+    assert f"--data-dir {tmp_path} --split {split}\n" in out  # a command evaluate.py takes
+    missing = "train/" if split != "test" else "train/ and no validation/ (or val/)"
+    assert f"training needs a train/ and a validation/ (or val/) split; this dataset has no {missing}" in out
+
+
+def test_check_evaluation_command_names_every_split_and_runs(tmp_path, capsys):
+    make_openeds(tmp_path / "a b", splits=("validation", "test"))
+    assert check_main(["check", str(tmp_path / "a b")]) == 0
+    commands = [
+        line.split("evaluate: ")[1] for line in capsys.readouterr().out.splitlines() if "evaluate: " in line
+    ]
+    assert [c.split()[-1] for c in commands] == ["validation", "test"]
+    for command in commands:  # evaluate.py's own parser accepts it, the quoted path included
+        args = build_parser().parse_args(shlex.split(command)[2:])
+        assert args.data_dir == tmp_path / "a b" and find_pairs(args.data_dir, args.split)
+
+
+def test_check_empty_or_missing_folder_is_not_usable(tmp_path, capsys):
+    report = check_dataset(tmp_path)
+    assert (report.usable_for, report.splits, report.problems) == (None, [], [])
+    assert check_main(["check", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.endswith(
+        "NOT USABLE: no split with image/label pairs; training needs a train/ and a validation/ "
+        "(or val/) split, evaluation any one of train/, validation/ (or val/), test/\n"
+    )
+    assert check_dataset(tmp_path / "missing").usable_for is None
+
+
+def test_check_broken_file_in_an_evaluation_set_is_not_usable(tmp_path):
+    make_openeds(tmp_path, splits=("test",))
+    (tmp_path / "test" / "labels" / "001.npy").unlink()
+    report = check_dataset(tmp_path)
+    assert report.usable_for is None and "NOT USABLE: fix the problems above" in report.format()
+    assert check_main(["check", str(tmp_path)]) == 1
 
 
 @pytest.mark.parametrize(
@@ -448,7 +486,17 @@ def test_check_split_without_any_pupil_is_a_problem(tmp_path, split, why):
         np.save(path, np.minimum(np.load(path), 2))  # sclera and iris only: closed eyes
     report = check_dataset(root)
     assert report.problems == [f"{root / split}: {split} split has no pupil in any frame: {why}"]
-    assert "NOT USABLE" in report.format()
+    assert report.usable_for is None and "NOT USABLE" in report.format()
+
+
+def test_check_validation_only_set_without_any_pupil_is_a_problem(tmp_path):
+    root = make_openeds(tmp_path, splits=("validation",))
+    for path in (root / "validation" / "labels").iterdir():
+        np.save(path, np.minimum(np.load(path), 2))
+    why = "its pupil IoU would be meaningless"  # no training run picks a best.pt on it
+    assert check_dataset(root).problems == [
+        f"{root / 'validation'}: validation split has no pupil in any frame: {why}"
+    ]
 
 
 def test_check_cli_on_synthetic_output(tmp_path, capsys):
