@@ -3,9 +3,15 @@
 A close-up of one eye as a head-mounted eye-tracking camera sees it from below: textured skin
 under uneven infrared light, eyelids with a crease and lashes, a shaded sclera, an iris with
 radial fibres and a dark limbus, a dark pupil whose ellipse turns and flattens with the gaze,
-corneal glints from the illuminator ring, then vignetting, defocus and sensor noise. The label
-is the anatomy, as in OpenEDS (0 skin, 1 sclera, 2 iris, 3 pupil): lashes and glints are drawn
-into the image only. Sizes are in pixels of a 640x400 frame and scale with the frame.
+corneal glints from the illuminator ring. The label is the anatomy, as in OpenEDS (0 skin,
+1 sclera, 2 iris, 3 pupil): lashes and glints are drawn into the image only.
+
+Real cameras see eyes in many ways, and each frame draws its own (domain randomisation): framing
+from a whole-face-region frame (pupil ~15-60 px across at 640x400) to a tight crop that the eye
+fills; camera roll; an iris from bright to as dark as the pupil; small glints to large blobs on
+the pupil border, stray reflections on the skin; then what the headset and camera add (lens
+ring, glare, dark corners, exposure, gamma, low contrast, blur, noise, banding, JPEG), see
+data.synthetic.camera.
 """
 
 import functools
@@ -14,12 +20,13 @@ import math
 import cv2
 import numpy as np
 
-from data.augment import gaussian_noise
+from data.synthetic.camera import DEFAULT_CAMERA, CameraConfig, expose, headset
 
 SCLERA, IRIS, PUPIL = 1, 2, 3
 CLOSED_P = 0.055  # share of fully closed eyes; half-closed ones hide the pupil now and then too
 _SHIFT = 4  # cv2 drawing with 4 fractional bits: sub-pixel outlines
 _LID_POINTS = 48
+_FRAMING = (math.log(0.055), math.log(0.27))  # iris radius / frame width, drawn log-uniform
 _COARSE = 8  # smooth layers (skin texture, light) are drawn at 1/8 resolution, then upsampled
 
 
@@ -130,9 +137,9 @@ def _eyeball(
     iris_box: tuple,
     pupil: np.ndarray,
     pupil_ratio: float,
-    brightness: float,
+    values: tuple[float, float, float],
 ) -> None:
-    """Paint sclera, iris and pupil where the lids are open, into the float image in place."""
+    """Paint sclera, iris and pupil (`values`, grey levels) where the lids are open, in place."""
     h, w = image.shape
     upper, lower = lids
     outline = np.concatenate(lids)
@@ -141,11 +148,12 @@ def _eyeball(
     if x0 >= x1 or y0 >= y1:
         return
     (icx, icy), axes, angle = iris_box
+    brightness, iris_value, pupil_value = values
     # smooth shading over 4x4-pixel cells, then upsampled: xs, ys are the cell centres
     xs = x0 + 1.5 + 4 * np.arange(math.ceil((x1 - x0) / 4), dtype=np.float32)
     ys = y0 + 1.5 + 4 * np.arange(math.ceil((y1 - y0) / 4), dtype=np.float32)
     half_width = (upper[-1, 0] - upper[0, 0]) / 2
-    lid = np.interp(xs, upper[:, 0], upper[:, 1]).astype(np.float32)
+    lid = np.interp(xs, *upper[np.argsort(upper[:, 0])].T).astype(np.float32)  # rolled lids too
     # eyeball curvature darkens the sclera towards the corners; below the upper lid, its shadow
     # exp((lid - y) / reach) and the caruncle's darkening at the nasal corner are separable
     shade = brightness * (1 - rng.uniform(0.25, 0.5) * ((xs - icx) / half_width) ** 2)
@@ -158,8 +166,8 @@ def _eyeball(
         np.exp(-((ys - inner[1]) ** 2) / spread), np.exp(-((xs - inner[0]) ** 2) / spread)
     )
     eye = cv2.resize(shade, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    _draw_iris(eye, rng, ((icx - x0, icy - y0), axes, angle), pupil_ratio, rng.uniform(55, 120))
-    np.copyto(eye, np.float32(rng.uniform(8, 30)), where=pupil[y0:y1, x0:x1].view(bool))
+    _draw_iris(eye, rng, ((icx - x0, icy - y0), axes, angle), pupil_ratio, iris_value)
+    np.copyto(eye, np.float32(pupil_value), where=pupil[y0:y1, x0:x1].view(bool))
     np.copyto(image[y0:y1, x0:x1], eye, where=opening[y0:y1, x0:x1].view(bool))
 
 
@@ -232,33 +240,51 @@ def _glints(
     eye_centre: np.ndarray,
     unit: float,
 ) -> list[tuple[float, float]]:
-    """Draw 1-8 corneal reflections of the illuminator ring; returns their (x, y) centres."""
+    """Draw 1-8 corneal reflections of the illuminator ring, small dots to blobs that swallow
+    the pupil border, and now and then a stray one on the skin; returns the corneal ones' (x, y)."""
     (icx, icy), (_, iris_d), _ = iris_box
     (pcx, pcy), (_, pupil_d), _ = pupil_box
     n = int(rng.integers(1, 9))
-    if rng.random() < 0.3:  # the ring lands on the pupil edge
-        centre, radius = np.array([pcx, pcy]), pupil_d / 2
+    if rng.random() < 0.45:  # the ring lands on the pupil edge
+        centre, radius = np.array([pcx, pcy]), pupil_d / 2 * rng.uniform(0.7, 1.1)
     else:
         centre = np.array([icx, icy]) + 0.3 * (eye_centre - (icx, icy))
         centre += rng.normal(0, 0.05 * iris_d, 2)
         radius = iris_d / 2 * rng.uniform(0.15, 0.75)
     angles = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n + rng.normal(0, 0.12, n)
     points = centre + radius * np.stack([np.cos(angles), rng.uniform(0.6, 1) * np.sin(angles)], 1)
-    sizes = unit * rng.uniform(1.2, 3.5, n)
+    large = rng.random() < 0.3  # a close or broad illuminator: blobs of a quarter pupil and more
+    sizes = unit * (rng.uniform(4, 11, n) if large else rng.uniform(1.2, 3.5, n))
+    peak = rng.uniform(170, 255)
     h, w = opening.shape
     drawn = []
     for (x, y), size in zip(points, sizes, strict=True):
         if 0 <= x < w and 0 <= y < h and opening[int(y), int(x)]:
-            at = tuple(_fixed(np.array([x, y])))
-            halo = (float(image[int(y), int(x)]) + 255) / 2
-            cv2.circle(image, at, round(1.8 * size * 16), halo, -1, cv2.LINE_AA, _SHIFT)
-            cv2.circle(image, at, round(size * 16), 255, -1, cv2.LINE_AA, _SHIFT)
+            _glint(image, (x, y), size, peak)
             drawn.append((float(x), float(y)))
+    if rng.random() < 0.3:  # reflections off the skin or a lens, anywhere
+        for x, y in rng.uniform(0, 1, (int(rng.integers(1, 3)), 2)) * (w, h):
+            _glint(image, (x, y), unit * rng.uniform(1.5, 4), rng.uniform(120, 255))
     return drawn
 
 
+def _glint(image: np.ndarray, at: tuple[float, float], size: float, peak: float) -> None:
+    x, y = at
+    centre = tuple(_fixed(np.array([x, y])))
+    halo = (float(image[int(y), int(x)]) + peak) / 2
+    cv2.circle(image, centre, round(1.8 * size * 16), halo, -1, cv2.LINE_AA, _SHIFT)
+    cv2.circle(image, centre, round(size * 16), peak, -1, cv2.LINE_AA, _SHIFT)
+
+
+def _rotate(points: np.ndarray, centre: np.ndarray, degrees: float) -> np.ndarray:
+    """(..., 2) points (x, y) turned about `centre` by `degrees` (clockwise on screen, as cv2)."""
+    a = math.radians(degrees)
+    turn = np.array([[math.cos(a), math.sin(a)], [-math.sin(a), math.cos(a)]], np.float32)
+    return (points - centre) @ turn + centre
+
+
 def render_eye(
-    seed: int, index: int, size: tuple[int, int] = (400, 640)
+    seed: int, index: int, size: tuple[int, int] = (400, 640), camera: CameraConfig = DEFAULT_CAMERA
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One synthetic frame: (H, W) uint8 image, (H, W) uint8 label 0..3, and its ground truth.
 
@@ -266,29 +292,37 @@ def render_eye(
     `pupil_axes` (full lengths, the first along `pupil_angle` degrees); `pupil_visible_fraction`,
     the share of its pixels neither under the lids nor out of the frame; `closed`, no pupil pixel
     visible; `iris_center`, `iris_axes`, lid `openness` (0 closed, ~1 open), `glints` [(x, y)].
+    `camera` sets the odds and ranges of the headset and camera effects.
     """
     h, w = size
     rng = np.random.default_rng((seed, index))
-    unit = math.sqrt(h * w / (400 * 640))
+    # framing: the iris radius from a whole-face-region frame to a tight crop the eye fills;
+    # every size of the eye's own parts (lashes, glints, lid margins) follows it
+    radius = min(w * math.exp(rng.uniform(*_FRAMING)), 0.45 * h)
+    unit = radius / 100
 
     # the iris sits at `centre` for a straight gaze; the camera looks at the eye from below
-    radius = unit * rng.uniform(80, 125)
-    centre = np.array([w * rng.uniform(0.38, 0.62), h * rng.uniform(0.4, 0.6)])
+    centre = np.array([w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7)])
     yaw, pitch = math.radians(rng.uniform(-35, 35)), math.radians(rng.uniform(-22, 22))
     tilt = math.radians(rng.uniform(8, 25))
     gaze = np.array([math.sin(yaw) * math.cos(pitch - tilt), math.sin(pitch - tilt)])
     facing = math.cos(yaw) * math.cos(pitch - tilt)  # the iris disc flattens along the gaze
     iris_centre = centre + radius * rng.uniform(1.6, 1.9) * (gaze - (0, -math.sin(tilt)))
     angle = math.degrees(math.atan2(gaze[1], gaze[0]))
-    iris_box = (tuple(iris_centre), (2 * radius * facing, 2 * radius), angle)
     pupil_ratio = rng.uniform(0.2, 0.62)  # constricted to dilated
     pupil_centre = iris_centre + rng.normal(0, 0.02 * radius, 2)
-    pupil_axes = (2 * radius * pupil_ratio * facing, 2 * radius * pupil_ratio)
-    pupil_box = (tuple(pupil_centre), pupil_axes, angle)
     draw = rng.random()  # lids closed, half-closed (blinking) or open
     low, high = (0.0, 0.0) if draw < CLOSED_P else (0.1, 0.55) if draw < 0.2 else (0.75, 1.05)
     openness = rng.uniform(low, high)
-    upper, lower, crease, fold = _eyelids(rng, centre, radius, iris_centre[1] - centre[1], openness)
+    lids = _eyelids(rng, centre, radius, iris_centre[1] - centre[1], openness)
+    # the camera's roll about the eye: mostly level, now and then well tilted
+    roll = rng.uniform(-35, 35) if rng.random() < 0.4 else rng.uniform(-8, 8)
+    upper, lower, crease, fold = (_rotate(lid, centre, roll) for lid in lids)
+    iris_centre, pupil_centre = _rotate(np.stack([iris_centre, pupil_centre]), centre, roll)
+    angle += roll
+    iris_box = (tuple(iris_centre), (2 * radius * facing, 2 * radius), angle)
+    pupil_axes = (2 * radius * pupil_ratio * facing, 2 * radius * pupil_ratio)
+    pupil_box = (tuple(pupil_centre), pupil_axes, angle)
 
     opening, iris, pupil = (np.zeros((h, w), np.uint8) for _ in range(3))
     if openness > 0:
@@ -297,11 +331,15 @@ def render_eye(
     cv2.ellipse(pupil, pupil_box, 1, -1)
     label = opening * (SCLERA + iris + pupil)
 
-    skin_value = rng.uniform(95, 165)
+    # grey levels before exposure: the iris anywhere from bright to as dark as the pupil
+    skin_value = math.exp(rng.uniform(math.log(40), math.log(170)))
     image, light = _skin_and_light(rng, (h, w), [crease, fold], radius, skin_value)
     if openness > 0:
-        sclera = min(230, skin_value * rng.uniform(1.1, 1.45))
-        _eyeball(rng, image, opening, (upper, lower), iris_box, pupil, pupil_ratio, sclera)
+        sclera = min(230, skin_value * rng.uniform(0.9, 1.45))
+        pupil_value = rng.uniform(3, 30)
+        iris_value = pupil_value + (sclera - pupil_value) * rng.uniform(0.04, 0.75) ** 1.3
+        values = (sclera, iris_value, pupil_value)
+        _eyeball(rng, image, opening, (upper, lower), iris_box, pupil, pupil_ratio, values)
     margin = max(1, round(3 * unit))  # the lid margins, the upper one dark with lash roots
     _draw_lines(image, upper[None], skin_value * rng.uniform(0.3, 0.5), margin)
     _draw_lines(image, lower[None], skin_value * rng.uniform(0.6, 0.85), max(1, margin - 1))
@@ -311,11 +349,8 @@ def render_eye(
     _lashes(image, rng, upper, unit, upper=True)
     _lashes(image, rng, lower, unit, upper=False)
     glints = _glints(image, rng, opening, iris_box, pupil_box, centre, unit)
-
-    defocus = rng.uniform(0.5, 1.5) if rng.random() > 0.15 else rng.uniform(1.5, 3.0)
-    image = cv2.GaussianBlur(image, (0, 0), defocus * unit)
-    image += rng.uniform(1.5, 4.5) * gaussian_noise((h, w), rng)
-    image = np.clip(image + 0.5, 0, 255, out=image).astype(np.uint8)
+    headset(image, rng, camera)
+    image = expose(image, rng, camera)
 
     visible = int(np.count_nonzero(label == PUPIL))
     info = {
