@@ -4,9 +4,10 @@
     probs = predictor.probabilities([image_u8])    # [(H, W) pupil probability] at the image's size
     geometry = pupil_geometry(probs[0] > 0.5, probs[0])
 
-Frames are resized to the model's input size, preprocessed with the model's own stored
-preprocessing (`data.preprocess`), run, and the pupil probability is resized back to each frame's
-size. An exported ONNX file carries its input size, preprocessing and model description in its
+Frames are fitted into the model's input size without changing their aspect ratio (scaled,
+edges repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
+(`data.preprocess`), run, and the pupil probability of the frame's region is resized back to the
+frame's own size. An exported ONNX file carries its input size, preprocessing and model description in its
 `metadata_props` (JSON strings written by `export_onnx.py`); `METADATA_FORMAT` names that layout.
 `predict.py` and `evaluate.py` both run models through this module.
 """
@@ -22,10 +23,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data import PreprocessConfig, preprocess, resize_image
+from data import Fit, PreprocessConfig, fit_image, preprocess
 
 METADATA_FORMAT = "tiny-pupil-seg/onnx-v1"
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # the model that ships with the repository
 REQUIRED_METADATA = {"model_name": str, "img_size": list, "preprocess": dict}  # key -> decoded JSON type
+
+
+def model_file(name: str | Path, suffix: str = ".onnx") -> Path:
+    """`name` as a path, or for "pretrained" the shipped model's `suffix` file (.onnx or .pt)."""
+    if str(name) == "pretrained":
+        return PRETRAINED_DIR / f"tiny_efficientvit{suffix}"
+    return Path(name)
 
 
 class ModelFileError(ValueError):
@@ -39,8 +48,9 @@ class MissingMetadataError(ModelFileError):
 def prepare_batch(
     images: Sequence[np.ndarray], img_size: tuple[int, int], config: PreprocessConfig
 ) -> np.ndarray:
-    """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: resize, then preprocess."""
-    return np.stack([preprocess(resize_image(image, img_size), config)[None] for image in images])
+    """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: fit (`data.fit_image`), then
+    preprocess. `Fit.of(image.shape, img_size)` says where each frame went."""
+    return np.stack([preprocess(fit_image(image, img_size)[0], config)[None] for image in images])
 
 
 def pupil_probability(logits: np.ndarray) -> np.ndarray:
@@ -101,6 +111,7 @@ class Predictor:
                 prob = 0.5 * (prob + mirrored[..., ::-1])
             for image, p in zip(chunk, prob, strict=True):
                 h, w = image.shape[:2]
+                p = np.ascontiguousarray(Fit.of(image.shape, self.img_size).crop(p))
                 probs.append(
                     cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if p.shape != (h, w) else p
                 )

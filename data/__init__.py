@@ -10,7 +10,7 @@ from data.check import CheckReport, check_dataset
 from data.config import parse_size, size_argument
 from data.dataset import DataConfig, EyeDataset, build_datasets
 from data.folders import CLASS_NAMES, DataError, Sample, find_pairs, read_image, read_label
-from data.preprocess import PreprocessConfig, preprocess, resize_image
+from data.preprocess import Fit, PreprocessConfig, fit_image, preprocess, resize_image
 
 __all__ = [
     "CLASS_NAMES",
@@ -19,11 +19,13 @@ __all__ = [
     "DataConfig",
     "DataError",
     "EyeDataset",
+    "Fit",
     "PreprocessConfig",
     "Sample",
     "build_datasets",
     "check_dataset",
     "find_pairs",
+    "fit_image",
     "parse_size",
     "preprocess",
     "read_image",

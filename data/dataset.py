@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from data.augment import AugmentConfig, augment
 from data.config import DictConfig
 from data.folders import Sample, find_pairs, label_layout, read_pair
-from data.preprocess import PreprocessConfig, preprocess, resize_image
+from data.preprocess import PreprocessConfig, fit_image, preprocess
 from data.synthetic import SyntheticEyes
 from data.targets import boundary_weight, distance_maps
 
@@ -44,11 +44,11 @@ class DataConfig(DictConfig):
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize image (as `resize_image`) and label (nearest) to (H, W) `size`."""
-    h, w = size
-    if image.shape == (h, w):
+    """Fit image and label (nearest) into (H, W) `size` as `fit_image` does: aspect kept, edges
+    repeated (the label's too, so the two always agree)."""
+    if image.shape == tuple(size):
         return image, label
-    return resize_image(image, size), cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    return fit_image(image, size)[0], fit_image(label, size, cv2.INTER_NEAREST)[0]
 
 
 class EyeDataset(Dataset):

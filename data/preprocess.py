@@ -1,7 +1,12 @@
 """The one preprocessing function: training, evaluation, export and prediction all call it.
 
-`resize_image` brings a frame to the model's input size first (area when shrinking, else
-bilinear), the same way for training (`data.dataset.resize_pair`) and inference.
+`fit_image` brings a frame to the model's input size first, the same way for training
+(`data.dataset.resize_pair`) and inference: scaled to fit without changing its aspect ratio
+(area when shrinking, else bilinear), the rest of the input filled by repeating the frame's edge
+pixels (no false edge for the network to see). `Fit` records where the frame went, so a
+prediction maps back onto the frame's own pixels exactly (`Fit.crop`). Padding, rather than
+running at the frame's own shape, keeps one fixed input size: what ONNX files for edge
+accelerators need.
 
 Gamma 0.8 (lookup table), CLAHE (clip 1.5, 8x8 tiles), then (x/255 - mean) / std into [-1, 1],
 as in the ShallowNet training this project is compared against. The parameters form a small
@@ -25,6 +30,50 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image
     shrinking = h <= image.shape[0] and w <= image.shape[1]
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Where an (H_i, W_i) frame sits in the model input after `fit_image`: rows top..top+height,
+    columns left..left+width."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], size: tuple[int, int]) -> "Fit":
+        """The fit of a frame of `shape` (H_i, W_i, ...) into (H, W) `size`: scaled by the smaller
+        of the two ratios, centred."""
+        (h, w), (fh, fw) = size, shape[:2]
+        scale = min(h / fh, w / fw)
+        height, width = min(h, max(1, round(fh * scale))), min(w, max(1, round(fw * scale)))
+        return cls((h - height) // 2, (w - width) // 2, height, width)
+
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """The frame's region of an (..., H, W) array at the input size (a prediction, say)."""
+        return array[..., self.top : self.top + self.height, self.left : self.left + self.width]
+
+
+def fit_image(
+    image: np.ndarray, size: tuple[int, int], interpolation: int | None = None
+) -> tuple[np.ndarray, Fit]:
+    """Scale an (H_i, W_i) frame into (H, W) `size` keeping its aspect ratio, pad by repeating its
+    edge; returns the input and where the frame sits in it. `interpolation` defaults to
+    `resize_image`'s choice (give cv2.INTER_NEAREST for labels)."""
+    fit = Fit.of(image.shape, size)
+    if interpolation is None:
+        scaled = resize_image(image, (fit.height, fit.width))
+    elif image.shape[:2] != (fit.height, fit.width):
+        scaled = cv2.resize(image, (fit.width, fit.height), interpolation=interpolation)
+    else:
+        scaled = image
+    h, w = size
+    bottom, right = h - fit.height - fit.top, w - fit.width - fit.left
+    if fit.top or bottom or fit.left or right:
+        scaled = cv2.copyMakeBorder(scaled, fit.top, bottom, fit.left, right, cv2.BORDER_REPLICATE)
+    return scaled, fit
 
 
 @dataclass(frozen=True)
