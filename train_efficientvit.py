@@ -3,12 +3,15 @@
     python train_efficientvit.py --epochs 2                      # built-in synthetic eyes
     python train_efficientvit.py --data-dir /data/openeds --epochs 50
     python train_efficientvit.py --resume runs/<run>/last.pt --epochs 80
+    python train_efficientvit.py --init-from pretrained --data-dir MY_DATA --epochs 20   # fine-tune
 
 Writes OUT_DIR/best.pt (best validation pupil IoU) and OUT_DIR/last.pt (every epoch), both
 atomically, and logs every epoch to MLflow. On resume, the run's stored settings (model, data,
 optimiser, seed, loss schedule) are kept and may not be given again; --epochs and --no-mlflow
 default to the run's own, --max-steps, --time-limit, --workers and --device come from the command
-line. The body lives in `main(config)` so tests and modal_app.py call it directly.
+line. --init-from starts a new run from another checkpoint's weights, model and preprocessing
+(a fresh optimiser, schedule and MLflow run; any --img-size). The body lives in `main(config)` so
+tests and modal_app.py call it directly.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tqdm import tqdm
 
 from data import AugmentConfig, DataConfig, PreprocessConfig, build_datasets, size_argument
 from data.config import positive_argument, positive_int_argument
+from inference import model_file
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
 from models import MODEL_NAMES, build_model, pick_device
@@ -43,12 +47,13 @@ class TrainConfig:
     epochs: int | None = 10  # None on resume: the run's own
     batch_size: int = 8
     lr: float = 1e-3
-    model: str = "tiny_efficientvit"
+    model: str | None = "tiny_efficientvit"  # None with init_from: the source checkpoint's
     seed: int = 0
     workers: int = 2
     device: str = "auto"  # auto = CUDA, then Apple MPS, then CPU
     out_dir: str | None = None  # default runs/<run-name>
     resume: str | None = None
+    init_from: str | None = None  # a checkpoint (or "pretrained") whose weights a new run starts from
     max_steps: int | None = None  # stop each epoch after this many batches (smoke tests)
     time_limit: float | None = None  # minutes of wall-clock; the epoch running then is the last
     grad_clip: float = 1.0
@@ -207,6 +212,25 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         config = dataclasses.replace(
             stored, **given, resume=config.resume, out_dir=str(Path(config.resume).parent)
         )
+    source = None
+    if config.init_from:
+        if config.resume:
+            raise ValueError("--init-from starts a new run and --resume continues one; give only one")
+        path = model_file(config.init_from, ".pt")
+        source = load_checkpoint(path)
+        if config.model not in (None, source["model_name"]):
+            raise CheckpointError(
+                f"{path} holds a {source['model_name']!r} model, not {config.model!r} (--model); "
+                f"drop --model to fine-tune it"
+            )
+        config = dataclasses.replace(
+            config,
+            init_from=str(path.resolve()),
+            model=source["model_name"],
+            preprocess=PreprocessConfig.from_dict(source["preprocess"]),
+        )
+    elif config.model is None:
+        raise ValueError("TrainConfig.model is None: name a model, or a checkpoint to start from (init_from)")
     if config.alpha_span is None:  # fixed now, so that extending the run keeps alpha's decay
         config = dataclasses.replace(config, alpha_span=min(125, config.epochs))
     device = pick_device(config.device)
@@ -216,7 +240,11 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     torch.manual_seed(config.seed)
 
     train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, config.seed)
-    model = build_model(config.model).to(device)
+    stored_model = resumed or source  # its model config (widths, depths) rebuilds the same network
+    model = build_model(config.model, **(stored_model["model_config"] if stored_model else {}))
+    if source:
+        model.load_state_dict(source["model_state"])
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -256,7 +284,8 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
                     },
                 }
             )
-            tracker.set_tags({"model": config.model, "dataset": train_set.source_name})
+            tags = {"model": config.model, "dataset": train_set.source_name}
+            tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
         except BaseException:
             tracker.end("FAILED")
             raise
@@ -282,6 +311,8 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
             "mlflow_run_id": tracker.run_id if tracker else run_id,
         }
 
+    if config.init_from:
+        print(f"Starting from the weights of {config.init_from}")
     print(
         f"Training {config.model} ({model.get_num_trainable_params():,} params) on {device}, "
         f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, "
@@ -384,7 +415,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
 RUN_SETTINGS = {  # flags a resumed run takes from its checkpoint
     "--batch-size", "--lr", "--model", "--data-dir", "--synthetic-train", "--synthetic-val", "--img-size",
     "--seed", "--out-dir", "--early-stop", "--alpha-floor", "--grid-every", "--no-augment", "--experiment",
-    "--compile",
+    "--compile", "--init-from",
 }  # fmt: skip
 
 
@@ -408,7 +439,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--epochs", type=count, help=f"(default: {d.epochs}; on resume: the run's own)")
     p.add_argument("--batch-size", type=count, default=d.batch_size, help="frames per step")
     p.add_argument("--lr", type=amount, default=d.lr, help="Adam learning rate")
-    p.add_argument("--model", choices=MODEL_NAMES, default=d.model, help="model to train")
+    p.add_argument(
+        "--model", choices=MODEL_NAMES, help=f"(default: {d.model}; with --init-from: the checkpoint's)"
+    )
     p.add_argument("--data-dir", help="OpenEDS or pupil-mask dataset root (default: synthetic eyes)")
     p.add_argument("--synthetic-train", type=count, default=dd.synthetic_train, help="frames")
     p.add_argument("--synthetic-val", type=count, default=dd.synthetic_val, help="frames")
@@ -417,6 +450,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--seed", type=int, default=d.seed, help="weights, data order and synthetic frames")
     p.add_argument("--out-dir", help="(default: runs/<model>-<time>)")
     p.add_argument("--resume", help="continue the run of this last.pt")
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start a new run from this checkpoint's weights ('pretrained': the shipped model)",
+    )
     p.add_argument("--max-steps", type=count, help="batches per epoch (smoke tests)")
     p.add_argument("--time-limit", type=amount, help="minutes; the epoch running then is the last")
     p.add_argument("--experiment", default=d.experiment, help="MLflow experiment name")
@@ -447,12 +485,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         epochs=a.epochs if a.epochs or a.resume else d.epochs,
         batch_size=a.batch_size,
         lr=a.lr,
-        model=a.model,
+        model=a.model or (None if a.init_from or a.resume else d.model),
         seed=a.seed,
         workers=a.workers,
         device=a.device,
         out_dir=a.out_dir,
         resume=a.resume,
+        init_from=a.init_from,
         max_steps=a.max_steps,
         time_limit=a.time_limit,
         early_stop=a.early_stop,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from data import DataConfig, PreprocessConfig
+from inference import model_file
 from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
+from models import build_model
 from models.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import tiny_config
 from train_efficientvit import TrainingError, main, parse_args
@@ -253,3 +257,60 @@ def test_cli_reports_a_bad_resume_file_in_one_line(tmp_path):
     )
     assert result.returncode != 0
     assert result.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'nope.pt'}"
+
+
+def test_init_from_starts_a_new_run_from_the_weights(tmp_path):
+    source = tmp_path / "source"
+    main(tiny_config(source, max_steps=2))  # 2 epochs x 2 steps
+    # a tiny learning rate: the first Adam step moves every weight by about lr, no more
+    summary = main(
+        tiny_config(
+            tmp_path / "tuned",
+            model=None,
+            init_from=str(source / "last.pt"),
+            epochs=1,
+            max_steps=1,
+            lr=1e-9,
+            data=DataConfig(img_size=(32, 48), synthetic_train=4, synthetic_val=4),
+        )
+    )
+    start, tuned = load_checkpoint(source / "last.pt"), load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert tuned["model_name"] == "tiny_efficientvit" and tuned["img_size"] == [32, 48]
+    assert tuned["train_config"]["init_from"] == str((source / "last.pt").resolve())
+    assert tuned["epoch"] == 1 and len(summary["history"]) == 1  # a run of its own, not a resume
+    assert next(iter(tuned["optimizer_state"]["state"].values()))["step"] == 1  # a fresh optimiser
+    weights = [k for k, v in start["model_state"].items() if v.is_floating_point() and "bn" not in k]
+    assert max((tuned["model_state"][k] - start["model_state"][k]).abs().max() for k in weights) < 1e-6
+    fresh = build_model("tiny_efficientvit").state_dict()
+    assert any((fresh[k] - start["model_state"][k]).abs().max() > 1e-3 for k in weights)
+
+
+def test_init_from_keeps_the_source_preprocessing(tmp_path):
+    source = tmp_path / "source"
+    main(tiny_config(source, max_steps=1, epochs=1, preprocess=PreprocessConfig(gamma=0.7)))
+    tuned = tiny_config(tmp_path / "tuned", model=None, init_from=str(source / "best.pt"), epochs=1)
+    main(dataclasses.replace(tuned, max_steps=1))
+    assert load_checkpoint(tmp_path / "tuned" / "best.pt")["preprocess"]["gamma"] == 0.7
+
+
+def test_init_from_refuses_another_model_and_bad_files(tmp_path):
+    source = tmp_path / "source"
+    main(tiny_config(source, max_steps=1, epochs=1))
+    with pytest.raises(CheckpointError, match="holds a 'tiny_efficientvit' model, not 'shallownet'"):
+        main(tiny_config(tmp_path / "out", model="shallownet", init_from=str(source / "best.pt")))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    for path, message in {corrupt: "corrupt", tmp_path / "missing.pt": "checkpoint not found"}.items():
+        with pytest.raises(CheckpointError, match=message) as exc:
+            main(tiny_config(tmp_path / "out", model=None, init_from=str(path)))
+        assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_init_from_flags(capsys):
+    assert parse_args(["--init-from", "a.pt"]).model is None  # the checkpoint's model
+    assert parse_args(["--init-from", "a.pt", "--model", "shallownet"]).model == "shallownet"
+    assert parse_args([]).model == "tiny_efficientvit"
+    assert model_file("pretrained", ".pt").name == "tiny_efficientvit.pt"
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "a.pt", "--resume", "b.pt"])
+    assert "drop --init-from" in capsys.readouterr().err
