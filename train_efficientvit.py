@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from data import AugmentConfig, DataConfig, PreprocessConfig, build_datasets, size_argument
 from data.config import positive_argument, positive_int_argument
+from data.synthetic.render import STYLES
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
@@ -415,7 +416,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
 RUN_SETTINGS = {  # flags a resumed run takes from its checkpoint
     "--batch-size", "--lr", "--model", "--data-dir", "--synthetic-train", "--synthetic-val", "--img-size",
     "--seed", "--out-dir", "--early-stop", "--alpha-floor", "--grid-every", "--no-augment", "--experiment",
-    "--compile", "--init-from",
+    "--compile", "--init-from", "--synthetic-style",
 }  # fmt: skip
 
 
@@ -445,6 +446,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--data-dir", help="OpenEDS or pupil-mask dataset root (default: synthetic eyes)")
     p.add_argument("--synthetic-train", type=count, default=dd.synthetic_train, help="frames")
     p.add_argument("--synthetic-val", type=count, default=dd.synthetic_val, help="frames")
+    p.add_argument(
+        "--synthetic-style", choices=STYLES, default=dd.synthetic_style, help="full, or an ablation of it"
+    )
     p.add_argument("--img-size", type=size_argument, default="x".join(map(str, dd.img_size)), help="HxW")
     p.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     p.add_argument("--seed", type=int, default=d.seed, help="weights, data order and synthetic frames")
@@ -505,6 +509,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             img_size=a.img_size,
             synthetic_train=a.synthetic_train,
             synthetic_val=a.synthetic_val,
+            synthetic_style=a.synthetic_style,
         ),
         augment=AugmentConfig(enabled=not a.no_augment),
     )

@@ -33,6 +33,7 @@ class DataConfig(DictConfig):
     img_size: tuple[int, int] = (400, 640)  # (H, W) the model sees; other sizes are resized
     synthetic_train: int = 1000  # rendered on the fly; the default keeps a CPU epoch short
     synthetic_val: int = 100
+    synthetic_style: str = "full"  # data.synthetic.render.STYLES: the full randomisation or an ablation
 
     def __post_init__(self) -> None:
         size = self.img_size
@@ -121,9 +122,9 @@ def _folder_source(data_dir: str, split: str) -> list[Sample]:
     return samples
 
 
-def synthetic_validation(n: int, seed: int, size: tuple[int, int]) -> SyntheticEyes:
+def synthetic_validation(n: int, seed: int, size: tuple[int, int], style: str = "full") -> SyntheticEyes:
     """The synthetic frames a training run with `seed` validates on (never among its training frames)."""
-    return SyntheticEyes(n, seed + VAL_SEED_OFFSET, size)
+    return SyntheticEyes(n, seed + VAL_SEED_OFFSET, size, style)
 
 
 def build_datasets(
@@ -138,8 +139,8 @@ def build_datasets(
     first pair that does not read) raise DataError here, before training starts.
     """
     if config.data_dir is None:
-        train = SyntheticEyes(config.synthetic_train, seed, config.img_size)
-        val = synthetic_validation(config.synthetic_val, seed, config.img_size)
+        train = SyntheticEyes(config.synthetic_train, seed, config.img_size, config.synthetic_style)
+        val = synthetic_validation(config.synthetic_val, seed, config.img_size, config.synthetic_style)
     else:
         train = _folder_source(config.data_dir, "train")
         val = _folder_source(config.data_dir, "validation")

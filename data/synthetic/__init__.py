@@ -15,32 +15,36 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.synthetic.render import PUPIL, render_eye
+from data.synthetic.render import PUPIL, STYLES, render_eye
 
 
 class SyntheticEyes:
-    """`n` synthetic frames of (H, W) `size`; frame i is render_eye(seed, i, size)."""
+    """`n` synthetic frames of (H, W) `size`; frame i is render_eye(seed, i, size, STYLES[style])."""
 
-    def __init__(self, n: int, seed: int = 0, size: tuple[int, int] = (400, 640)) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
+    ) -> None:
         if n < 1:
             raise ValueError(f"SyntheticEyes needs n >= 1, got {n}")
         if seed < 0:
             raise ValueError(f"SyntheticEyes needs seed >= 0, got {seed}")
         if len(size) != 2 or min(size) < 16:
             raise ValueError(f"SyntheticEyes size must be (H, W) of at least 16 each, got {size}")
-        self.n, self.seed, self.size = n, seed, (int(size[0]), int(size[1]))
+        if style not in STYLES:
+            raise ValueError(f"unknown synthetic style {style!r}; known: {', '.join(STYLES)}")
+        self.n, self.seed, self.size, self.style = n, seed, (int(size[0]), int(size[1])), style
 
     def __len__(self) -> int:
         return self.n
 
     def __repr__(self) -> str:
-        return f"SyntheticEyes(n={self.n}, seed={self.seed}, size={self.size})"
+        return f"SyntheticEyes(n={self.n}, seed={self.seed}, size={self.size}, style={self.style!r})"
 
     def render(self, index: int) -> tuple[np.ndarray, np.ndarray, dict]:
         """(H, W) uint8 image, (H, W) uint8 OpenEDS label 0..3 and ground truth of frame `index`."""
         if not 0 <= index < self.n:
             raise IndexError(f"frame {index} out of range for {self}")
-        return render_eye(self.seed, index, self.size)
+        return render_eye(self.seed, index, self.size, STYLES[self.style])
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 image and (H, W) uint8 {0, 1} pupil mask of frame `index`."""

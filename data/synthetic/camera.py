@@ -38,6 +38,20 @@ class CameraConfig:
 
 
 DEFAULT_CAMERA = CameraConfig()
+# the first renderer's camera: fixed exposure, mild defocus and noise, nothing else
+PLAIN_CAMERA = CameraConfig(
+    lens_p=0.0,
+    glare_p=0.0,
+    vignette_p=0.0,
+    gain=(1.0, 1.0),
+    gamma=(1.0, 1.0),
+    low_contrast_p=0.0,
+    defocus=(0.5, 1.5),
+    motion_p=0.0,
+    noise=(1.5, 4.5),
+    banding_p=0.0,
+    jpeg_p=0.0,
+)
 
 
 def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:

@@ -16,18 +16,40 @@ data.synthetic.camera.
 
 import functools
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from data.synthetic.camera import DEFAULT_CAMERA, CameraConfig, expose, headset
+from data.synthetic.camera import DEFAULT_CAMERA, PLAIN_CAMERA, CameraConfig, expose, headset
 
 SCLERA, IRIS, PUPIL = 1, 2, 3
 CLOSED_P = 0.055  # share of fully closed eyes; half-closed ones hide the pupil now and then too
 _SHIFT = 4  # cv2 drawing with 4 fractional bits: sub-pixel outlines
 _LID_POINTS = 48
-_FRAMING = (math.log(0.055), math.log(0.27))  # iris radius / frame width, drawn log-uniform
 _COARSE = 8  # smooth layers (skin texture, light) are drawn at 1/8 resolution, then upsampled
+
+
+@dataclass(frozen=True)
+class Randomisation:
+    """How widely the eye itself varies between frames; `camera` holds the headset and camera side."""
+
+    framing: tuple[float, float] = (0.055, 0.27)  # iris radius / frame width, drawn log-uniform
+    roll_p: float = 0.4  # share of frames with the camera rolled up to 35 degrees (else 8)
+    iris_shade: tuple[float, float] = (0.1, 0.75)  # iris level between pupil (0) and sclera (1)
+    large_glint_p: float = 0.3  # share of frames whose glints are blobs of a quarter pupil and more
+    camera: CameraConfig = DEFAULT_CAMERA
+
+
+# The named variants `--synthetic-style` offers: the full randomisation, and each main part of it
+# taken back to the narrow range of the first renderer (what the ablation in the README trains on).
+STYLES = {
+    "full": Randomisation(),
+    "no-camera": Randomisation(camera=PLAIN_CAMERA),
+    "bright-iris": Randomisation(iris_shade=(0.35, 0.75)),
+    "fixed-framing": Randomisation(framing=(0.125, 0.195), roll_p=0.0),
+    "small-glints": Randomisation(large_glint_p=0.0),
+}
 
 
 def _fixed(points: np.ndarray) -> np.ndarray:
@@ -239,12 +261,14 @@ def _glints(
     pupil_box: tuple,
     eye_centre: np.ndarray,
     unit: float,
+    large_p: float,
 ) -> list[tuple[float, float]]:
-    """Draw 1-8 corneal reflections of the illuminator ring, small dots to blobs that swallow
-    the pupil border, and now and then a stray one on the skin; returns the corneal ones' (x, y)."""
+    """Draw 1-8 corneal reflections of the illuminator ring (or 1-3 blobs that swallow part of the
+    pupil border), and now and then a stray one on the skin; returns the corneal ones' (x, y)."""
     (icx, icy), (_, iris_d), _ = iris_box
     (pcx, pcy), (_, pupil_d), _ = pupil_box
-    n = int(rng.integers(1, 9))
+    large = rng.random() < large_p  # a close or broad illuminator: one to three blobs of a quarter pupil
+    n = int(rng.integers(1, 4 if large else 9))
     if rng.random() < 0.45:  # the ring lands on the pupil edge
         centre, radius = np.array([pcx, pcy]), pupil_d / 2 * rng.uniform(0.7, 1.1)
     else:
@@ -253,7 +277,6 @@ def _glints(
         radius = iris_d / 2 * rng.uniform(0.15, 0.75)
     angles = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n) / n + rng.normal(0, 0.12, n)
     points = centre + radius * np.stack([np.cos(angles), rng.uniform(0.6, 1) * np.sin(angles)], 1)
-    large = rng.random() < 0.3  # a close or broad illuminator: blobs of a quarter pupil and more
     sizes = unit * (rng.uniform(4, 11, n) if large else rng.uniform(1.2, 3.5, n))
     peak = rng.uniform(170, 255)
     h, w = opening.shape
@@ -284,7 +307,7 @@ def _rotate(points: np.ndarray, centre: np.ndarray, degrees: float) -> np.ndarra
 
 
 def render_eye(
-    seed: int, index: int, size: tuple[int, int] = (400, 640), camera: CameraConfig = DEFAULT_CAMERA
+    seed: int, index: int, size: tuple[int, int] = (400, 640), style: Randomisation = STYLES["full"]
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """One synthetic frame: (H, W) uint8 image, (H, W) uint8 label 0..3, and its ground truth.
 
@@ -292,13 +315,13 @@ def render_eye(
     `pupil_axes` (full lengths, the first along `pupil_angle` degrees); `pupil_visible_fraction`,
     the share of its pixels neither under the lids nor out of the frame; `closed`, no pupil pixel
     visible; `iris_center`, `iris_axes`, lid `openness` (0 closed, ~1 open), `glints` [(x, y)].
-    `camera` sets the odds and ranges of the headset and camera effects.
+    `style` sets how widely frames vary (`STYLES` names the variants).
     """
     h, w = size
     rng = np.random.default_rng((seed, index))
     # framing: the iris radius from a whole-face-region frame to a tight crop the eye fills;
     # every size of the eye's own parts (lashes, glints, lid margins) follows it
-    radius = min(w * math.exp(rng.uniform(*_FRAMING)), 0.45 * h)
+    radius = min(w * math.exp(rng.uniform(*np.log(style.framing))), 0.45 * h)
     unit = radius / 100
 
     # the iris sits at `centre` for a straight gaze; the camera looks at the eye from below
@@ -316,7 +339,7 @@ def render_eye(
     openness = rng.uniform(low, high)
     lids = _eyelids(rng, centre, radius, iris_centre[1] - centre[1], openness)
     # the camera's roll about the eye: mostly level, now and then well tilted
-    roll = rng.uniform(-35, 35) if rng.random() < 0.4 else rng.uniform(-8, 8)
+    roll = rng.uniform(-35, 35) if rng.random() < style.roll_p else rng.uniform(-8, 8)
     upper, lower, crease, fold = (_rotate(lid, centre, roll) for lid in lids)
     iris_centre, pupil_centre = _rotate(np.stack([iris_centre, pupil_centre]), centre, roll)
     angle += roll
@@ -337,7 +360,7 @@ def render_eye(
     if openness > 0:
         sclera = min(230, skin_value * rng.uniform(0.9, 1.45))
         pupil_value = rng.uniform(3, 30)
-        iris_value = pupil_value + (sclera - pupil_value) * rng.uniform(0.04, 0.75) ** 1.3
+        iris_value = pupil_value + (sclera - pupil_value) * rng.uniform(*style.iris_shade)
         values = (sclera, iris_value, pupil_value)
         _eyeball(rng, image, opening, (upper, lower), iris_box, pupil, pupil_ratio, values)
     margin = max(1, round(3 * unit))  # the lid margins, the upper one dark with lash roots
@@ -348,9 +371,9 @@ def render_eye(
     image *= light
     _lashes(image, rng, upper, unit, upper=True)
     _lashes(image, rng, lower, unit, upper=False)
-    glints = _glints(image, rng, opening, iris_box, pupil_box, centre, unit)
-    headset(image, rng, camera)
-    image = expose(image, rng, camera)
+    glints = _glints(image, rng, opening, iris_box, pupil_box, centre, unit, style.large_glint_p)
+    headset(image, rng, style.camera)
+    image = expose(image, rng, style.camera)
 
     visible = int(np.count_nonzero(label == PUPIL))
     info = {
