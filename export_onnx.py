@@ -50,6 +50,7 @@ from inference import (
     prepare_batch,
     train_data_dir,
     train_seed,
+    train_style,
     validation_metrics,
 )
 from metrics import confusion_metrics, mask_counts
@@ -159,7 +160,7 @@ def calibration_frames(
 
 
 def validation_set(
-    calib_dir: Path | None, n: int, img_size: tuple[int, int], seed: int
+    calib_dir: Path | None, n: int, img_size: tuple[int, int], seed: int, style: str = "full"
 ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """Images, {0, 1} pupil labels and a description: the dataset's validation split, else synthetic.
 
@@ -169,7 +170,7 @@ def validation_set(
         pairs = [read_pair(s) for s in _spread(find_pairs(calib_dir, "validation"), n)]
         where = f"{len(pairs)} validation frames of {calib_dir}"
     else:
-        eyes = synthetic_validation(n, seed, img_size)
+        eyes = synthetic_validation(n, seed, img_size, style)
         pairs = [eyes.read(i) for i in range(n)]
         where = f"{n} synthetic validation frames"
     return [p[0] for p in pairs], [p[1] for p in pairs], where
@@ -186,7 +187,8 @@ def export_metadata(state: dict, model: SegmentationModel, checkpoint: Path, ops
         "preprocess": state["preprocess"],
         "metrics": validation_metrics(state.get("metrics")),
         "epoch": state.get("epoch"),
-        "train_seed": train_seed(state),  # picks the synthetic validation frames
+        "train_seed": train_seed(state),  # with the style, picks the synthetic validation frames
+        "train_style": train_style(state),
         "train_data_dir": train_data_dir(state),  # evaluate.py then asks for that dataset
         "checkpoint": checkpoint.name,
         "exporter": f"torch {torch.__version__} dynamo, onnx opset {opset}",
@@ -392,7 +394,7 @@ def export_onnx(
     quantized = load_predictor(int8_path)
     report.int8 = measure(quantized, int8_path, inputs[:1])
     seed = train_seed(state) or 0
-    images, labels, report.validation = validation_set(calib_dir, val_n, img_size, seed)
+    images, labels, report.validation = validation_set(calib_dir, val_n, img_size, seed, train_style(state))
     log(f"comparing fp32 and int8 on {report.validation}...")
     report.fp32.pupil_iou = pupil_iou(fp32, images, labels)
     report.int8.pupil_iou = pupil_iou(quantized, images, labels)

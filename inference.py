@@ -70,7 +70,8 @@ class Predictor:
 
     `info` holds `model_name`, `num_params` (trainable, before BN folding; None for foreign ONNX
     files), `source` (the file), `backend` ("pytorch" or "onnxruntime"), `file_bytes`, `metrics`
-    (the validation metrics stored at training, may be empty), `train_seed` and `train_data_dir`
+    (the validation metrics stored at training, may be empty), `train_seed`, `train_style` (which
+    synthetic eyes) and `train_data_dir`
     (the dataset folder it was trained on; None for synthetic eyes or when unknown) and, for an
     8-bit export, `quantization`.
     """
@@ -123,6 +124,12 @@ def train_seed(state: dict) -> int | None:
     return (state.get("train_config") or {}).get("seed")
 
 
+def train_style(state: dict) -> str:
+    """The synthetic style (data.synthetic.render.STYLES) a checkpoint was trained on; "full" if unknown."""
+    data = (state.get("train_config") or {}).get("data")
+    return (data.get("synthetic_style") if isinstance(data, dict) else None) or "full"
+
+
 def train_data_dir(state: dict) -> str | None:
     """The dataset folder a checkpoint was trained on; None for synthetic eyes or when unknown."""
     data = (state.get("train_config") or {}).get("data")
@@ -153,6 +160,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(state.get("metrics")),
         "train_seed": train_seed(state),
+        "train_style": train_style(state),
         "train_data_dir": train_data_dir(state),
     }
     img_size = tuple(state["img_size"])
@@ -246,6 +254,7 @@ def _onnx_predictor(
         "file_bytes": path.stat().st_size,
         "metrics": validation_metrics(metadata.get("metrics")),
         "train_seed": metadata.get("train_seed"),
+        "train_style": metadata.get("train_style") or "full",
         "train_data_dir": metadata.get("train_data_dir"),
     }
     if "quantization" in metadata:

@@ -6,7 +6,7 @@ import pytest
 
 from data import parse_size
 from data.synthetic import SyntheticEyes, render_eye, write_preview
-from data.synthetic.render import IRIS, PUPIL
+from data.synthetic.render import IRIS, PUPIL, STYLES, Randomisation
 
 SIZE = (100, 160)  # (H, W)
 
@@ -33,11 +33,39 @@ def test_types_shapes_and_classes(frames):
     assert set(np.unique(np.concatenate([f[1].ravel() for f in frames]))) == {0, 1, 2, 3}
 
 
-def test_pupil_darker_than_iris(frames):
-    pupil = [f[0][f[1] == PUPIL].mean() for f in frames if (f[1] == PUPIL).sum() > 20]
-    iris = [f[0][f[1] == IRIS].mean() for f in frames if (f[1] == PUPIL).sum() > 20]
-    assert len(pupil) > 100
-    assert np.mean(pupil) + 30 < np.mean(iris)
+def iris_minus_pupil(frames) -> np.ndarray:
+    """Median iris minus median pupil grey level of each frame showing both (medians: glints aside)."""
+    shown = [f for f in frames if (f[1] == PUPIL).sum() > 20 and (f[1] == IRIS).sum() > 20]
+    return np.array([np.median(f[0][f[1] == IRIS]) - np.median(f[0][f[1] == PUPIL]) for f in shown])
+
+
+def test_pupil_darker_than_iris_from_bright_to_nearly_as_dark(frames):
+    contrast = iris_minus_pupil(frames)
+    assert len(contrast) > 100
+    assert np.mean(contrast > 0) > 0.85
+    assert np.mean(contrast < 10) > 0.15  # real infrared irises: nearly as dark as the pupil
+    assert np.mean(contrast > 40) > 0.1
+
+
+def test_framing_runs_from_wide_frames_to_tight_crops(frames):
+    iris_width = np.array([f[2]["iris_axes"][1] / SIZE[1] for f in frames])
+    assert iris_width.min() < 0.15 and iris_width.max() > 0.45
+
+
+def test_exposure_runs_from_dark_to_bright(frames):
+    means = np.array([f[0].mean() for f in frames])
+    assert means.min() < 35 and means.max() > 120
+
+
+def test_styles_take_back_one_randomisation_each():
+    assert STYLES["full"] == Randomisation()
+    narrow = np.array([render_eye(7, i, SIZE, STYLES["fixed-framing"])[2]["iris_axes"][1] for i in range(40)])
+    assert narrow.min() / SIZE[1] > 0.2
+    plain = [render_eye(7, i, SIZE, STYLES["no-camera"])[0].mean() for i in range(40)]
+    full = [render_eye(7, i, SIZE)[0].mean() for i in range(40)]
+    assert np.std(plain) < np.std(full)  # no exposure or gamma of its own
+    with pytest.raises(ValueError, match="unknown synthetic style 'nope'"):
+        SyntheticEyes(2, style="nope")
 
 
 def test_closed_eyes_have_no_pupil(frames):

@@ -37,6 +37,8 @@ class Randomisation:
     framing: tuple[float, float] = (0.055, 0.27)  # iris radius / frame width, drawn log-uniform
     roll_p: float = 0.4  # share of frames with the camera rolled up to 35 degrees (else 8)
     iris_shade: tuple[float, float] = (0.1, 0.75)  # iris level between pupil (0) and sclera (1)
+    skin: tuple[float, float] = (40.0, 170.0)  # grey level before exposure, drawn log-uniform
+    sclera: tuple[float, float] = (0.9, 1.45)  # times the skin's
     large_glint_p: float = 0.3  # share of frames whose glints are blobs of a quarter pupil and more
     camera: CameraConfig = DEFAULT_CAMERA
 
@@ -49,6 +51,16 @@ STYLES = {
     "bright-iris": Randomisation(iris_shade=(0.35, 0.75)),
     "fixed-framing": Randomisation(framing=(0.125, 0.195), roll_p=0.0),
     "small-glints": Randomisation(large_glint_p=0.0),
+    # all of them at once: the narrow world of the first renderer (and quick tests of the pipeline)
+    "narrow": Randomisation(
+        framing=(0.125, 0.195),
+        roll_p=0.0,
+        iris_shade=(0.35, 0.75),
+        skin=(95.0, 165.0),
+        sclera=(1.1, 1.45),
+        large_glint_p=0.0,
+        camera=PLAIN_CAMERA,
+    ),
 }
 
 
@@ -355,10 +367,10 @@ def render_eye(
     label = opening * (SCLERA + iris + pupil)
 
     # grey levels before exposure: the iris anywhere from bright to as dark as the pupil
-    skin_value = math.exp(rng.uniform(math.log(40), math.log(170)))
+    skin_value = math.exp(rng.uniform(*np.log(style.skin)))
     image, light = _skin_and_light(rng, (h, w), [crease, fold], radius, skin_value)
     if openness > 0:
-        sclera = min(230, skin_value * rng.uniform(0.9, 1.45))
+        sclera = min(230, skin_value * rng.uniform(*style.sclera))
         pupil_value = rng.uniform(3, 30)
         iris_value = pupil_value + (sclera - pupil_value) * rng.uniform(*style.iris_shade)
         values = (sclera, iris_value, pupil_value)
