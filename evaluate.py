@@ -1,19 +1,26 @@
 """Score a checkpoint or ONNX export on a dataset split: overlap, pupil centre, detection, speed.
 
+    python evaluate.py --data-dir my_eyes/ --out eval/                  # the shipped pretrained model
     python evaluate.py --checkpoint runs/<run>/best.pt                  # trained on synthetic eyes
     python evaluate.py --checkpoint best.onnx --data-dir /data/openeds --tta --out eval/
 
-Frames of any size are resized to the model's input and its pupil probability mapped back to
-the label's own size (`inference.Predictor`), where everything is scored; pupil = probability
-> 0.5. Reported over the split: per-class IoU, mIoU, pupil Dice, precision and recall (pixels
-summed over the split, `metrics.confusion_metrics`); pupil-centre error in pixels, fitted-ellipse
-centre and centroid of the largest blob (`inference.pupil_geometry`), on frames where label and
-prediction both have a pupil; per-frame detection (pupil present or absent) with false positives
-on pupil-less (closed-eye) frames; the OpenEDS challenge score 0.5 * (mIoU + min(1, 1 / S)), S the
-model file's size in MB; images/s of resizing, preprocessing, model and resizing back.
+Frames of any size and shape are fitted into the model's input without stretching and its pupil
+probability mapped back onto the label's own pixels (`inference.Predictor`), where everything is
+scored; pupil = probability > 0.5. Reported over the split: per-class IoU, mIoU, pupil Dice,
+precision and recall (pixels summed over the split, `metrics.confusion_metrics`); pupil-centre
+error in pixels, fitted-ellipse centre and centroid of the largest blob
+(`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils
+located: the share of labelled pupils whose predicted ellipse centre lies within 5 px of the label
+mask's centroid, a missed pupil never located, and the median of that error (as scripts/peers.py
+scores other detectors); pupil IoU by label pupil diameter (where in the size range overlap is
+lost); per-frame detection (pupil present or absent) with false positives on pupil-less (closed-eye)
+frames; the OpenEDS challenge score 0.5 * (mIoU + min(1, 1 / S)), S the model file's size in
+MB; images/s of resizing, preprocessing, model and resizing back.
 --tta adds the same figures with horizontal-flip test-time augmentation.
 --out DIR gets metrics.json, report.md, frames.csv (per-frame scores) and gallery_best.png /
-gallery_worst.png: the 16 best and worst frames by pupil IoU (input, label, prediction).
+gallery_worst.png: the 16 best and worst frames by pupil IoU in a grid that fits a screen (4
+columns, 1920x1364), each frame with the label outlined in green, the prediction in red, its name
+and pupil IoU above it.
 """
 
 from __future__ import annotations
@@ -36,22 +43,34 @@ from data import DataConfig, find_pairs, resize_image
 from data.config import positive_int_argument
 from data.dataset import synthetic_validation
 from data.folders import SPLITS, label_layout, read_pair, write_png
-from inference import Predictor, load_predictor, pupil_geometry
+from inference import Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
     MB,
+    WITHIN_PX,
     centre_error,
     challenge_score,
     confusion_metrics,
     detection_summary,
+    diameter_buckets,
     error_summary,
+    located_share,
     mask_counts,
 )
 from tracking import overlay
 
 THRESHOLD = 0.5
+DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame
 GALLERY_FRAMES = 16
-TILE_WIDTH = 320  # pixels per gallery column
+GALLERY_COLUMNS = 4
+GALLERY_WIDTH = 1920  # a full-HD screen: 16 frames make 1920x1364
+GAP = 4  # pixels between tiles
+TILE_WIDTH = (GALLERY_WIDTH - (GALLERY_COLUMNS - 1) * GAP) // GALLERY_COLUMNS
+TILE_SIZE = (TILE_WIDTH * 5 // 8, TILE_WIDTH)  # (H, W) = (298, 477): a 640x400 frame fills it
+CAPTION_HEIGHT = 40  # the dark band above each frame: name, then IoU
+BACKGROUND, CAPTION_BACKGROUND = 48, (16, 16, 16)  # grey between and around frames, near-black band
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.55
 LABEL_COLOUR, PREDICTION_COLOUR = (0, 200, 0), (0, 0, 255)  # BGR
+NAME_COLOUR, IOU_COLOUR = (240, 240, 240), (0, 220, 255)
 
 
 @dataclass(frozen=True)
@@ -64,19 +83,34 @@ class FrameSet:
 
 
 def frame_set(
-    data_dir: str | Path | None, split: str, synthetic_n: int, img_size: tuple[int, int], seed: int
+    data_dir: str | Path | None,
+    split: str,
+    synthetic_n: int,
+    img_size: tuple[int, int],
+    seed: int,
+    style: str = "full",
 ) -> FrameSet:
     """A dataset split (OpenEDS or mask layout), or the synthetic frames a training run validated on."""
     if data_dir is None:
         if split not in ("validation", "val"):
             raise ValueError(f"split {split!r} needs --data-dir; the synthetic frames are validation only")
-        eyes = synthetic_validation(synthetic_n, seed, img_size)
+        eyes = synthetic_validation(synthetic_n, seed, img_size, style)
         h, w = img_size
         where = f"{synthetic_n} synthetic validation frames of a training run with seed {seed}, {h}x{w}"
         return FrameSet([f"synthetic_{i:05d}" for i in range(synthetic_n)], eyes.read, where)
     samples = find_pairs(data_dir, split)
     where = f"{len(samples)} {split} frames of {Path(data_dir).absolute()} ({label_layout(samples[0].label)})"
     return FrameSet([s.image.name for s in samples], lambda i: read_pair(samples[i]), where)
+
+
+def located_error(mine: dict, truth: dict) -> float:
+    """How peers are scored (scripts/peers.py): the predicted ellipse's centre against the label
+    mask's centroid; inf for a missed pupil, NaN for a frame without one."""
+    if not truth["found"]:
+        return math.nan
+    if not mine["found"]:
+        return math.inf
+    return centre_error((mine["centre_x"], mine["centre_y"]), (truth["centroid_x"], truth["centroid_y"]))
 
 
 def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
@@ -96,6 +130,8 @@ def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
         "predicted_pupil": mine["found"],
         "ellipse_error": error("centre_x", "centre_y"),
         "centroid_error": error("centroid_x", "centroid_y"),
+        "located_error": located_error(mine, truth),
+        "label_diameter": 2 * math.sqrt(truth["area_px"] / math.pi) if truth["found"] else math.nan,
     }
 
 
@@ -117,6 +153,11 @@ def score_frames(
     return scores, seconds
 
 
+def _finite(value: float) -> float | None:
+    """JSON has no infinity: None for a median past which more than half the pupils were missed."""
+    return float(value) if math.isfinite(value) else None
+
+
 def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, Any]:
     """Split-level figures from per-frame scores and the model time they took."""
     counts = np.sum([s["counts"] for s in scores], axis=0).tolist()
@@ -125,9 +166,19 @@ def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, 
     def errors(key: str) -> dict:
         return error_summary([s[key] for s in scores if not math.isnan(s[key])])
 
+    labelled = [s for s in scores if s["label_pupil"]]
+    located = [s["located_error"] for s in labelled]
     return {
         **overlap,
         "centre_error_px": {"ellipse": errors("ellipse_error"), "centroid": errors("centroid_error")},
+        "located": {
+            "within_px": WITHIN_PX,
+            "share": located_share(located),
+            "median_error_px": _finite(np.median(located)) if located else None,
+        },
+        "iou_by_pupil_diameter": diameter_buckets(
+            [s["label_diameter"] for s in labelled], [s["counts"] for s in labelled], DIAMETER_EDGES
+        ),
         "detection": detection_summary(
             [s["label_pupil"] for s in scores], [s["predicted_pupil"] for s in scores]
         ),
@@ -170,7 +221,8 @@ def evaluate(
         )
     if seed is None:
         seed = predictor.info.get("train_seed") or 0
-    frames = frame_set(data_dir, split, synthetic_n, predictor.img_size, seed)
+    style = predictor.info.get("train_style") or "full"
+    frames = frame_set(data_dir, split, synthetic_n, predictor.img_size, seed, style)
     log(f"evaluating {predictor.info['model_name']} on {frames.description}...")
     modes = {"plain": False, "tta": True} if tta else {"plain": False}
     scores, seconds = score_frames(predictor, frames, modes, batch_size)
@@ -213,34 +265,78 @@ def gallery_picks(scores: list[dict], n: int = GALLERY_FRAMES) -> tuple[list[int
     return ranked[:n], ranked[::-1][:n]
 
 
-def tile(
-    image: np.ndarray, mask: np.ndarray | None = None, colour: tuple[int, int, int] = (0, 0, 0)
+def fit_tile(
+    image: np.ndarray, size: tuple[int, int] = TILE_SIZE, fill: int = BACKGROUND, nearest: bool = False
 ) -> np.ndarray:
-    """The frame TILE_WIDTH pixels wide as BGR, with `mask` tinted in `colour` when given."""
-    size = (max(1, round(image.shape[0] * TILE_WIDTH / image.shape[1])), TILE_WIDTH)
-    small = resize_image(image, size)
-    if mask is None:
-        return cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
-    return overlay(
-        small, cv2.resize(mask.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST), colour
-    )
+    """`image` scaled to fit inside (H, W) `size` with its aspect ratio kept, centred, the rest
+    `fill`: a 200x200 crop and a 640x400 frame get equal tiles, neither stretched.
+    `nearest` for masks; images as `resize_image` does."""
+    (h, w), (ih, iw) = size, image.shape[:2]
+    scale = min(h / ih, w / iw)
+    fh, fw = min(h, max(1, round(ih * scale))), min(w, max(1, round(iw * scale)))
+    if nearest:
+        scaled = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_NEAREST)
+    else:
+        scaled = resize_image(image, (fh, fw))
+    top, left = (h - fh) // 2, (w - fw) // 2
+    return cv2.copyMakeBorder(scaled, top, h - fh - top, left, w - fw - left, cv2.BORDER_CONSTANT, value=fill)
+
+
+def fit_text(text: str, width: int) -> str:
+    """`text` in at most `width` pixels of the gallery font, its middle cut to '...' if need be:
+    the end of a frame name (index, extension) is what tells frames apart."""
+    text = text.encode("ascii", "replace").decode()  # the Hershey fonts draw ASCII only
+    short = text
+    for keep in range(len(text) - 1, -1, -1):
+        if cv2.getTextSize(short, FONT, FONT_SCALE, 1)[0][0] <= width:
+            break
+        head = keep // 3
+        short = f"{text[:head]}...{text[len(text) - keep + head :]}"
+    return short
+
+
+def gallery_tile(
+    image: np.ndarray, label: np.ndarray, pred: np.ndarray, caption: list[tuple[str, tuple[int, int, int]]]
+) -> np.ndarray:
+    """One frame fitted into TILE_SIZE as BGR, prediction tinted and outlined in red, label outlined
+    in green on top, under a dark band with the caption lines (text, colour): legible on any frame."""
+    predicted = fit_tile(pred.astype(np.uint8), fill=0, nearest=True)
+    picture = overlay(fit_tile(image), predicted, PREDICTION_COLOUR)
+    truth = fit_tile(label.astype(np.uint8), fill=0, nearest=True)
+    contours, _ = cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(picture, contours, -1, LABEL_COLOUR, 1)
+    band = np.full((CAPTION_HEIGHT, TILE_SIZE[1], 3), CAPTION_BACKGROUND, np.uint8)
+    for line, (text, colour) in enumerate(caption):
+        text = fit_text(text, TILE_SIZE[1] - 12)
+        cv2.putText(band, text, (6, 15 + 18 * line), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
+    return np.vstack([band, picture])
+
+
+def tile_grid(tiles: list[np.ndarray], columns: int = GALLERY_COLUMNS) -> np.ndarray:
+    """Equal-size tiles in rows of `columns` (fewer when there are fewer tiles), GAP pixels apart."""
+    columns = min(columns, len(tiles))
+    h, w = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / columns)
+    grid = np.full((rows * (h + GAP) - GAP, columns * (w + GAP) - GAP, 3), BACKGROUND, np.uint8)
+    for i, tile in enumerate(tiles):
+        top, left = (i // columns) * (h + GAP), (i % columns) * (w + GAP)
+        grid[top : top + h, left : left + w] = tile
+    return grid
 
 
 def write_gallery(
     path: Path, predictor: Predictor, frames: FrameSet, picks: list[int], scores: list[dict]
 ) -> None:
-    """One row per picked frame: input (with name, IoU and centre error), label, prediction."""
-    rows = []
+    """The picked frames in a grid (`tile_grid`), each with its name, pupil IoU and centre error."""
+    tiles = []
     for index in picks:
         image, label = frames.read(index)
         prob = predictor.probabilities([image])[0]
-        s, first = scores[index], tile(image)
+        s = scores[index]
         error = "" if math.isnan(s["ellipse_error"]) else f"  centre {s['ellipse_error']:.1f} px"
-        for line, text in enumerate((frames.names[index], f"IoU {s['pupil_iou']:.3f}{error}")):
-            cv2.putText(first, text, (6, 16 + 16 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 220, 255), 1)
-        predicted = tile(image, prob > THRESHOLD, PREDICTION_COLOUR)
-        rows.append(np.hstack([first, tile(image, label, LABEL_COLOUR), predicted]))
-    write_png(path, np.vstack(rows))
+        caption = [(frames.names[index], NAME_COLOUR), (f"pupil IoU {s['pupil_iou']:.3f}{error}", IOU_COLOUR)]
+        tiles.append(gallery_tile(image, label, prob > THRESHOLD, caption))
+    write_png(path, tile_grid(tiles))
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -263,6 +359,11 @@ TABLE_ROWS: tuple[tuple[str, Callable[[dict], str]], ...] = (
         lambda r: _errors(r["centre_error_px"]["ellipse"]),
     ),
     ("centroid error, px: mean / median / p95 (frames)", lambda r: _errors(r["centre_error_px"]["centroid"])),
+    (
+        "pupils located within 5 px (ellipse centre to label centroid; misses count)",
+        lambda r: _number(r["located"]["share"], 3),
+    ),
+    ("median located error, px (misses infinite)", lambda r: _number(r["located"]["median_error_px"], 2)),
     ("detection accuracy (pupil present / absent)", lambda r: _number(r["detection"]["accuracy"])),
     ("missed pupils", lambda r: f"{r['detection']['missed']} of {r['detection']['with_pupil']}"),
     (
@@ -305,12 +406,24 @@ def markdown_report(result: dict) -> str:
         f"- Images/s: resizing, preprocessing, the model ({model['backend']} on {model['device']}) and "
         f"resizing back, batches of {result['batch_size']}; reading files and scoring excluded.",
     ]
+    buckets = result["plain"]["iou_by_pupil_diameter"]
+    if buckets:
+        lines += [
+            "",
+            "## Pupil IoU by label pupil diameter (plain)",
+            "",
+            "| diameter, px | frames | pupil IoU |",
+        ]
+        lines.append("|---|---:|---:|")
+        for b in buckets:
+            top = "" if b["max_px"] == DIAMETER_EDGES[-1] else f"{b['max_px']}"
+            lines.append(f"| {b['min_px']}-{top} | {b['frames']} | {b['pupil_iou']:.4f} |")
     if "gallery_best" in result.get("outputs", {}):
         lines += [
             "",
             f"## Best and worst {GALLERY_FRAMES} frames by pupil IoU (plain)",
             "",
-            "Columns: input, label (green), prediction (red).",
+            "Each frame: label outlined in green, prediction tinted and outlined in red.",
             "",
             "![best](gallery_best.png)",
             "",
@@ -321,7 +434,7 @@ def markdown_report(result: dict) -> str:
 
 def write_frames_csv(path: Path, names: list[str], scores: dict[str, list[dict]]) -> None:
     """One row per frame: pupil in the label; per mode pupil IoU, pupil predicted, centre errors."""
-    columns = ("pupil_iou", "predicted_pupil", "ellipse_error", "centroid_error")
+    columns = ("pupil_iou", "predicted_pupil", "ellipse_error", "centroid_error", "located_error")
     with open(path, "w", newline="") as f:
         rows = csv.writer(f)
         header = [c if m == "plain" else f"{c}_{m}" for m in scores for c in columns]
@@ -358,7 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score a checkpoint or ONNX export: IoU, pupil-centre error, detection, challenge score."
     )
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint or a .onnx export")
+    parser.add_argument(
+        "--checkpoint",
+        type=model_file,
+        default="pretrained",
+        help="a .pt checkpoint or a .onnx export (default: pretrained, the model in pretrained/)",
+    )
     parser.add_argument(
         "--data-dir", type=Path, help="OpenEDS or pupil-mask dataset root (default: synthetic)"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -88,6 +89,32 @@ def error_summary(errors: Sequence[float]) -> dict[str, float | int | None]:
         "median": float(np.median(values)),
         "p95": float(np.percentile(values, 95)),
     }
+
+
+WITHIN_PX = 5.0  # a pupil "located": its centre within 5 px of the label's, as peers are scored
+
+
+def located_share(errors: Sequence[float], within: float = WITHIN_PX) -> float | None:
+    """Share of labelled pupils whose centre error is at most `within` px; a missed pupil's error is
+    inf (counted, never located). None when there are no labelled pupils."""
+    values = np.asarray(errors, dtype=np.float64)
+    return float((values <= within).mean()) if values.size else None
+
+
+def diameter_buckets(
+    diameters: Sequence[float], counts: Sequence[Sequence[int]], edges: Sequence[float]
+) -> list[dict[str, Any]]:
+    """Pupil IoU summed over the frames of each label-diameter range [edges[i], edges[i+1]): where
+    in the size range a model loses overlap. `counts` are the frames' (tp, fp, fn, tn)."""
+    d, c = np.asarray(diameters, np.float64), np.asarray(counts, np.int64).reshape(-1, 4)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        picked = (d >= low) & (d < high)
+        if picked.any():
+            tp, fp, fn, _ = (int(v) for v in c[picked].sum(axis=0))
+            iou = _ratio(tp, tp + fp + fn)
+            rows.append({"min_px": low, "max_px": high, "frames": int(picked.sum()), "pupil_iou": iou})
+    return rows
 
 
 def detection_summary(truth_found: Sequence[bool], pred_found: Sequence[bool]) -> dict[str, float | int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,23 @@ import pytest
 
 from data import PreprocessConfig
 from data.synthetic import write_openeds
-from evaluate import GALLERY_FRAMES, TILE_WIDTH, evaluate, gallery_picks, main
+from evaluate import (
+    BACKGROUND,
+    CAPTION_HEIGHT,
+    FONT,
+    FONT_SCALE,
+    GAP,
+    TILE_SIZE,
+    FrameSet,
+    evaluate,
+    fit_text,
+    fit_tile,
+    gallery_picks,
+    main,
+    score_frame,
+    summarize,
+    write_gallery,
+)
 from export_onnx import export_onnx
 from inference import load_predictor, pupil_geometry
 from metrics import (
@@ -21,7 +38,9 @@ from metrics import (
     challenge_score,
     confusion_metrics,
     detection_summary,
+    diameter_buckets,
     error_summary,
+    located_share,
     mask_counts,
     mask_iou,
 )
@@ -90,6 +109,36 @@ def test_detection_counts_missed_pupils_and_false_positives_on_closed_eyes():
     }
 
 
+def test_located_share_counts_misses_as_never_located():
+    assert located_share([0.5, 5.0, 5.1, math.inf]) == pytest.approx(0.5)
+    assert located_share([]) is None
+
+
+def test_diameter_buckets_sum_pixels_per_size_range_and_skip_empty_ones():
+    counts = [(8, 1, 1, 90), (2, 4, 4, 90), (50, 0, 0, 50)]  # IoU 0.8, 0.2 (sums to 0.5), 1.0
+    rows = diameter_buckets([10, 19.9, 40], counts, (0, 20, 30, 50))
+    assert rows == [
+        {"min_px": 0, "max_px": 20, "frames": 2, "pupil_iou": pytest.approx(0.5)},
+        {"min_px": 30, "max_px": 50, "frames": 1, "pupil_iou": pytest.approx(1.0)},
+    ]
+
+
+def test_summary_locates_pupils_against_the_label_centroid_and_buckets_by_diameter():
+    label = disc(40, 30, radius=12)  # 25 px across
+    frames = [(np.roll(label, 3, axis=1), label), (np.roll(label, 8, axis=1), label)]
+    frames += [(np.zeros_like(label), label), (np.zeros_like(label), np.zeros_like(label))]
+    scores = [score_frame(pred.astype(np.float32), truth) for pred, truth in frames]
+    assert [round(s["located_error"], 1) for s in scores[:2]] == [3.0, 8.0]
+    assert scores[2]["located_error"] == math.inf and math.isnan(scores[3]["located_error"])
+    summary = summarize(scores, seconds=1.0, file_bytes=1000)
+    assert summary["located"]["share"] == pytest.approx(1 / 3)  # 3 px of 3 labelled pupils
+    assert summary["located"]["median_error_px"] == pytest.approx(8.0)
+    (bucket,) = summary["iou_by_pupil_diameter"]
+    assert (bucket["min_px"], bucket["frames"]) == (20, 3)
+    summary = summarize(scores[2:], seconds=1.0, file_bytes=1000)
+    assert summary["located"] == {"within_px": 5.0, "share": 0.0, "median_error_px": None}  # all missed
+
+
 def test_challenge_score_caps_the_size_term_at_one():
     assert challenge_score(0.8, 500_000) == pytest.approx(0.9)  # 0.5 MB: the size term is 1
     assert challenge_score(0.8, 2_000_000) == pytest.approx(0.65)  # 2 MB: 1 / 2
@@ -103,6 +152,52 @@ def test_galleries_rank_by_iou_and_skip_frames_empty_in_both():
         for iou, found in ((0.9, True), (1.0, False), (0.2, True), (0.5, True))
     ]
     assert gallery_picks(scores, n=2) == ([0, 3], [2, 3])
+
+
+def test_fit_tile_scales_and_pads_without_stretching():
+    crop = np.full((200, 200), 255, np.uint8)
+    tile = fit_tile(crop, (300, 480))
+    rows, cols = np.nonzero(tile == 255)
+    assert tile.shape == (300, 480)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 299, 90, 389)  # 300x300, centred
+    assert (tile[:, :90] == BACKGROUND).all() and (tile[:, 390:] == BACKGROUND).all()
+    frame = np.full((400, 640), 255, np.uint8)
+    assert (fit_tile(frame, (300, 480)) == 255).all()  # the same aspect ratio fills the tile
+    mask = fit_tile(np.eye(200, dtype=np.uint8), (300, 480), fill=0, nearest=True)
+    assert set(np.unique(mask)) == {0, 1}  # masks stay masks
+
+
+def test_long_frame_names_are_cut_in_the_middle_to_fit():
+    name = "recording_2024-05-01_left_camera_subject_17_session_3_frame_000123.png"
+    short = fit_text(name, 200)
+    assert cv2.getTextSize(short, FONT, FONT_SCALE, 1)[0][0] <= 200
+    assert "..." in short and short.endswith("000123.png") and short.startswith("rec")
+    assert fit_text("000001.png", 200) == "000001.png"
+
+
+class ShiftedLabels:
+    """Predicts each frame's own label shifted 5 px right: a known, imperfect prediction."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]]):
+        self.labels = {id(image): label for image, label in pairs}
+
+    def probabilities(self, images: list[np.ndarray], tta: bool = False, batch_size: int = 8):
+        return [np.roll(self.labels[id(image)], 5, axis=1).astype(np.float32) for image in images]
+
+
+def test_gallery_is_a_screen_sized_grid_of_mixed_frames(tmp_path):
+    sizes = [(200, 200), (400, 640)] * 4  # crops next to full frames
+    pairs = [(np.full(size, 128, np.uint8), disc(size[1] // 2, size[0] // 2, 30, size)) for size in sizes]
+    frames = FrameSet([f"{i:06d}.png" for i in range(8)], lambda i: pairs[i], "mixed")
+    predictor = ShiftedLabels(pairs)
+    scores = [score_frame(predictor.probabilities([image])[0], label) for image, label in pairs]
+    write_gallery(tmp_path / "g.png", predictor, frames, list(range(8)), scores)
+    gallery = cv2.imread(str(tmp_path / "g.png"))
+    height, width = 2 * (CAPTION_HEIGHT + TILE_SIZE[0]) + GAP, 4 * TILE_SIZE[1] + 3 * GAP
+    assert gallery.shape == (height, width, 3) and width <= 1920 and width > height  # 4 x 2 tiles
+    crop_tile = gallery[CAPTION_HEIGHT : CAPTION_HEIGHT + TILE_SIZE[0], : TILE_SIZE[1]]
+    columns = np.nonzero((crop_tile != BACKGROUND).any(axis=(0, 2)))[0]
+    assert columns.max() - columns.min() + 1 == TILE_SIZE[0]  # the 200x200 crop stays square
 
 
 # evaluate on the briefly trained checkpoint
@@ -125,6 +220,9 @@ def test_reports_every_figure_for_plain_and_tta(result):
         assert set(figures) >= {"background_iou", "pupil_iou", "miou", "pupil_dice", "precision", "recall"}
         assert figures["pupil_iou"] > 0.5  # the fixture's model finds pupils
         assert figures["centre_error_px"]["ellipse"]["n"] >= 1
+        assert 0 < figures["located"]["share"] <= 1
+        buckets = figures["iou_by_pupil_diameter"]
+        assert sum(b["frames"] for b in buckets) == figures["detection"]["with_pupil"]
         assert figures["detection"]["frames"] == FRAMES
         assert 0.5 < figures["challenge_score"] <= 1.0
         assert figures["images_per_s"] > 0
@@ -135,11 +233,10 @@ def test_out_folder_has_metrics_report_and_galleries(result):
     assert json.loads(Path(outputs["metrics"]).read_text()) == json.loads(json.dumps(result))
     report = Path(outputs["report"]).read_text()
     assert "| pupil IoU |" in report and "gallery_worst.png" in report
-    rows = min(GALLERY_FRAMES, FRAMES)
     for name in ("gallery_best", "gallery_worst"):
         gallery = cv2.imread(outputs[name])
-        assert gallery.shape[1] == 3 * TILE_WIDTH  # input, label, prediction
-        assert gallery.shape[0] == rows * round(96 * TILE_WIDTH / 160)
+        # 6 frames: a row of 4 and a row of 2, a full screen's width
+        assert gallery.shape == (2 * (CAPTION_HEIGHT + TILE_SIZE[0]) + GAP, 1920, 3)
     assert len(Path(outputs["frames"]).read_text().splitlines()) == 1 + FRAMES
 
 
