@@ -1,11 +1,14 @@
 """Track the pupil in an image, a folder of images, a video or a camera with a trained model.
 
+    python predict.py --input frames/ --output out/                      # the shipped pretrained model
     python predict.py --model best.onnx --input frames/ --output out/
     python predict.py --model best.pt --input eye.mp4 --output out/ --masks
     python predict.py --model best.onnx --input 0                        # camera 0, live view
 
-The model is a `.onnx` export or a `.pt` checkpoint. Frames of any size are resized to its input
-size and preprocessed as stored in the model; results are mapped back to the frame's size.
+The model is a `.onnx` export or a `.pt` checkpoint; without --model, the pretrained model that
+ships in pretrained/. Frames of any size and shape are fitted into its input size without
+stretching (`data.fit_image`) and preprocessed as stored in the model; results are mapped back
+onto the frame's own pixels.
 Written to --output:
     pupil.csv            one row per frame: frame (file name or video frame index), pupil_found,
                          centre_x, centre_y, axis_major, axis_minor, angle, area_px, mean_prob
@@ -39,7 +42,7 @@ import numpy as np
 from data import DataError, PreprocessConfig, read_image, size_argument
 from data.config import positive_int_argument
 from data.folders import IMAGE_SUFFIXES, list_images, write_png
-from inference import MissingMetadataError, Predictor, load_predictor, pupil_geometry
+from inference import MissingMetadataError, Predictor, load_predictor, model_file, pupil_geometry
 
 CSV_COLUMNS = (
     "frame",
@@ -314,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Segment the pupil and fit its ellipse in images, a folder, a video or a camera."
     )
-    parser.add_argument("--model", required=True, type=Path, help="a .onnx export or a .pt checkpoint")
+    parser.add_argument(
+        "--model",
+        type=model_file,
+        default="pretrained",
+        help="a .onnx export or a .pt checkpoint (default: pretrained, the model in pretrained/)",
+    )
     parser.add_argument("--input", required=True, help="image, folder of images, video file or camera index")
     parser.add_argument(
         "--output", type=Path, default=Path("predictions"), help="results folder (default: %(default)s)"

@@ -78,6 +78,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+INFERENCE_KEYS = REQUIRED_KEYS + ("num_params", "train_config", "epoch", "metrics")
+
+
+def weights_only(state: dict) -> dict:
+    """What running and fine-tuning a model need (weights, config, preprocessing, how it was
+    trained), without the optimiser, RNG and history that only resuming uses: a file to ship."""
+    return {key: state[key] for key in INFERENCE_KEYS if key in state}
+
+
 def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> SegmentationModel:
     """Rebuild the stored model with its weights, in eval mode."""
     try:
