@@ -125,3 +125,18 @@ def test_preview_grid(tmp_path):
     grid = cv2.imread(str(path))
     assert grid.shape == (2 * SIZE[0] // 2, 4 * SIZE[1] // 2, 3)
     assert (grid[..., 1] > grid[..., 0] + 100).any()  # the green pupil outline
+
+
+def test_cli_writes_preview_and_dataset_in_the_style_asked(tmp_path, capsys):
+    from data.synthetic.__main__ import main
+
+    main(["--preview", str(tmp_path / "narrow.png"), "--n", "4", "--size", "64x96", "--style", "narrow"])
+    main(["--preview", str(tmp_path / "full.png"), "--n", "4", "--size", "64x96"])
+    narrow, full = (cv2.imread(str(tmp_path / f"{s}.png")) for s in ("narrow", "full"))
+    assert narrow.shape == full.shape and not np.array_equal(narrow, full)
+    main(["--out", str(tmp_path / "set"), "--n", "2", "--size", "64x96", "--style", "narrow"])
+    image = cv2.imread(str(tmp_path / "set" / "train" / "images" / "000000.png"), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(image, SyntheticEyes(2, 0, (64, 96), "narrow").render(0)[0])
+    with pytest.raises(SystemExit):
+        main(["--preview", str(tmp_path / "x.png"), "--style", "cartoon"])
+    assert "invalid choice: 'cartoon'" in capsys.readouterr().err

@@ -3,11 +3,13 @@
 Frames come from data.synthetic.render.render_eye, deterministic from (seed, index). The
 command line (data/synthetic/__main__.py):
 
-    python -m data.synthetic --out DIR --n 500 --seed 0 [--size 400x640] [--val-fraction 0.2]
+    python -m data.synthetic --out DIR --n 500 --seed 0 [--size 400x640] [--val-fraction 0.2] [--style full]
         writes the frames in the OpenEDS layout (train/ and validation/, images/*.png with
         labels/*.npy), to inspect them or to use them like real data;
-    python -m data.synthetic --preview grid.png [--n 16]
-        writes a grid of frames with the pupil label outlined, for a person to look at.
+    python -m data.synthetic --preview grid.png [--n 16] [--style full]
+        writes a grid of frames with the pupil label outlined, for a person to look at: the
+        range of framing, iris, exposure, glints, headset and camera effects a model sees.
+`--style` picks the randomisation (`render.STYLES`): full, the default, or one of its ablations.
 """
 
 from pathlib import Path
@@ -65,6 +67,7 @@ def write_openeds(
     seed: int = 0,
     size: tuple[int, int] = (400, 640),
     val_fraction: float = 0.2,
+    style: str = "full",
 ) -> Path:
     """Write n frames as ROOT/{train,validation}/{images/*.png, labels/*.npy}; returns ROOT.
 
@@ -73,7 +76,7 @@ def write_openeds(
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(out).absolute()
-    eyes = SyntheticEyes(n, seed, size)
+    eyes = SyntheticEyes(n, seed, size, style)
     n_val = min(n - 1, round(n * val_fraction))
     for split, indices in (("train", range(n - n_val)), ("validation", range(n - n_val, n))):
         for folder in ("images", "labels"):
@@ -86,9 +89,11 @@ def write_openeds(
     return root
 
 
-def write_preview(out: str | Path, n: int = 16, seed: int = 0, size: tuple[int, int] = (400, 640)) -> Path:
+def write_preview(
+    out: str | Path, n: int = 16, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
+) -> Path:
     """Write a grid of n frames at half size with the pupil label outlined in green."""
-    eyes = SyntheticEyes(n, seed, size)
+    eyes = SyntheticEyes(n, seed, size, style)
     columns = min(n, 4)
     tiles = []
     for index in range(n):

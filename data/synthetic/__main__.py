@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 from data.config import size_argument
-from data.synthetic import write_openeds, write_preview
+from data.synthetic import STYLES, write_openeds, write_preview
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> None:
         "--size", type=size_argument, default="400x640", help="frame size HxW (default 400x640)"
     )
     parser.add_argument(
+        "--style",
+        choices=STYLES,
+        default="full",
+        help="how widely frames vary: full (default) or one of its ablations",
+    )
+    parser.add_argument(
         "--val-fraction",
         type=float,
         default=0.2,
@@ -30,10 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.out is not None:
-            root = write_openeds(args.out, args.n, args.seed, args.size, args.val_fraction)
+            root = write_openeds(args.out, args.n, args.seed, args.size, args.val_fraction, args.style)
             print(f"wrote {args.n} frames in the OpenEDS layout to {root}")
         else:
-            path = write_preview(args.preview, args.n, args.seed, args.size)
+            path = write_preview(args.preview, args.n, args.seed, args.size, args.style)
             rows = math.ceil(args.n / 4)
             print(f"wrote a {rows}x{min(args.n, 4)} preview grid to {path}")
     except ValueError as e:
