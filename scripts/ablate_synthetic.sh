@@ -2,23 +2,17 @@
 # Which randomisations of the synthetic eyes matter on real eyes: one equal, short training per
 # synthetic style (data/synthetic/render.py STYLES), each scored zero-shot on a real mask-folder set.
 # Usage: bash scripts/ablate_synthetic.sh REAL_ROOT [MINUTES_EACH=9] [OUT=runs/ablation]
-# Prints one row per style: pupil IoU, median ellipse-centre error (px), share within 5 px.
+# Prints one row per style (scripts/score_line.py); STYLES="full narrow" runs some only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 real=${1:?usage: bash scripts/ablate_synthetic.sh REAL_ROOT [MINUTES_EACH] [OUT]}
 minutes=${2:-9}
 out=${3:-runs/ablation}
 python=${PYTHON:-python}
-for style in full no-camera bright-iris fixed-framing small-glints; do
+for style in ${STYLES:-full no-camera bright-iris fixed-framing small-glints narrow}; do
   OMP_NUM_THREADS=1 "$python" train_efficientvit.py --synthetic-style "$style" --img-size 200x320 \
     --epochs 30 --synthetic-train 6000 --synthetic-val 64 --batch-size 8 --lr 3e-3 --workers 0 \
     --seed 0 --time-limit "$minutes" --no-mlflow --out-dir "$out/$style" >"$out-$style.log" 2>&1
   "$python" evaluate.py --checkpoint "$out/$style/last.pt" --data-dir "$real" --json "$out/$style/real.json" >/dev/null
-  "$python" - "$style" "$out/$style/real.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[2]))["plain"]
-e = r["centre_error_px"]["ellipse"]
-print(f"{sys.argv[1]:14s} pupil IoU {r['pupil_iou']:.3f}  median centre error {e['median']:.2f} px  "
-      f"within 5 px {r.get('within_5px', float('nan')):.3f}")
-PY
+  "$python" scripts/score_line.py "$out/$style/real.json" "$style"
 done

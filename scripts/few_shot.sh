@@ -40,15 +40,6 @@ PY
       --epochs "$epochs" --batch-size 8 --lr 2e-3 --workers 0 --seed 0 --no-mlflow --grid-every 1000 \
       --out-dir "$run" >"$run.log" 2>&1
     "$python" evaluate.py --checkpoint "$run/last.pt" --data-dir "$real" --json "$run/real.json" >/dev/null
-    "$python" - "$start" "$n" "$run/real.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[3]))["plain"]
-located, median = r["located"]["share"], r["located"]["median_error_px"]
-median = "missed" if median is None else f"{median:.2f} px"
-d = r["detection"]
-found = 1 - d["missed"] / d["with_pupil"]
-print(f"{sys.argv[1]:10s} {sys.argv[2]:>4s} frames  pupil IoU {r['pupil_iou']:.3f}  "
-      f"within 5 px {located:.1%}  median centre error {median}  detected {found:.1%}")
-PY
+    "$python" scripts/score_line.py "$run/real.json" "$start, $n frames"
   done
 done
