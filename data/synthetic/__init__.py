@@ -55,9 +55,11 @@ class SyntheticEyes:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(".png", image)
+    """PNG, or JPEG for a .jpg path (a preview to publish)."""
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    ok, data = cv2.imencode(".jpg" if jpeg else ".png", image, [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
     if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
+        raise OSError(f"{path}: {'JPEG' if jpeg else 'PNG'} encoding failed")
     data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
 
 
@@ -92,7 +94,8 @@ def write_openeds(
 def write_preview(
     out: str | Path, n: int = 16, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
 ) -> Path:
-    """Write a grid of n frames at half size with the pupil label outlined in green."""
+    """Write a grid of n frames at half size with the pupil label outlined in green (PNG; JPEG
+    for a .jpg `out`)."""
     eyes = SyntheticEyes(n, seed, size, style)
     columns = min(n, 4)
     tiles = []
