@@ -1,7 +1,7 @@
 """Publish a trained checkpoint as the repository's pretrained model, in pretrained/:
 tiny_efficientvit.pt (weights only: no optimiser or RNG state) and its verified ONNX export.
 
-    python scripts/make_pretrained.py runs/pretrained-synth/last.pt
+    python scripts/make_pretrained.py runs/pretrained-synth/last.pt [OUT_DIR=pretrained/]
 
 `predict.py` and `evaluate.py` use these files when no model is named; `--init-from pretrained`
 fine-tunes from the .pt. The model card (pretrained/README.md) is written by hand from the
@@ -15,23 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from export_onnx import export_onnx  # noqa: E402
-from inference import model_file  # noqa: E402
+from inference import PRETRAINED_DIR  # noqa: E402
 from models.checkpoint import load_checkpoint, save_checkpoint, weights_only  # noqa: E402
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) not in (1, 2):
         print(__doc__, file=sys.stderr)
         return 2
-    source = Path(argv[0])
+    source, out = Path(argv[0]), Path(argv[1]) if len(argv) == 2 else PRETRAINED_DIR
     state = load_checkpoint(source)
     if state["model_name"] != "tiny_efficientvit":
         print(f"error: {source} holds {state['model_name']!r}; the pretrained model is tiny_efficientvit")
         return 1
-    weights = save_checkpoint(weights_only(state), model_file("pretrained", ".pt"))
-    report = export_onnx(weights, model_file("pretrained", ".onnx"), log=print)
+    weights = save_checkpoint(weights_only(state), out / "tiny_efficientvit.pt")
+    report = export_onnx(weights, out / "tiny_efficientvit.onnx", log=print)
     for path in (weights, report.fp32.path):
-        print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1e3:.1f} kB")
+        print(f"{path}: {path.stat().st_size / 1e3:.1f} kB")
     return 0
 
 
