@@ -200,6 +200,8 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     `on_epoch_end(epoch, metrics)` runs after each epoch's checkpoints are written (Modal uses
     it to commit its volume).
     """
+    if config.resume and config.init_from:
+        raise ValueError("--init-from starts a new run and --resume continues one; give only one")
     resumed = None
     if config.resume:
         resumed = load_checkpoint(config.resume)
@@ -214,9 +216,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
             stored, **given, resume=config.resume, out_dir=str(Path(config.resume).parent)
         )
     source = None
-    if config.init_from:
-        if config.resume:
-            raise ValueError("--init-from starts a new run and --resume continues one; give only one")
+    if config.init_from and not resumed:  # a resumed fine-tuning run keeps its own weights
         path = model_file(config.init_from, ".pt")
         source = load_checkpoint(path)
         if config.model not in (None, source["model_name"]):

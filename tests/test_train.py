@@ -285,6 +285,19 @@ def test_init_from_starts_a_new_run_from_the_weights(tmp_path):
     assert any((fresh[k] - start["model_state"][k]).abs().max() > 1e-3 for k in weights)
 
 
+def test_a_fine_tuned_run_resumes_from_its_own_weights(tmp_path):
+    source, tuned = tmp_path / "source", tmp_path / "tuned"
+    main(tiny_config(source, max_steps=1, epochs=1))
+    main(tiny_config(tuned, model=None, init_from=str(source / "last.pt"), epochs=1, max_steps=1))
+    first = load_checkpoint(tuned / "last.pt")
+    summary = main(tiny_config(tuned, model=None, resume=str(tuned / "last.pt"), epochs=2, max_steps=1))
+    last = load_checkpoint(tuned / "last.pt")
+    assert last["epoch"] == 2 and len(summary["history"]) == 2  # the same run, one epoch on
+    assert last["train_config"]["init_from"] == first["train_config"]["init_from"]
+    with pytest.raises(ValueError, match="give only one"):
+        main(tiny_config(tuned, model=None, init_from=str(source / "last.pt"), resume=str(tuned / "last.pt")))
+
+
 def test_init_from_keeps_the_source_preprocessing(tmp_path):
     source = tmp_path / "source"
     main(tiny_config(source, max_steps=1, epochs=1, preprocess=PreprocessConfig(gamma=0.7)))
