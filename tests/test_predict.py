@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from data import EyeDataset, PreprocessConfig
-from data.dataset import VAL_SEED_OFFSET
+from data.dataset import VAL_SEED_OFFSET, resize_pair
+from data.preprocess import Fit
 from data.synthetic import SyntheticEyes, render_eye
 from export_onnx import export_onnx
 from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
@@ -323,3 +324,38 @@ def test_camera_without_display_is_a_clear_error(checkpoint, tmp_path, capsys, m
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     code, _, err = run_cli(capsys, "--model", checkpoint, "--input", "0", "--output", tmp_path)
     assert code == 1 and err.count("\n") == 1 and "needs a display" in err
+
+
+def test_fit_keeps_the_aspect_ratio_and_centres_the_frame():
+    assert Fit.of((200, 200), (400, 640)) == Fit(0, 120, 400, 400)  # a crop: bands left and right
+    assert Fit.of((480, 640), (400, 640)) == Fit(0, 53, 400, 533)  # a webcam frame
+    assert Fit.of((400, 640), (400, 640)) == Fit(0, 0, 400, 640)
+    assert Fit.of((100, 640), (400, 640)) == Fit(150, 0, 100, 640)  # a wide strip: bands above and below
+
+
+def test_image_and_label_are_padded_alike():
+    image = np.full((60, 60), 50, np.uint8)
+    label = np.zeros((60, 60), np.uint8)
+    image[:, -6:], label[:, -6:] = 200, 1  # a pupil-like column along the right edge
+    big_image, big_label = resize_pair(image, label, (64, 96))
+    assert big_image.shape == big_label.shape == (64, 96)
+    assert ((big_image > 125) == (big_label == 1)).all()  # the edge repeats in both
+
+
+def dark_is_pupil(batch: np.ndarray) -> np.ndarray:
+    """A stand-in model: logits that call every dark input pixel pupil, (B, 1, H, W) -> (B, 2, H, W)."""
+    x = batch[:, 0]
+    return np.stack([x, -x], axis=1) * 20
+
+
+@pytest.mark.parametrize("shape, centre", [((200, 200), (130, 70)), ((480, 640), (400, 150))])
+@pytest.mark.parametrize("tta", [False, True])
+def test_predictions_map_back_onto_the_frames_own_pixels(shape, centre, tta):
+    frame = np.full(shape, 200, np.uint8)
+    cv2.circle(frame, centre, shape[0] // 10, 20, thickness=-1)
+    predictor = Predictor(dark_is_pupil, (64, 96), PreprocessConfig(), {})
+    prob = predictor.probabilities([frame], tta=tta)[0]
+    assert prob.shape == shape
+    g = pupil_geometry(prob > 0.5)
+    assert math.hypot(g["centre_x"] - centre[0], g["centre_y"] - centre[1]) < 1.0
+    assert abs(g["axis_major"] - 2 * shape[0] / 10) < 0.1 * shape[0] / 5
