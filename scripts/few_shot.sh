@@ -6,30 +6,36 @@
 # Usage: bash scripts/few_shot.sh REAL_ROOT [INIT=pretrained] [OUT=runs/few-shot] [SIZES="25 50 200"]
 # STARTS="scratch" (or "pretrained") runs one arm only, e.g. the scratch arm while INIT trains.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-real=$(realpath "${1:?usage: bash scripts/few_shot.sh REAL_ROOT [INIT] [OUT] [SIZES]}")
+real=$(realpath -e "${1:?usage: bash scripts/few_shot.sh REAL_ROOT [INIT] [OUT] [SIZES]}")
 init=${2:-pretrained}
-out=${3:-runs/few-shot}
+[ "$init" = pretrained ] || init=$(realpath -e "$init")
+out=$(realpath -m "${3:-runs/few-shot}")
 sizes=${4:-25 50 200}
 starts=${STARTS:-pretrained scratch}
 python=${PYTHON:-python}
+[[ "$python" == */* ]] && python=$(realpath -es "$python")  # the venv link, not its target
+cd "$(dirname "$0")/.."
 mkdir -p "$out"
 for n in $sizes; do
   subset="$out/data-$n"
   "$python" - "$real" "$subset" "$n" <<'PY'
 import sys
 from pathlib import Path
+
+from data import find_pairs
+
 real, subset, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-images = sorted((real / "train" / "images").iterdir())
-picked = [images[round(i * len(images) / n)] for i in range(n)]
-for split in ("train", "validation"):  # validation: the same frames, only to keep training going
-    for folder in ("images", "masks"):
-        (subset / split / folder).mkdir(parents=True, exist_ok=True)
-    for image in picked:
-        for folder in ("images", "masks"):
-            link = subset / split / folder / image.name
+pairs = find_pairs(real, "train")
+if n > len(pairs):
+    sys.exit(f"error: {real}/train has {len(pairs)} frames with labels, fewer than {n}")
+picked = [pairs[round(i * len(pairs) / n)] for i in range(n)]
+for split in ("train", "validation"):  # validation: the same frames, only to steer the learning rate
+    for sample in picked:
+        for source in (sample.image, sample.label):  # each under its own folder and file name
+            link = subset / split / source.parent.name / source.name
+            link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
-                link.symlink_to(real / "train" / folder / image.name)
+                link.symlink_to(source)
 PY
   epochs=$(( (300 * 8 + n - 1) / n ))
   for start in $starts; do
