@@ -53,6 +53,7 @@ from metrics import (
     detection_summary,
     diameter_buckets,
     error_summary,
+    located_error,
     located_share,
     mask_counts,
 )
@@ -103,16 +104,6 @@ def frame_set(
     return FrameSet([s.image.name for s in samples], lambda i: read_pair(samples[i]), where)
 
 
-def located_error(mine: dict, truth: dict) -> float:
-    """How peers are scored (scripts/peers.py): the predicted ellipse's centre against the label
-    mask's centroid; inf for a missed pupil, NaN for a frame without one."""
-    if not truth["found"]:
-        return math.nan
-    if not mine["found"]:
-        return math.inf
-    return centre_error((mine["centre_x"], mine["centre_y"]), (truth["centroid_x"], truth["centroid_y"]))
-
-
 def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     """Counts, pupil IoU, pupil found in label / prediction and centre errors of one frame."""
     pred = prob > THRESHOLD
@@ -130,7 +121,9 @@ def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
         "predicted_pupil": mine["found"],
         "ellipse_error": error("centre_x", "centre_y"),
         "centroid_error": error("centroid_x", "centroid_y"),
-        "located_error": located_error(mine, truth),
+        "located_error": located_error(
+            (mine["centre_x"], mine["centre_y"]) if mine["found"] else None, label
+        ),
         "label_diameter": 2 * math.sqrt(truth["area_px"] / math.pi) if truth["found"] else math.nan,
     }
 

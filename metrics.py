@@ -91,7 +91,23 @@ def error_summary(errors: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
-WITHIN_PX = 5.0  # a pupil "located": its centre within 5 px of the label's, as peers are scored
+WITHIN_PX = 5.0  # a pupil "located": its centre within 5 px of the label's centroid
+
+
+def mask_centroid(mask: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) mean of the nonzero pixels of an (H, W) mask; None when it has none."""
+    ys, xs = np.nonzero(mask)
+    return (float(xs.mean()), float(ys.mean())) if xs.size else None
+
+
+def located_error(centre: tuple[float, float] | None, label: np.ndarray) -> float:
+    """Distance from a predicted pupil centre (None: nothing found) to the centroid of every pupil
+    pixel of the (H, W) label: inf for a missed pupil, NaN when the label has none. How evaluate.py
+    and scripts/peers.py score every detector alike."""
+    target = mask_centroid(label)
+    if target is None:
+        return math.nan
+    return math.inf if centre is None else centre_error(centre, target)
 
 
 def located_share(errors: Sequence[float], within: float = WITHIN_PX) -> float | None:

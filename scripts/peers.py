@@ -55,16 +55,10 @@ from data.config import positive_int_argument
 from data.folders import SPLITS, read_pair
 from evaluate import THRESHOLD
 from inference import load_predictor, model_file, pupil_geometry
-from metrics import WITHIN_PX, centre_error, located_share, mask_counts
+from metrics import WITHIN_PX, located_error, located_share, mask_counts
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # OpenCV's: centre, full axes, degrees
 Output = np.ndarray | Ellipse | None  # a pupil mask, a fitted ellipse, or nothing found
-
-
-def mask_centroid(mask: np.ndarray) -> tuple[float, float] | None:
-    """(x, y) mean of the nonzero pixels of an (H, W) mask; None when it has none."""
-    ys, xs = np.nonzero(mask)
-    return (float(xs.mean()), float(ys.mean())) if xs.size else None
 
 
 def ellipse_mask(shape: tuple[int, int], ellipse: Ellipse) -> np.ndarray:
@@ -101,10 +95,7 @@ def score_frame(output: Output, truth: np.ndarray) -> FrameScore:
     """Score one tool output against the label's (H, W) pupil mask (nonzero = pupil)."""
     mask, centre = tool_pupil(output, truth.shape)
     tp, fp, fn, _ = mask_counts(mask, truth)
-    target = mask_centroid(truth)
-    # no pupil in the label: no centre to miss (nan); a pupil the tool did not find: a miss (inf)
-    error = math.nan if target is None else math.inf if centre is None else centre_error(centre, target)
-    return FrameScore(tp, tp + fp + fn, error)
+    return FrameScore(tp, tp + fp + fn, located_error(centre, truth))
 
 
 def summarize(scores: Sequence[FrameScore], seconds: float, cpu_seconds: float) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from metrics import mask_centroid
 from scripts import peers
 from scripts.peers import (
     NAMES,
@@ -23,7 +24,6 @@ from scripts.peers import (
     load_tools,
     main,
     markdown_table,
-    mask_centroid,
     score_frame,
     summarize,
     tool_pupil,
