@@ -39,10 +39,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data import DataConfig, find_pairs, resize_image
+from data import DataConfig, find_pairs
 from data.config import positive_int_argument
 from data.dataset import synthetic_validation
 from data.folders import SPLITS, label_layout, read_pair, write_png
+from data.preprocess import fit_image
 from inference import Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
     MB,
@@ -261,18 +262,9 @@ def gallery_picks(scores: list[dict], n: int = GALLERY_FRAMES) -> tuple[list[int
 def fit_tile(
     image: np.ndarray, size: tuple[int, int] = TILE_SIZE, fill: int = BACKGROUND, nearest: bool = False
 ) -> np.ndarray:
-    """`image` scaled to fit inside (H, W) `size` with its aspect ratio kept, centred, the rest
-    `fill`: a 200x200 crop and a 640x400 frame get equal tiles, neither stretched.
-    `nearest` for masks; images as `resize_image` does."""
-    (h, w), (ih, iw) = size, image.shape[:2]
-    scale = min(h / ih, w / iw)
-    fh, fw = min(h, max(1, round(ih * scale))), min(w, max(1, round(iw * scale)))
-    if nearest:
-        scaled = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_NEAREST)
-    else:
-        scaled = resize_image(image, (fh, fw))
-    top, left = (h - fh) // 2, (w - fw) // 2
-    return cv2.copyMakeBorder(scaled, top, h - fh - top, left, w - fw - left, cv2.BORDER_CONSTANT, value=fill)
+    """`image` fitted into (H, W) `size` as model inputs are (`fit_image`), the rest `fill`: a
+    200x200 crop and a 640x400 frame get equal tiles, neither stretched. `nearest` for masks."""
+    return fit_image(image, size, cv2.INTER_NEAREST if nearest else None, fill)[0]
 
 
 def fit_text(text: str, width: int) -> str:

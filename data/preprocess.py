@@ -57,11 +57,11 @@ class Fit:
 
 
 def fit_image(
-    image: np.ndarray, size: tuple[int, int], interpolation: int | None = None
+    image: np.ndarray, size: tuple[int, int], interpolation: int | None = None, fill: int | None = None
 ) -> tuple[np.ndarray, Fit]:
     """Scale an (H_i, W_i) frame into (H, W) `size` keeping its aspect ratio, pad by repeating its
-    edge; returns the input and where the frame sits in it. `interpolation` defaults to
-    `resize_image`'s choice (give cv2.INTER_NEAREST for labels)."""
+    edge (or with the constant `fill`, for pictures); returns the input and where the frame sits in
+    it. `interpolation` defaults to `resize_image`'s choice (give cv2.INTER_NEAREST for labels)."""
     fit = Fit.of(image.shape, size)
     if interpolation is None:
         scaled = resize_image(image, (fit.height, fit.width))
@@ -72,7 +72,8 @@ def fit_image(
     h, w = size
     bottom, right = h - fit.height - fit.top, w - fit.width - fit.left
     if fit.top or bottom or fit.left or right:
-        scaled = cv2.copyMakeBorder(scaled, fit.top, bottom, fit.left, right, cv2.BORDER_REPLICATE)
+        border, value = (cv2.BORDER_REPLICATE, None) if fill is None else (cv2.BORDER_CONSTANT, (fill,) * 4)
+        scaled = cv2.copyMakeBorder(scaled, fit.top, bottom, fit.left, right, border, value=value)
     return scaled, fit
 
 
