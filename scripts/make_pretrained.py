@@ -8,7 +8,9 @@ fine-tunes from the .pt. The model card (pretrained/README.md) is written by han
 measurements it cites.
 """
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,19 +20,38 @@ from export_onnx import export_onnx  # noqa: E402
 from inference import PRETRAINED_DIR  # noqa: E402
 from models.checkpoint import load_checkpoint, save_checkpoint, weights_only  # noqa: E402
 
+LOCAL_PATHS = ("out_dir", "resume", "init_from")  # the author's folders: meaningless elsewhere
+
+
+def publish(source: Path, out: Path) -> list[Path]:
+    """Write the weights-only .pt and its verified .onnx into `out`, both or neither: a failed
+    export leaves the previous pair in place."""
+    state = weights_only(load_checkpoint(source))
+    if state["model_name"] != "tiny_efficientvit":
+        raise ValueError(f"{source} holds {state['model_name']!r}; the pretrained model is tiny_efficientvit")
+    if "train_config" in state:
+        state["train_config"] = {**state["train_config"], **dict.fromkeys(LOCAL_PATHS)}
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        weights = save_checkpoint(state, Path(tmp) / "tiny_efficientvit.pt")
+        export_onnx(weights, Path(tmp) / "tiny_efficientvit.onnx", log=print)
+        names = ("tiny_efficientvit.pt", "tiny_efficientvit.onnx")
+        for name in names:
+            os.replace(Path(tmp) / name, out / name)
+    return [out / name for name in names]
+
 
 def main(argv: list[str]) -> int:
     if len(argv) not in (1, 2):
         print(__doc__, file=sys.stderr)
         return 2
     source, out = Path(argv[0]), Path(argv[1]) if len(argv) == 2 else PRETRAINED_DIR
-    state = load_checkpoint(source)
-    if state["model_name"] != "tiny_efficientvit":
-        print(f"error: {source} holds {state['model_name']!r}; the pretrained model is tiny_efficientvit")
+    try:
+        paths = publish(source, out)
+    except (ValueError, OSError) as e:  # CheckpointError, ExportError: one line naming the file
+        print(f"error: {e}", file=sys.stderr)
         return 1
-    weights = save_checkpoint(weights_only(state), out / "tiny_efficientvit.pt")
-    report = export_onnx(weights, out / "tiny_efficientvit.onnx", log=print)
-    for path in (weights, report.fp32.path):
+    for path in paths:
         print(f"{path}: {path.stat().st_size / 1e3:.1f} kB")
     return 0
 
