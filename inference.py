@@ -125,9 +125,12 @@ def train_seed(state: dict) -> int | None:
 
 
 def train_style(state: dict) -> str:
-    """The synthetic style (data.synthetic.render.STYLES) a checkpoint was trained on; "full" if unknown."""
+    """The synthetic style (data.synthetic.render.STYLES) a checkpoint was trained on: "narrow"
+    (the first renderer's range) for a training run from before styles, "full" if unknown."""
     data = (state.get("train_config") or {}).get("data")
-    return (data.get("synthetic_style") if isinstance(data, dict) else None) or "full"
+    if isinstance(data, dict):
+        return data.get("synthetic_style") or "narrow"
+    return "full"
 
 
 def train_data_dir(state: dict) -> str | None:

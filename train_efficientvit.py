@@ -210,6 +210,9 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         stored = TrainConfig.from_dict(resumed["train_config"])
         if stored.alpha_span is None:  # a checkpoint from before alpha_span: its decay ran over its epochs
             stored = dataclasses.replace(stored, alpha_span=min(125, stored.epochs))
+        if "synthetic_style" not in resumed["train_config"]["data"]:  # from before styles: keep its eyes
+            first_renderer = dataclasses.replace(stored.data, synthetic_style="narrow")
+            stored = dataclasses.replace(stored, data=first_renderer)
         given = {k: getattr(config, k) for k in ("max_steps", "time_limit", "workers", "device")}
         given.update({k: v for k in ("epochs", "mlflow") if (v := getattr(config, k)) is not None})
         config = dataclasses.replace(

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from data import DataConfig, PreprocessConfig
-from inference import model_file
+from inference import model_file, train_style
 from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 from models import build_model
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import tiny_config
 from train_efficientvit import TrainingError, main, parse_args
 
@@ -327,3 +327,14 @@ def test_init_from_flags(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--init-from", "a.pt", "--resume", "b.pt"])
     assert "drop --init-from" in capsys.readouterr().err
+
+
+def test_runs_from_before_synthetic_styles_keep_the_first_renderers_eyes(tmp_path):
+    main(tiny_config(tmp_path, epochs=1, max_steps=1))
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert train_style(state) == "full"
+    del state["train_config"]["data"]["synthetic_style"]  # as written before styles existed
+    save_checkpoint(state, tmp_path / "last.pt")
+    assert train_style(state) == "narrow" and train_style({}) == "full"
+    main(tiny_config(tmp_path, epochs=2, max_steps=1, resume=str(tmp_path / "last.pt")))
+    assert load_checkpoint(tmp_path / "last.pt")["train_config"]["data"]["synthetic_style"] == "narrow"
