@@ -10,12 +10,14 @@ import sys
 def score_line(result: dict, label: str) -> str:
     """Pupil IoU, share located within 5 px, median located error and detection rate (plain)."""
     r = result["plain"]
-    median = r["located"]["median_error_px"]
-    detection = r["detection"]
-    found = 1 - detection["missed"] / detection["with_pupil"] if detection["with_pupil"] else float("nan")
+    located, detection = r["located"], r["detection"]
+    if not detection["with_pupil"]:
+        return f"{label:24s} pupil IoU {r['pupil_iou']:.3f}  (no labelled pupil to locate)"
+    median = "missed" if located["median_error_px"] is None else f"{located['median_error_px']:.2f} px"
+    found = 1 - detection["missed"] / detection["with_pupil"]
     return (
-        f"{label:24s} pupil IoU {r['pupil_iou']:.3f}  within 5 px {r['located']['share']:.1%}  "
-        f"median centre error {'missed' if median is None else f'{median:.2f} px'}  detected {found:.1%}"
+        f"{label:24s} pupil IoU {r['pupil_iou']:.3f}  within {located['within_px']:g} px "
+        f"{located['share']:.1%}  median centre error {median}  detected {found:.1%}"
     )
 
 

@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data import find_pairs, size_argument  # noqa: E402
+from data import DataError, find_pairs, size_argument  # noqa: E402
 from data.folders import read_pair  # noqa: E402
 from data.preprocess import fit_image  # noqa: E402
-from metrics import mask_counts  # noqa: E402
+from metrics import confusion_metrics, mask_counts  # noqa: E402
 
 
 def stride_prediction(label: np.ndarray, img_size: tuple[int, int], stride: int) -> np.ndarray:
@@ -43,24 +43,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-size", type=size_argument, default=(256, 416), help="model input, HxW")
     parser.add_argument("--strides", default="1,2,4,8")
     args = parser.parse_args(argv)
-    strides = [int(s) for s in args.strides.split(",")]
-    pairs = find_pairs(args.data_dir, args.split)
+    try:
+        strides = [int(s) for s in args.strides.split(",")]
+    except ValueError:
+        parser.error(f"--strides: comma-separated whole numbers, got {args.strides!r}")
+    if min(strides) < 1:
+        parser.error(f"--strides: each at least 1, got {args.strides!r}")
+    try:
+        pairs = find_pairs(args.data_dir, args.split)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     totals = {s: np.zeros(4, np.int64) for s in strides}
     worst = dict.fromkeys(strides, 1.0)
     for pair in pairs:
         label = read_pair(pair)[1] > 0
         for s in strides:
-            counts = np.array(mask_counts(stride_prediction(label, args.img_size, s), label))
+            counts = mask_counts(stride_prediction(label, args.img_size, s), label)
             totals[s] += counts
-            tp, fp, fn, _ = counts
-            if tp + fp + fn:
-                worst[s] = min(worst[s], tp / (tp + fp + fn))
+            worst[s] = min(worst[s], confusion_metrics(*counts)["pupil_iou"])
     h, w = args.img_size
     print(f"{len(pairs)} frames of {args.data_dir}/{args.split}, fitted into {h}x{w}")
     print("| output stride | pupil IoU ceiling | worst frame |\n|---:|---:|---:|")
     for s in strides:
-        tp, fp, fn, _ = totals[s]
-        print(f"| {s} | {tp / (tp + fp + fn):.4f} | {worst[s]:.4f} |")
+        print(f"| {s} | {confusion_metrics(*totals[s])['pupil_iou']:.4f} | {worst[s]:.4f} |")
     return 0
 
 

@@ -1,9 +1,12 @@
-"""scripts/stride_ceiling.py: the ideal coarse prediction loses what its stride cannot draw."""
+"""The measuring scripts: stride_ceiling.py (the ideal coarse prediction loses what its stride
+cannot draw) and score_line.py (one line of real-eyes figures)."""
 
 import cv2
 import numpy as np
+import pytest
 
 from metrics import mask_iou
+from scripts.score_line import score_line
 from scripts.stride_ceiling import main, stride_prediction
 
 
@@ -41,3 +44,30 @@ def test_cli_prints_one_row_per_stride(tmp_path, capsys):
         if line.startswith("| 1 ") or line.startswith("| 4 ")
     ]
     assert len(rows) == 2 and rows[0].startswith("| 1 | 1.0000")
+
+
+@pytest.mark.parametrize("strides", ["0,4", "four"])
+def test_strides_must_be_positive_whole_numbers(tmp_path, capsys, strides):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--strides", strides])
+    assert "--strides" in capsys.readouterr().err
+
+
+def test_missing_folder_is_a_one_line_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nowhere" in err and err.count("\n") == 1
+
+
+def figures(share, median, with_pupil=10, missed=1) -> dict:
+    located = {"within_px": 5.0, "share": share, "median_error_px": median}
+    detection = {"with_pupil": with_pupil, "missed": missed}
+    return {"plain": {"pupil_iou": 0.8, "located": located, "detection": detection}}
+
+
+def test_score_line_gives_each_figure_and_survives_missing_ones():
+    line = score_line(figures(0.9, 1.25), "pretrained, 50 frames")
+    assert line.startswith("pretrained, 50 frames") and "pupil IoU 0.800" in line
+    assert "within 5 px 90.0%" in line and "1.25 px" in line and "detected 90.0%" in line
+    assert "median centre error missed" in score_line(figures(0.2, None), "x")
+    assert "no labelled pupil" in score_line(figures(None, None, with_pupil=0, missed=0), "x")
