@@ -36,14 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from data import DataConfig, find_pairs
 from data.config import positive_int_argument
 from data.dataset import synthetic_validation
 from data.folders import SPLITS, label_layout, read_pair, write_png
-from data.preprocess import fit_image
+from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
 from inference import Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
     MB,
@@ -58,21 +57,10 @@ from metrics import (
     located_share,
     mask_counts,
 )
-from tracking import overlay
 
 THRESHOLD = 0.5
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame
 GALLERY_FRAMES = 16
-GALLERY_COLUMNS = 4
-GALLERY_WIDTH = 1920  # a full-HD screen: 16 frames make 1920x1364
-GAP = 4  # pixels between tiles
-TILE_WIDTH = (GALLERY_WIDTH - (GALLERY_COLUMNS - 1) * GAP) // GALLERY_COLUMNS
-TILE_SIZE = (TILE_WIDTH * 5 // 8, TILE_WIDTH)  # (H, W) = (298, 477): a 640x400 frame fills it
-CAPTION_HEIGHT = 40  # the dark band above each frame: name, then IoU
-BACKGROUND, CAPTION_BACKGROUND = 48, (16, 16, 16)  # grey between and around frames, near-black band
-FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.55
-LABEL_COLOUR, PREDICTION_COLOUR = (0, 200, 0), (0, 0, 255)  # BGR
-NAME_COLOUR, IOU_COLOUR = (240, 240, 240), (0, 220, 255)
 
 
 @dataclass(frozen=True)
@@ -148,7 +136,7 @@ def score_frames(
 
 
 def _finite(value: float) -> float | None:
-    """JSON has no infinity: None for a median past which more than half the pupils were missed."""
+    """JSON has no infinity: None for a median error when half the pupils or more were missed."""
     return float(value) if math.isfinite(value) else None
 
 
@@ -257,56 +245,6 @@ def gallery_picks(scores: list[dict], n: int = GALLERY_FRAMES) -> tuple[list[int
         key=lambda i: (-scores[i]["pupil_iou"], i),
     )
     return ranked[:n], ranked[::-1][:n]
-
-
-def fit_tile(
-    image: np.ndarray, size: tuple[int, int] = TILE_SIZE, fill: int = BACKGROUND, nearest: bool = False
-) -> np.ndarray:
-    """`image` fitted into (H, W) `size` as model inputs are (`fit_image`), the rest `fill`: a
-    200x200 crop and a 640x400 frame get equal tiles, neither stretched. `nearest` for masks."""
-    return fit_image(image, size, cv2.INTER_NEAREST if nearest else None, fill)[0]
-
-
-def fit_text(text: str, width: int) -> str:
-    """`text` in at most `width` pixels of the gallery font, its middle cut to '...' if need be:
-    the end of a frame name (index, extension) is what tells frames apart."""
-    text = text.encode("ascii", "replace").decode()  # the Hershey fonts draw ASCII only
-    short = text
-    for keep in range(len(text) - 1, -1, -1):
-        if cv2.getTextSize(short, FONT, FONT_SCALE, 1)[0][0] <= width:
-            break
-        head = keep // 3
-        short = f"{text[:head]}...{text[len(text) - keep + head :]}"
-    return short
-
-
-def gallery_tile(
-    image: np.ndarray, label: np.ndarray, pred: np.ndarray, caption: list[tuple[str, tuple[int, int, int]]]
-) -> np.ndarray:
-    """One frame fitted into TILE_SIZE as BGR, prediction tinted and outlined in red, label outlined
-    in green on top, under a dark band with the caption lines (text, colour): legible on any frame."""
-    predicted = fit_tile(pred.astype(np.uint8), fill=0, nearest=True)
-    picture = overlay(fit_tile(image), predicted, PREDICTION_COLOUR)
-    truth = fit_tile(label.astype(np.uint8), fill=0, nearest=True)
-    contours, _ = cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(picture, contours, -1, LABEL_COLOUR, 1)
-    band = np.full((CAPTION_HEIGHT, TILE_SIZE[1], 3), CAPTION_BACKGROUND, np.uint8)
-    for line, (text, colour) in enumerate(caption):
-        text = fit_text(text, TILE_SIZE[1] - 12)
-        cv2.putText(band, text, (6, 15 + 18 * line), FONT, FONT_SCALE, colour, 1, cv2.LINE_AA)
-    return np.vstack([band, picture])
-
-
-def tile_grid(tiles: list[np.ndarray], columns: int = GALLERY_COLUMNS) -> np.ndarray:
-    """Equal-size tiles in rows of `columns` (fewer when there are fewer tiles), GAP pixels apart."""
-    columns = min(columns, len(tiles))
-    h, w = tiles[0].shape[:2]
-    rows = math.ceil(len(tiles) / columns)
-    grid = np.full((rows * (h + GAP) - GAP, columns * (w + GAP) - GAP, 3), BACKGROUND, np.uint8)
-    for i, tile in enumerate(tiles):
-        top, left = (i // columns) * (h + GAP), (i % columns) * (w + GAP)
-        grid[top : top + h, left : left + w] = tile
-    return grid
 
 
 def write_gallery(

@@ -14,24 +14,9 @@ import pytest
 
 from data import PreprocessConfig
 from data.synthetic import write_openeds
-from evaluate import (
-    BACKGROUND,
-    CAPTION_HEIGHT,
-    FONT,
-    FONT_SCALE,
-    GAP,
-    TILE_SIZE,
-    FrameSet,
-    evaluate,
-    fit_text,
-    fit_tile,
-    gallery_picks,
-    main,
-    score_frame,
-    summarize,
-    write_gallery,
-)
+from evaluate import FrameSet, evaluate, gallery_picks, main, score_frame, summarize, write_gallery
 from export_onnx import export_onnx
+from gallery import BACKGROUND, CAPTION_HEIGHT, FONT, FONT_SCALE, GAP, TILE_SIZE, fit_text, fit_tile
 from inference import load_predictor, pupil_geometry
 from metrics import (
     centre_error,
