@@ -12,16 +12,16 @@ which no longer installs); requirements-peers.txt brings what they import:
     .venv-peers/bin/pip install --no-deps meyelens-headless==2.0.2 deepvog==1.1.4
 
 Tools (`--tools`; by default all, those that cannot load named with the reason): ours (a .pt or
-.onnx through `inference.load_predictor`, as predict.py runs it), pupil-labs (Pupil Labs 2D
-detector), meyelens (MEYElens SegFormer), deepvog (DeepVOG U-Net), each with its default settings
-and the weights its package ships; pure (PuRe) is not installable. Frames are read as evaluate.py
-reads them (`data.find_pairs`, `read_pair`). Each tool gives a pupil mask (segmenters) or an
-ellipse (fitters, filled as its mask), scored alike: pupil IoU summed over the set; the distance
-from its pupil centre (a mask's: `inference.pupil_geometry`, the ellipse fitted to the largest
-blob) to the label mask's centroid, a frame where it finds nothing being a miss (infinite error):
-median, share within 5 px, detection rate; milliseconds per frame of its own call on one thread,
-interleaved frame by frame, wall-clock and CPU; its weights file's size. `--out` gets results.json
-and table.md.
+.onnx through `inference.load_predictor`, as predict.py runs it; ours-tta the same with flip TTA),
+pupil-labs (Pupil Labs 2D detector), meyelens (MEYElens SegFormer), deepvog (DeepVOG U-Net), each
+with its default settings and the weights its package ships; pure (PuRe) is not installable.
+Frames are read as evaluate.py reads them (`data.find_pairs`, `read_pair`). Each tool gives a
+pupil mask (segmenters) or an ellipse (fitters, filled as its mask), scored alike: pupil IoU
+summed over the set; the distance from its pupil centre (a mask's: `inference.pupil_geometry`, the
+ellipse fitted to the largest blob) to the label mask's centroid, a frame where it finds nothing
+being a miss (infinite error): median, share within 5 px, detection rate; milliseconds per frame
+of its own call on one thread, interleaved frame by frame, wall-clock and CPU; its weights file's
+size. `--out` gets results.json and table.md.
 """
 
 from __future__ import annotations
@@ -152,17 +152,22 @@ class Tool:
     params: int | None
 
 
-def ours(model: Path) -> Tool:
+def ours(model: Path, tta: bool = False) -> Tool:
     if not model.is_file():
         raise ToolUnavailable(f"model file not found: {model} (pass --model)")
     predictor = load_predictor(model, device="cpu", threads=1)
     info = predictor.info
 
     def detect(image: np.ndarray) -> np.ndarray:
-        return predictor.probabilities([image])[0] > THRESHOLD
+        return predictor.probabilities([image], tta=tta)[0] > THRESHOLD
 
-    label = f"ours: {info['model_name']} ({model.name}, {info['backend']})"
+    label = f"ours: {info['model_name']} ({model.name}, {info['backend']}{', flip TTA' if tta else ''})"
     return Tool(label, detect, info["file_bytes"], info["num_params"])
+
+
+def ours_tta(model: Path) -> Tool:
+    """Ours with horizontal-flip test-time augmentation: two passes per frame."""
+    return ours(model, tta=True)
 
 
 def pupil_labs(model: Path) -> Tool:
@@ -222,7 +227,13 @@ def deepvog(model: Path) -> Tool:
     return Tool(label, detect, weights.stat().st_size, network.count_params())
 
 
-TOOLS = {"ours": ours, "pupil-labs": pupil_labs, "meyelens": meyelens, "deepvog": deepvog}
+TOOLS = {
+    "ours": ours,
+    "ours-tta": ours_tta,
+    "pupil-labs": pupil_labs,
+    "meyelens": meyelens,
+    "deepvog": deepvog,
+}
 UNAVAILABLE = {"pure": "pupil-detectors 2.0.2 ships only Pupil Labs 2D; the package index has no PuRe"}
 NAMES = (*TOOLS, *UNAVAILABLE)
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from data.synthetic import render_eye
+from inference import load_predictor
 from metrics import mask_centroid
 from scripts import peers
 from scripts.peers import (
@@ -28,6 +30,7 @@ from scripts.peers import (
     summarize,
     tool_pupil,
 )
+from tests.conftest import EASY
 
 
 def disc(centre: tuple[int, int], radius: int, shape: tuple[int, int] = (40, 60)) -> np.ndarray:
@@ -158,3 +161,12 @@ def test_cli_scores_our_model_and_a_fitter_on_the_same_frames(trained_checkpoint
     assert rows["pupil-labs"]["pupil_iou"] > 0.9 and rows["pupil-labs"]["within_5px"] == 1.0
     assert "| oracle |" in (tmp_path / "o" / "table.md").read_text()
     assert main([*argv, "--tools", "ours,pure"]) == 1  # asked for by name, and could not run
+
+
+def test_ours_tta_is_our_model_with_the_flip(trained_checkpoint):
+    tools, missing = load_tools(["ours", "ours-tta"], trained_checkpoint, print)
+    assert not missing and "flip TTA" in tools["ours-tta"].label and "TTA" not in tools["ours"].label
+    frame = render_eye(3, 1, (96, 160), style=EASY)[0]
+    predictor = load_predictor(trained_checkpoint)
+    expected = predictor.probabilities([frame], tta=True)[0] > 0.5
+    assert np.array_equal(tools["ours-tta"].detect(frame), expected)
