@@ -54,7 +54,7 @@ from losses import CombinedLoss
 from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
 
-TARGET_SIZE = (400, 640)  # the size the targets are stated at
+TARGET_SIZE = (400, 640)  # the size the project's targets are stated at
 ORT_BATCH = 8
 GPU_TRAIN_BATCH = 32
 MATMUL_N = 2048

@@ -18,7 +18,7 @@ frames; the OpenEDS challenge score 0.5 * (mIoU + min(1, 1 / S)), S the model fi
 MB; images/s of resizing, preprocessing, model and resizing back.
 --tta adds the same figures with horizontal-flip test-time augmentation.
 --out DIR gets metrics.json, report.md, frames.csv (per-frame scores) and gallery_best.png /
-gallery_worst.png: the 16 best and worst frames by pupil IoU in a grid that fits a screen (4
+gallery_worst.png: the 16 best and worst frames by pupil IoU in a grid as wide as a full-HD screen (4
 columns, 1920x1364), each frame with the label outlined in green, the prediction in red, its name
 and pupil IoU above it.
 """

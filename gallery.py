@@ -1,6 +1,6 @@
 """Galleries of scored frames for a person to look at: each frame fitted unstretched into an
 equal tile under a caption band, label outlined in green, prediction tinted and outlined in red,
-tiles in a grid that fits a full-HD screen (evaluate.py's best and worst frames)."""
+tiles in a grid as wide as a full-HD screen (evaluate.py's best and worst frames)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from data.preprocess import fit_image
 from tracking import overlay
 
 GALLERY_COLUMNS = 4
-GALLERY_WIDTH = 1920  # a full-HD screen: 16 frames make 1920x1364
+GALLERY_WIDTH = 1920  # as wide as a full-HD screen: 16 frames make 1920x1364
 GAP = 4  # pixels between tiles
 TILE_WIDTH = (GALLERY_WIDTH - (GALLERY_COLUMNS - 1) * GAP) // GALLERY_COLUMNS
 TILE_SIZE = (TILE_WIDTH * 5 // 8, TILE_WIDTH)  # (H, W) = (298, 477): a 640x400 frame fills it
