@@ -54,6 +54,7 @@ from metrics import (
     diameter_buckets,
     error_summary,
     located_error,
+    located_median,
     located_share,
     mask_counts,
 )
@@ -135,11 +136,6 @@ def score_frames(
     return scores, seconds
 
 
-def _finite(value: float) -> float | None:
-    """JSON has no infinity: None for a median error when half the pupils or more were missed."""
-    return float(value) if math.isfinite(value) else None
-
-
 def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, Any]:
     """Split-level figures from per-frame scores and the model time they took."""
     counts = np.sum([s["counts"] for s in scores], axis=0).tolist()
@@ -156,7 +152,7 @@ def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, 
         "located": {
             "within_px": WITHIN_PX,
             "share": located_share(located),
-            "median_error_px": _finite(np.median(located)) if located else None,
+            "median_error_px": located_median(located),
         },
         "iou_by_pupil_diameter": diameter_buckets(
             [s["label_diameter"] for s in labelled], [s["counts"] for s in labelled], DIAMETER_EDGES
@@ -331,13 +327,8 @@ def markdown_report(result: dict) -> str:
     ]
     buckets = result["plain"]["iou_by_pupil_diameter"]
     if buckets:
-        lines += [
-            "",
-            "## Pupil IoU by label pupil diameter (plain)",
-            "",
-            "| diameter, px | frames | pupil IoU |",
-        ]
-        lines.append("|---|---:|---:|")
+        lines += ["", "## Pupil IoU by label pupil diameter (plain)", ""]
+        lines += ["| diameter, px | frames | pupil IoU |", "|---|---:|---:|"]
         for b in buckets:
             top = "" if b["max_px"] == DIAMETER_EDGES[-1] else f"{b['max_px']}"
             lines.append(f"| {b['min_px']}-{top} | {b['frames']} | {b['pupil_iou']:.4f} |")

@@ -117,6 +117,14 @@ def located_share(errors: Sequence[float], within: float = WITHIN_PX) -> float |
     return float((values <= within).mean()) if values.size else None
 
 
+def located_median(errors: Sequence[float]) -> float | None:
+    """Median centre error of labelled pupils, misses (inf) included; None when there are none or
+    when half of them or more were missed (an infinite median, which JSON cannot hold)."""
+    values = np.asarray(errors, dtype=np.float64)
+    median = float(np.median(values)) if values.size else math.inf
+    return median if math.isfinite(median) else None
+
+
 def diameter_buckets(
     diameters: Sequence[float], counts: Sequence[Sequence[int]], edges: Sequence[float]
 ) -> list[dict[str, Any]]:

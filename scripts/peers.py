@@ -55,7 +55,7 @@ from data.config import positive_int_argument
 from data.folders import SPLITS, read_pair
 from evaluate import THRESHOLD
 from inference import load_predictor, model_file, pupil_geometry
-from metrics import WITHIN_PX, located_error, located_share, mask_counts
+from metrics import WITHIN_PX, located_error, located_median, located_share, mask_counts
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # OpenCV's: centre, full axes, degrees
 Output = np.ndarray | Ellipse | None  # a pupil mask, a fitted ellipse, or nothing found
@@ -105,12 +105,11 @@ def summarize(scores: Sequence[FrameScore], seconds: float, cpu_seconds: float) 
     frame has a pupil. CPU time is the process's: on a busy machine it still tells the speed."""
     union = sum(s.union for s in scores)
     errors = np.array([s.error for s in scores if not math.isnan(s.error)], np.float64)
-    median = float(np.median(errors)) if errors.size else math.nan
     return {
         "frames": len(scores),
         "frames_with_pupil": int(errors.size),
         "pupil_iou": sum(s.intersection for s in scores) / union if union else 1.0,
-        "median_centre_error_px": median if math.isfinite(median) else None,
+        "median_centre_error_px": located_median(errors),
         "within_5px": located_share(errors),
         "detection_rate": float(np.isfinite(errors).mean()) if errors.size else None,
         "ms_per_frame": 1000 * seconds / len(scores),
