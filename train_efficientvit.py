@@ -35,7 +35,7 @@ from tqdm import tqdm
 from data import AugmentConfig, DataConfig, PreprocessConfig, build_datasets, size_argument
 from data.config import positive_argument, positive_int_argument
 from data.synthetic.render import STYLES
-from inference import model_file
+from inference import model_file, train_style
 from losses import CombinedLoss, alpha_schedule
 from metrics import ConfusionCounter
 from models import MODEL_NAMES, build_model, pick_device
@@ -210,9 +210,10 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         stored = TrainConfig.from_dict(resumed["train_config"])
         if stored.alpha_span is None:  # a checkpoint from before alpha_span: its decay ran over its epochs
             stored = dataclasses.replace(stored, alpha_span=min(125, stored.epochs))
-        if "synthetic_style" not in resumed["train_config"]["data"]:  # from before styles: keep its eyes
-            first_renderer = dataclasses.replace(stored.data, synthetic_style="narrow")
-            stored = dataclasses.replace(stored, data=first_renderer)
+        # the eyes it trained on, "narrow" for a run from before styles (inference.train_style)
+        stored = dataclasses.replace(
+            stored, data=dataclasses.replace(stored.data, synthetic_style=train_style(resumed))
+        )
         given = {k: getattr(config, k) for k in ("max_steps", "time_limit", "workers", "device")}
         given.update({k: v for k in ("epochs", "mlflow") if (v := getattr(config, k)) is not None})
         config = dataclasses.replace(
