@@ -54,7 +54,7 @@ class SyntheticEyes:
         return image, (label == PUPIL).astype(np.uint8)
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
+def _write_image(path: Path, image: np.ndarray) -> None:
     """PNG, or JPEG for a .jpg path (a preview to publish)."""
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     ok, data = cv2.imencode(".jpg" if jpeg else ".png", image, [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
@@ -86,7 +86,7 @@ def write_openeds(
                 (root / split / folder).mkdir(parents=True, exist_ok=True)
         for index in indices:
             image, label, _ = eyes.render(index)
-            _write_png(root / split / "images" / f"{index:06d}.png", image)
+            _write_image(root / split / "images" / f"{index:06d}.png", image)
             np.save(root / split / "labels" / f"{index:06d}.npy", label)
     return root
 
@@ -114,5 +114,5 @@ def write_preview(
     rows = [np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)]
     path = Path(out).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_png(path, np.vstack(rows))
+    _write_image(path, np.vstack(rows))
     return path
