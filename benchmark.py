@@ -48,7 +48,8 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from data import EyeDataset, PreprocessConfig, size_argument
+from config import size_argument
+from data import EyeDataset, PreprocessConfig
 from data.synthetic import SyntheticEyes
 from losses import CombinedLoss
 from models import MODEL_NAMES, build_model, fuse_model

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from config import positive_int_argument
 from data import DataConfig, find_pairs
-from data.config import positive_int_argument
 from data.dataset import synthetic_validation
-from data.folders import SPLITS, label_layout, read_pair, write_png
+from data.folders import SPLITS, label_layout, read_pair, write_image
 from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
 from inference import Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
@@ -255,7 +255,7 @@ def write_gallery(
         error = "" if math.isnan(s["ellipse_error"]) else f"  centre {s['ellipse_error']:.1f} px"
         caption = [(frames.names[index], NAME_COLOUR), (f"pupil IoU {s['pupil_iou']:.3f}{error}", IOU_COLOUR)]
         tiles.append(gallery_tile(image, label, prob > THRESHOLD, caption))
-    write_png(path, tile_grid(tiles))
+    write_image(path, tile_grid(tiles))
 
 
 def _number(value: float | None, digits: int = 4) -> str:

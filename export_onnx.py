@@ -38,8 +38,8 @@ from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from config import positive_int_argument
 from data import CLASS_NAMES, DataError, PreprocessConfig, find_pairs, read_image
-from data.config import positive_int_argument
 from data.dataset import synthetic_validation
 from data.folders import IMAGE_SUFFIXES, list_images, read_pair, split_folder
 from data.synthetic import SyntheticEyes

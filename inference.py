@@ -7,14 +7,13 @@
 Frames are fitted into the model's input size without changing their aspect ratio (scaled,
 edges repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
 (`data.preprocess`), run, and the pupil probability of the frame's region is resized back to the
-frame's own size. An exported ONNX file carries its input size, preprocessing and model description in its
-`metadata_props` (JSON strings written by `export_onnx.py`); `METADATA_FORMAT` names that layout.
+frame's own size. What a model file says about itself (input size, preprocessing, how it was
+trained) is its `models.card.ModelCard`, read from a checkpoint or from an ONNX file's metadata.
 `predict.py` and `evaluate.py` both run models through this module.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,11 +22,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from data import Fit, PreprocessConfig, fit_image, preprocess
+from config import PreprocessConfig
+from data import Fit, fit_image, preprocess
+from models.card import ModelCard, ModelFileError
 
-METADATA_FORMAT = "tiny-pupil-seg/onnx-v1"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # the model that ships with the repository
-REQUIRED_METADATA = {"model_name": str, "img_size": list, "preprocess": dict}  # key -> decoded JSON type
 
 
 def model_file(name: str | Path, suffix: str = ".onnx") -> Path:
@@ -35,10 +34,6 @@ def model_file(name: str | Path, suffix: str = ".onnx") -> Path:
     if str(name) == "pretrained":
         return PRETRAINED_DIR / f"tiny_efficientvit{suffix}"
     return Path(name)
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the one-line message names the file."""
 
 
 class MissingMetadataError(ModelFileError):
@@ -60,33 +55,26 @@ def pupil_probability(logits: np.ndarray) -> np.ndarray:
     return np.float32(0.5) * (np.tanh(np.float32(0.5) * diff) + np.float32(1.0))
 
 
-def validation_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
-    """The `val/...` entries of a checkpoint's latest metrics."""
-    return {k: v for k, v in (metrics or {}).items() if k.startswith("val/")}
-
-
 class Predictor:
-    """A model ready to run: its input size, preprocessing, description and a logits function.
-
-    `info` holds `model_name`, `num_params` (trainable, before BN folding; None for foreign ONNX
-    files), `source` (the file), `backend` ("pytorch" or "onnxruntime"), `file_bytes`, `metrics`
-    (the validation metrics stored at training, may be empty), `train_seed`, `train_style` (which
-    synthetic eyes) and `train_data_dir`
-    (the dataset folder it was trained on; None for synthetic eyes or when unknown) and, for an
-    8-bit export, `quantization`.
-    """
+    """A model ready to run: its card (input size, preprocessing, how it was trained), the file it
+    came from, the backend ("pytorch" or "onnxruntime") and a logits function."""
 
     def __init__(
-        self,
-        run: Callable[[np.ndarray], np.ndarray],
-        img_size: tuple[int, int],
-        preprocess_config: PreprocessConfig,
-        info: dict[str, Any],
+        self, run: Callable[[np.ndarray], np.ndarray], card: ModelCard, source: Path, backend: str
     ) -> None:
         self._run = run
-        self.img_size = img_size
-        self.preprocess_config = preprocess_config
-        self.info = info
+        self.card = card
+        self.source = source
+        self.backend = backend
+        self.file_bytes = source.stat().st_size
+
+    @property
+    def img_size(self) -> tuple[int, int]:
+        return self.card.img_size
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return self.card.preprocess
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(B, 1, H, W) preprocessed input at `img_size` -> (B, 2, H, W) float32 logits."""
@@ -119,26 +107,6 @@ class Predictor:
         return probs
 
 
-def train_seed(state: dict) -> int | None:
-    """The seed a checkpoint was trained with (it picks the synthetic validation frames); None if unknown."""
-    return (state.get("train_config") or {}).get("seed")
-
-
-def train_style(state: dict) -> str:
-    """The synthetic style (data.synthetic.render.STYLES) a checkpoint was trained on: "narrow"
-    (the first renderer's range) for a training run from before styles, "full" if unknown."""
-    data = (state.get("train_config") or {}).get("data")
-    if isinstance(data, dict):
-        return data.get("synthetic_style") or "narrow"
-    return "full"
-
-
-def train_data_dir(state: dict) -> str | None:
-    """The dataset folder a checkpoint was trained on; None for synthetic eyes or when unknown."""
-    data = (state.get("train_config") or {}).get("data")
-    return data.get("data_dir") if isinstance(data, dict) else None
-
-
 def _torch_predictor(path: Path, device: str) -> Predictor:
     import torch
 
@@ -147,7 +115,6 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
 
     state = load_checkpoint(path)
     model = model_from_checkpoint(state, path)
-    num_params = model.get_num_trainable_params()  # before fusing, which changes the count
     device = pick_device(device)  # a bad or missing device is a ValueError, as in training
     model = fuse_model(model).to(device)
 
@@ -155,43 +122,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
     def run(batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
-    info = {
-        "model_name": state["model_name"],
-        "num_params": num_params,
-        "source": str(path),
-        "backend": "pytorch",
-        "file_bytes": path.stat().st_size,
-        "metrics": validation_metrics(state.get("metrics")),
-        "train_seed": train_seed(state),
-        "train_style": train_style(state),
-        "train_data_dir": train_data_dir(state),
-    }
-    img_size = tuple(state["img_size"])
-    return Predictor(
-        run, (int(img_size[0]), int(img_size[1])), PreprocessConfig.from_dict(state["preprocess"]), info
-    )
-
-
-def read_metadata(path: Path, props: dict[str, str]) -> dict[str, Any] | None:
-    """Decode this project's `metadata_props` (JSON values); None when the file has none.
-
-    Entries that other tools add (onnxruntime's quantiser marks its files) stay plain strings.
-    """
-    if "format" not in props:
-        return None
-    if props["format"] != METADATA_FORMAT:
-        found = props["format"]
-        raise ModelFileError(f"{path}: metadata format {found!r}; this version reads {METADATA_FORMAT!r}")
-    metadata: dict[str, Any] = {}
-    for key, value in props.items():
-        try:
-            metadata[key] = json.loads(value)
-        except json.JSONDecodeError:
-            metadata[key] = value
-    for key in REQUIRED_METADATA:
-        if not isinstance(metadata.get(key), REQUIRED_METADATA[key]):
-            raise ModelFileError(f"{path}: metadata entry {key!r} is missing or malformed")
-    return metadata
+    return Predictor(run, ModelCard.from_checkpoint(state, path), path, "pytorch")
 
 
 def _static_size(shape: list) -> tuple[int, int] | None:
@@ -224,13 +155,10 @@ def _onnx_predictor(
         raise ModelFileError(
             f"{path}: expected one (batch, 1, H, W) input and one output, got inputs {shapes}"
         )
-    metadata = read_metadata(path, session.get_modelmeta().custom_metadata_map)
-    if metadata is not None:
-        if img_size is not None or preprocess_config is not None:
-            raise ValueError(f"{path} stores its own input size and preprocessing; do not pass them")
-        img_size = tuple(metadata["img_size"])
-        preprocess_config = PreprocessConfig.from_dict(metadata["preprocess"])
-    else:
+    card = ModelCard.from_onnx_metadata(session.get_modelmeta().custom_metadata_map, path)
+    if card is not None and (img_size is not None or preprocess_config is not None):
+        raise ValueError(f"{path} stores its own input size and preprocessing; do not pass them")
+    if card is None:
         static = _static_size(inputs[0].shape)
         if img_size is not None and static is not None and tuple(img_size) != static:
             given, fixed = "x".join(map(str, img_size)), "x".join(map(str, static))
@@ -243,26 +171,13 @@ def _onnx_predictor(
                 n for n, v in (("input size", img_size), ("preprocessing", preprocess_config)) if v is None
             )
             raise MissingMetadataError(f"{path} has no tiny-pupil-seg metadata: its {missing} must be given")
-        metadata = {}
+        card = ModelCard(path.stem, {}, (int(img_size[0]), int(img_size[1])), preprocess_config)
     input_name = inputs[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: batch})[0]
 
-    info = {
-        "model_name": metadata.get("model_name", path.stem),
-        "num_params": metadata.get("num_params"),
-        "source": str(path),
-        "backend": "onnxruntime",
-        "file_bytes": path.stat().st_size,
-        "metrics": validation_metrics(metadata.get("metrics")),
-        "train_seed": metadata.get("train_seed"),
-        "train_style": metadata.get("train_style") or "full",
-        "train_data_dir": metadata.get("train_data_dir"),
-    }
-    if "quantization" in metadata:
-        info["quantization"] = metadata["quantization"]
-    return Predictor(run, (int(img_size[0]), int(img_size[1])), preprocess_config, info)
+    return Predictor(run, card, path, "onnxruntime")
 
 
 def load_predictor(

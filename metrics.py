@@ -68,6 +68,12 @@ def mask_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int
     return tp, fp, fn, pred.size - tp - fp - fn
 
 
+def set_metrics(counts: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Overlap figures of a whole set from per-frame (tp, fp, fn, tn): pixels summed, then divided."""
+    tp, fp, fn, tn = (int(v) for v in np.sum(np.asarray(counts, dtype=np.int64).reshape(-1, 4), axis=0))
+    return confusion_metrics(tp, fp, fn, tn)
+
+
 def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
     """Pupil IoU of one frame; 1.0 when neither mask has a pupil pixel."""
     return confusion_metrics(*mask_counts(pred, truth))["pupil_iou"]

@@ -2,23 +2,31 @@
 
     modal token new                                                  # once: log in to Modal
     modal run modal_app.py                                           # synthetic eyes, 10 epochs, L4
-    modal run modal_app.py --data openeds --epochs 50 --model shallownet
-    modal run --detach modal_app.py --data openeds --epochs 80 --run-name openeds-long
-    modal run modal_app.py::sweep --models tiny_efficientvit,shallownet --lrs 1e-3,3e-3 --seeds 0,1
+    modal run modal_app.py --data-dir openeds --epochs 50 --model shallownet
+    modal run --detach modal_app.py --data-dir openeds --epochs 80 --run-name openeds-long
+    modal run modal_app.py --models tiny_efficientvit,shallownet --lrs 1e-3,3e-3 --seeds 0,1  # a sweep
+    modal run modal_app.py -h                                        # every flag
+
+The flags are train_efficientvit.py's, made from the same config.TrainConfig (`config.add_settings`),
+less the local paths (--out-dir, --resume, --init-from, --device), plus --gpu, --run-name and
+--mlflow-secret; --models, --lrs and --seeds make a sweep. Modal's own `--help` shows none of them
+(the entrypoint takes its arguments whole): use `-h`.
 
 Datasets live in the Modal Volume `pupil-datasets` (`modal volume put pupil-datasets ./openeds
-openeds`); every run writes `best.pt`, `last.pt`, `best.onnx`, its curves and its own MLflow store
-(`mlflow.db` + `mlruns/`) to `<run-name>/` in the Volume `pupil-runs`. The volume is committed
+openeds`; --data-dir names a folder in it); every run writes `best.pt`, `last.pt`, `best.onnx`, its
+curves and its own MLflow store (`mlflow.db` + `mlruns/`) to `<run-name>/` in the Volume
+`pupil-runs`, a sweep's runs to `<run-name>/<model>-lr<lr>-seed<seed>/`. The volume is committed
 after every epoch, so a retried or preempted container resumes from `last.pt`; running again with
-the same `--run-name` (or sweep `--name`) resumes or extends those runs. A Modal Secret holding
-MLFLOW_TRACKING_URI (`--mlflow-secret NAME`) sends the runs to that MLflow server instead.
-Only the standard library and `modal` are imported here: torch and the project load in containers.
+the same `--run-name` resumes or extends those runs. A Modal Secret holding MLFLOW_TRACKING_URI
+(`--mlflow-secret NAME`) sends the runs to that MLflow server instead. Only the standard library,
+`modal` and the project's standard-library `config` are imported here: torch and the rest of the
+project load in containers.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import dataclasses
 import itertools
 import os
 import re
@@ -28,9 +36,11 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, get_args
+from typing import Any
 
 import modal
+
+from config import MODEL_NAMES, TrainConfig, add_settings, given, train_config
 
 APP_NAME = "tiny-pupil-seg"
 PYTHON_VERSION = "3.11"
@@ -41,11 +51,10 @@ TRAIN_CPU, TRAIN_MEMORY_MB = 8.0, 16384  # data loading (decode, augment, distan
 DEFAULT_WORKERS = 6  # DataLoader processes: TRAIN_CPU less the main process and some headroom
 DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and resumes
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
-ModelName = Literal["tiny_efficientvit", "tiny_efficientvit_xs", "shallownet"]  # = models.MODEL_NAMES
-MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)*")  # no "..", no absolute paths
 PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
-    "data", "models", "losses", "metrics", "tracking", "inference", "train_efficientvit", "export_onnx",
+    "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
+    "train_efficientvit", "export_onnx",
 )  # fmt: skip
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
     "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
@@ -59,38 +68,11 @@ image = (
     .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
     .add_local_python_source(*PROJECT_MODULES)
 )
-sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION)  # it only waits on GPUs: no torch
+# the sweep only waits on GPUs: no torch, only what importing this file needs
+sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source("config")
 datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
 runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
 app = modal.App(APP_NAME, image=image)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'400x640' -> (400, 640), as data.parse_size; a copy, because importing data needs numpy."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--img-size must be HxW such as 400x640, got {text!r}") from None
-    if h < 32 or w < 32:
-        raise ValueError(f"--img-size height and width must be at least 32, got {text!r}")
-    return h, w
-
-
-def parse_list(text: str, kind: Callable[[str], Any], flag: str) -> list:
-    """'1e-3,3e-3' -> [0.001, 0.003]; an empty or malformed list is a ValueError naming `flag`."""
-    try:
-        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{flag} needs at least one value, got {text!r}")
-    return values
-
-
-def check_model(name: str) -> str:
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-    return name
 
 
 def check_run_name(name: str) -> str:
@@ -107,24 +89,11 @@ def dataset_path(data: str) -> str | None:
     path = PurePosixPath(data)
     if path.is_absolute():
         if not path.is_relative_to(DATASETS_DIR) or path == DATASETS_DIR:
-            raise ValueError(f"--data {data!r} must be a folder in the datasets volume, e.g. 'openeds'")
+            raise ValueError(f"--data-dir {data!r} must be a folder in the datasets volume, e.g. 'openeds'")
         path = path.relative_to(DATASETS_DIR)
     if ".." in path.parts:
-        raise ValueError(f"--data {data!r} must stay inside the datasets volume")
+        raise ValueError(f"--data-dir {data!r} must stay inside the datasets volume")
     return str(DATASETS_DIR / path)
-
-
-def train_config(
-    data: str, img_size: str, synthetic_train: int, synthetic_val: int, augment: bool = True, **fields: Any
-) -> dict[str, Any]:
-    """A TrainConfig as the plain dict `TrainConfig.from_dict` reads; unnamed fields keep defaults."""
-    data_config = {
-        "data_dir": dataset_path(data),
-        "img_size": list(parse_size(img_size)),
-        "synthetic_train": synthetic_train,
-        "synthetic_val": synthetic_val,
-    }
-    return {**fields, "data": data_config, "augment": {"enabled": augment}}
 
 
 @contextlib.contextmanager
@@ -174,7 +143,7 @@ def run_training(
     `volume.commit`). Returns train_efficientvit.main's summary plus run_name, the wall seconds
     of each epoch this call ran (the first includes setup) and the ONNX export's outcome.
     """
-    from train_efficientvit import TrainConfig, main
+    from train_efficientvit import main
 
     run_dir = Path(runs_dir) / check_run_name(run_name)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -182,9 +151,9 @@ def run_training(
     settings = TrainConfig.from_dict(config)
     if last.exists():
         print(f"Resuming {run_name} from {last} (its stored model, data and optimiser settings win)")
-        settings = dataclasses.replace(settings, resume=str(last), out_dir=None)
+        settings = settings.replace(resume=str(last), out_dir=None)
     else:
-        settings = dataclasses.replace(settings, resume=None, out_dir=str(run_dir))
+        settings = settings.replace(resume=None, out_dir=str(run_dir))
     ticks = [time.perf_counter()]
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
@@ -287,93 +256,100 @@ def where_to_find(folder: str, run_names: list[str], mlflow_secret: str) -> str:
     return "\n".join(lines)
 
 
+def _list(kind: type, choices: tuple[str, ...] = ()) -> Callable[[str], list]:
+    """An argparse type: a comma-separated list of `kind`, each one of `choices` if given."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or (choices and not set(values) <= set(choices)):
+            wanted = f"names from {', '.join(choices)}" if choices else f"{kind.__name__} values"
+            raise argparse.ArgumentTypeError(f"expected comma-separated {wanted}, got {text!r}")
+        return values
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # a ValueError the entrypoint reports in one line
+        raise ValueError(message)
+
+
+def parse_command_line(args: list[str]) -> tuple[list[tuple[dict[str, Any], str]], argparse.Namespace]:
+    """The runs a command line asks for, as (TrainConfig dict, run name), and its Modal options.
+
+    Training flags come from config.TrainConfig as in train_efficientvit.py; --data-dir is a folder
+    in the datasets volume. --models / --lrs / --seeds make a sweep: one run per combination, in
+    RUN-NAME/<model>-lr<lr>-seed<seed>, logged to the experiment RUN-NAME.
+    """
+    parser = _Parser(prog="modal run modal_app.py", description="Train on Modal GPUs.", allow_abbrev=False)
+    added = add_settings(parser, TrainConfig, modal=True, defaults={"workers": DEFAULT_WORKERS})
+    modal_flags = parser.add_argument_group("Modal")
+    modal_flags.add_argument("--gpu", default=DEFAULT_GPU, help=f"GPU type (default: {DEFAULT_GPU})")
+    modal_flags.add_argument(
+        "--run-name", default="", help="folder in the runs volume (default: <model>-<time>)"
+    )
+    modal_flags.add_argument("--mlflow-secret", default="", help="a Modal Secret with MLFLOW_TRACKING_URI")
+    sweep_flags = parser.add_argument_group("sweep: one run per combination")
+    sweep_flags.add_argument("--models", type=_list(str, MODEL_NAMES), help="comma-separated model names")
+    sweep_flags.add_argument("--lrs", type=_list(float), help="comma-separated learning rates")
+    sweep_flags.add_argument("--seeds", type=_list(int), help="comma-separated seeds")
+    options = parser.parse_args(args)
+    values = given(options, added)
+    values["data.data_dir"] = dataset_path(values.get("data.data_dir") or "")
+    config = train_config(values, added, defaults={"workers": DEFAULT_WORKERS})
+    options.sweep = any(v is not None for v in (options.models, options.lrs, options.seeds))
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    if not options.sweep:
+        name = check_run_name(options.run_name or f"{config.model}-{stamp}")
+        return [(config.to_dict(), name)], options
+    name = check_run_name(options.run_name or f"sweep-{stamp}")
+    if "experiment" not in values:
+        config = config.replace(experiment=name)
+    grid = itertools.product(
+        options.models or [config.model], options.lrs or [config.lr], options.seeds or [config.seed]
+    )
+    runs = [
+        (config.replace(model=m, lr=lr, seed=s).to_dict(), f"{name}/{m}-lr{lr:g}-seed{s}")
+        for m, lr, s in grid
+    ]
+    return runs, options
+
+
 @app.local_entrypoint()
-def main(
-    epochs: int = 10,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    model: ModelName = "tiny_efficientvit",
-    data: str = "",
-    img_size: str = "400x640",
-    synthetic_train: int = 1000,
-    synthetic_val: int = 100,
-    workers: int = DEFAULT_WORKERS,
-    seed: int = 0,
-    max_steps: int | None = None,
-    early_stop: int = 0,
-    alpha_floor: float = 0.0,
-    grid_every: int = 5,
-    augment: bool = True,
-    compile: bool = False,
-    mlflow: bool = True,
-    experiment: str = "pupil-segmentation",
-    gpu: str = DEFAULT_GPU,
-    run_name: str = "",
-    mlflow_secret: str = "",
-) -> None:
-    """Train one model on a Modal GPU (flags as train_efficientvit.py; --data is in the datasets volume)."""
+def main(*args: str) -> None:
+    """Train one model, or a sweep, on Modal GPUs; `modal run modal_app.py -h` lists the flags."""
     try:
-        name = check_run_name(run_name or f"{model}-{datetime.now():%Y%m%d-%H%M%S}")
-        config = train_config(
-            data, img_size, synthetic_train, synthetic_val, augment,
-            epochs=epochs, batch_size=batch_size, lr=lr, model=model, workers=workers, seed=seed,
-            max_steps=max_steps, early_stop=early_stop, alpha_floor=alpha_floor, grid_every=grid_every,
-            compile=compile, mlflow=mlflow, experiment=experiment,
-        )  # fmt: skip
+        runs, options = parse_command_line(list(args))
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    if problem := dataset_problem(config["data"]["data_dir"]):
+    if problem := dataset_problem(runs[0][0]["data"]["data_dir"]):
         sys.exit(f"error: {problem}")
-    print(f"Training {model} on a {gpu} as run {name!r} (volume {RUNS_VOLUME})...")
-    summary = gpu_train(gpu, mlflow_secret).remote(config, name)
+    if options.sweep:
+        folder = runs[0][1].split("/")[0]
+        print(f"Sweep {folder}: {len(runs)} runs on {options.gpu} GPUs in parallel...")
+        sweep.remote(runs, options.gpu, options.mlflow_secret)
+        return
+    (config, name), gpu = runs[0], options.gpu
+    print(f"Training {config['model']} on a {gpu} as run {name!r} (volume {RUNS_VOLUME})...")
+    summary = gpu_train(gpu, options.mlflow_secret).remote(config, name)
     print(f"Best validation pupil IoU {summary['best_metric']:.4f} at epoch {summary['best_epoch']}.")
     print(summary["onnx"].get("summary") or f"ONNX export failed: {summary['onnx']['error']}")
-    print(where_to_find(name, [name], mlflow_secret))
+    print(where_to_find(name, [name], options.mlflow_secret))
 
 
 @app.function(image=sweep_image, timeout=DAY_S)
-def sweep(
-    models: str = "tiny_efficientvit,shallownet",
-    lrs: str = "1e-3",
-    seeds: str = "0",
-    epochs: int = 10,
-    batch_size: int = 8,
-    data: str = "",
-    img_size: str = "400x640",
-    synthetic_train: int = 1000,
-    synthetic_val: int = 100,
-    workers: int = DEFAULT_WORKERS,
-    max_steps: int | None = None,
-    mlflow: bool = True,
-    gpu: str = DEFAULT_GPU,
-    name: str = "",
-    mlflow_secret: str = "",
-) -> str:
-    """Train every (model, lr, seed) on its own GPU in parallel; print and return a comparison table.
+def sweep(runs: list[tuple[dict[str, Any], str]], gpu: str = DEFAULT_GPU, mlflow_secret: str = "") -> str:
+    """Train every run on its own GPU in parallel; print and return a comparison table.
 
-    A Modal Function (a small CPU container that waits for the GPUs), not a local entrypoint:
-    `modal run modal_app.py` then still picks `main`, and `--detach` keeps the whole sweep going.
+    A Modal Function (a small CPU container that waits for the GPUs), so `modal run --detach`
+    keeps the whole sweep going after the local process is gone.
     """
-    sweep_name = check_run_name(name or f"sweep-{datetime.now():%Y%m%d-%H%M%S}")
-    grid = itertools.product(
-        [check_model(m) for m in parse_list(models, str, "--models")],
-        parse_list(lrs, float, "--lrs"),
-        parse_list(seeds, int, "--seeds"),
-    )
-    base = train_config(
-        data, img_size, synthetic_train, synthetic_val,
-        epochs=epochs, batch_size=batch_size, workers=workers, max_steps=max_steps, mlflow=mlflow,
-        experiment=sweep_name,
-    )  # fmt: skip
-    if problem := dataset_problem(base["data"]["data_dir"]):
-        raise RuntimeError(problem)
-    jobs = [
-        {"model": m, "lr": lr, "seed": s, "run_name": f"{sweep_name}/{m}-lr{lr:g}-seed{s}"}
-        for m, lr, s in grid
-    ]
-    print(f"Sweep {sweep_name}: {len(jobs)} runs on {gpu} GPUs in parallel...")
-    calls = [({**base, "model": j["model"], "lr": j["lr"], "seed": j["seed"]}, j["run_name"]) for j in jobs]
-    results = list(gpu_train(gpu, mlflow_secret).starmap(calls, return_exceptions=True))
+    results = list(gpu_train(gpu, mlflow_secret).starmap(runs, return_exceptions=True))
+    jobs = [{"run_name": name, "model": c["model"], "lr": c["lr"], "seed": c["seed"]} for c, name in runs]
     table = comparison_table(list(zip(jobs, results, strict=True)))
-    print(f"{table}\n{where_to_find(sweep_name, [j['run_name'] for j in jobs], mlflow_secret)}")
+    folder = runs[0][1].split("/")[0]
+    print(f"{table}\n{where_to_find(folder, [name for _, name in runs], mlflow_secret)}")
     return table

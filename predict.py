@@ -39,9 +39,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data import DataError, PreprocessConfig, read_image, size_argument
-from data.config import positive_int_argument
-from data.folders import IMAGE_SUFFIXES, list_images, write_png
+from config import positive_int_argument, size_argument
+from data import DataError, PreprocessConfig, read_image
+from data.folders import IMAGE_SUFFIXES, list_images, write_image
 from inference import MissingMetadataError, Predictor, load_predictor, model_file, pupil_geometry
 
 CSV_COLUMNS = (
@@ -156,9 +156,9 @@ class Results:
         )
         overlay = draw_overlay(image, mask, geometry)
         if self.masks:
-            write_png(self.output / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
+            write_image(self.output / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
         if self.overlays:
-            write_png(self.output / "overlays" / f"{stem}.png", overlay)
+            write_image(self.output / "overlays" / f"{stem}.png", overlay)
         if self.video is not None:
             self.video.write(overlay)
         return overlay

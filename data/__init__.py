@@ -1,35 +1,39 @@
 """Eye data for pupil segmentation: folders, built-in synthetic eyes, preprocessing, augmentation.
 
-image file -> read_image / read_label -> EyeDataset (resize, augment, preprocess, loss targets).
-`preprocess` is the one preprocessing function of the project; its PreprocessConfig travels with
-every checkpoint and ONNX file. `python -m data check DIR` validates a dataset before training.
+image file -> read_image / read_label -> Frames (data.frames: a folder split or synthetic eyes)
+-> EyeDataset (resize, augment, preprocess, loss targets). `preprocess` is the one preprocessing
+function of the project; its PreprocessConfig (config.py) travels with every checkpoint and ONNX
+file. `python -m data check DIR` validates a dataset before training.
 """
 
-from data.augment import AugmentConfig
+from config import AugmentConfig, DataConfig, PreprocessConfig
 from data.check import CheckReport, check_dataset
-from data.config import parse_size, size_argument
-from data.dataset import DataConfig, EyeDataset, build_datasets
-from data.folders import CLASS_NAMES, DataError, Sample, find_pairs, read_image, read_label
-from data.preprocess import Fit, PreprocessConfig, fit_image, preprocess, resize_image
+from data.dataset import EyeDataset, build_datasets
+from data.folders import DataError, Sample, find_pairs, read_image, read_label, write_image
+from data.frames import Frames, folder_frames, frames_for, synthetic_frames, unlabelled_frames
+from data.preprocess import Fit, fit_image, preprocess, resize_image
 
 __all__ = [
-    "CLASS_NAMES",
     "AugmentConfig",
     "CheckReport",
     "DataConfig",
     "DataError",
     "EyeDataset",
     "Fit",
+    "Frames",
     "PreprocessConfig",
     "Sample",
     "build_datasets",
     "check_dataset",
     "find_pairs",
     "fit_image",
-    "parse_size",
+    "folder_frames",
+    "frames_for",
     "preprocess",
     "read_image",
     "read_label",
     "resize_image",
-    "size_argument",
+    "synthetic_frames",
+    "unlabelled_frames",
+    "write_image",
 ]

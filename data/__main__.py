@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import torch
 
+from config import size_argument
 from data.augment import AugmentConfig
 from data.check import check_dataset
-from data.config import size_argument
 from data.dataset import EyeDataset
 from data.folders import find_pairs
 from data.preprocess import PreprocessConfig

@@ -10,54 +10,16 @@ augmentation depends only on how that generator was seeded.
 
 import functools
 import math
-from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 
-from data.config import DictConfig
+from config import AugmentConfig
 
 _REFERENCE_WIDTH = 640
 _LINE_CENTRE = (0.3, 0.7)  # line centres fall in the middle 30-70% of the frame, each axis
 _LINE_VALUE = 255
 _BLUR_KERNEL = 7
-
-
-@dataclass(frozen=True)
-class AugmentConfig(DictConfig):
-    enabled: bool = True  # False turns every operation off
-    flip_p: float = 0.5
-    line_p: float = 0.2
-    line_count: tuple[int, int] = (1, 9)
-    line_width: float = 4.0
-    line_near: float = 50.0  # one end of a line at most this far from the centre
-    line_far: tuple[float, float] = (50.0, 200.0)  # the other end this far from it
-    blur_p: float = 0.2
-    blur_sigma: tuple[float, float] = (2.0, 6.0)  # 7x7 kernel
-    affine_p: float = 0.5
-    translate: float = 0.08  # fraction of width / height
-    scale: tuple[float, float] = (0.9, 1.1)
-    rotate: float = 10.0  # degrees
-    photometric_p: float = 0.5
-    brightness: float = 0.1  # fraction of full scale, added or subtracted
-    contrast: float = 0.2  # relative, around the image mean
-    gamma: tuple[float, float] = (0.8, 1.25)
-    noise_p: float = 0.3
-    noise_sigma: float = 6.0  # grey levels, the most a frame gets
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_p") and not 0 <= value <= 1:
-                raise ValueError(f"AugmentConfig.{f.name} must be in [0, 1], got {value}")
-            if isinstance(value, tuple) and not (len(value) == 2 and 0 <= value[0] <= value[1]):
-                raise ValueError(f"AugmentConfig.{f.name} must be a range (low, high), got {value}")
-        for name in ("line_width", "line_near", "translate", "rotate", "brightness", "contrast"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"AugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("line_count", "scale", "gamma"):
-            if getattr(self, name)[0] <= 0:
-                raise ValueError(f"AugmentConfig.{name} must be positive, got {getattr(self, name)}")
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,38 +10,16 @@ Augmentation is seeded by (seed, epoch, index) alone, so a sample comes out the 
 number of DataLoader workers or the order: an interrupted training resumes exactly.
 """
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data.augment import AugmentConfig, augment
-from data.config import DictConfig
-from data.folders import Sample, find_pairs, label_layout, read_pair
-from data.preprocess import PreprocessConfig, fit_image, preprocess
-from data.synthetic import SyntheticEyes
+from config import AugmentConfig, DataConfig, PreprocessConfig
+from data.augment import augment
+from data.frames import Frames, frames_for
+from data.preprocess import fit_image, preprocess
 from data.targets import boundary_weight, distance_maps
-
-VAL_SEED_OFFSET = 1_000_003  # synthetic validation frames come from another seed than training
-
-
-@dataclass(frozen=True)
-class DataConfig(DictConfig):
-    data_dir: str | None = None  # None: the built-in synthetic eyes
-    img_size: tuple[int, int] = (400, 640)  # (H, W) the model sees; other sizes are resized
-    synthetic_train: int = 1000  # rendered on the fly; the default keeps a CPU epoch short
-    synthetic_val: int = 100
-    synthetic_style: str = "full"  # data.synthetic.render.STYLES: the full randomisation or an ablation
-
-    def __post_init__(self) -> None:
-        size = self.img_size
-        if not (isinstance(size, tuple) and len(size) == 2 and all(v >= 16 for v in size)):
-            raise ValueError(f"DataConfig.img_size must be (H, W) of at least 16 each, got {size}")
-        for name in ("synthetic_train", "synthetic_val"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DataConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
 def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -53,30 +31,25 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> 
 
 
 class EyeDataset(Dataset):
-    """Eye frames from folder samples or SyntheticEyes, as training-ready tensors.
+    """Eye frames (`data.frames.Frames`) as training-ready tensors at (H, W) `img_size`.
 
-    source: pairs from find_pairs, or a SyntheticEyes. img_size: (H, W) of every item.
     augment_config: None for evaluation. seed: with the epoch and the index, fixes augmentation.
     """
 
     def __init__(
         self,
-        source: list[Sample] | SyntheticEyes,
+        frames: Frames,
         img_size: tuple[int, int],
         preprocess_config: PreprocessConfig,
         augment_config: AugmentConfig | None,
         seed: int,
     ) -> None:
-        if isinstance(source, SyntheticEyes):
-            self.source_name = "synthetic"
-        else:
-            source = list(source)
-            if not source:
-                raise ValueError("EyeDataset needs at least one sample, got an empty list")
-            self.source_name = label_layout(source[0].label)
+        if len(frames) == 0:
+            raise ValueError(f"EyeDataset needs at least one frame: {frames.description}")
         if seed < 0:
             raise ValueError(f"EyeDataset seed must be >= 0, got {seed}")
-        self.source = source
+        self.frames = frames
+        self.source_name = frames.kind
         self.img_size = (int(img_size[0]), int(img_size[1]))
         self.preprocess_config = preprocess_config
         self.augment_config = augment_config
@@ -84,7 +57,7 @@ class EyeDataset(Dataset):
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.source)
+        return len(self.frames)
 
     def set_epoch(self, epoch: int) -> None:
         """Pick the epoch's augmentation. Call it before iterating; DataLoader workers copy the
@@ -95,10 +68,9 @@ class EyeDataset(Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 image and {0, 1} label of a sample at img_size, before augmentation."""
-        if isinstance(self.source, SyntheticEyes):
-            image, label = self.source.read(index)
-        else:
-            image, label = read_pair(self.source[index])
+        image, label = self.frames.read(index)
+        if label is None:
+            raise ValueError(f"{self.frames.names[index]} has no label; training needs labelled frames")
         return resize_pair(image, label, self.img_size)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
@@ -116,17 +88,6 @@ class EyeDataset(Dataset):
         }
 
 
-def _folder_source(data_dir: str, split: str) -> list[Sample]:
-    samples = find_pairs(data_dir, split)
-    read_pair(samples[0])  # one decode now catches a wrong format before any worker starts
-    return samples
-
-
-def synthetic_validation(n: int, seed: int, size: tuple[int, int], style: str = "full") -> SyntheticEyes:
-    """The synthetic frames a training run with `seed` validates on (never among its training frames)."""
-    return SyntheticEyes(n, seed + VAL_SEED_OFFSET, size, style)
-
-
 def build_datasets(
     config: DataConfig,
     preprocess_config: PreprocessConfig,
@@ -138,13 +99,14 @@ def build_datasets(
     Folder problems found without decoding every file (missing folders, unmatched files, a
     first pair that does not read) raise DataError here, before training starts.
     """
-    if config.data_dir is None:
-        train = SyntheticEyes(config.synthetic_train, seed, config.img_size, config.synthetic_style)
-        val = synthetic_validation(config.synthetic_val, seed, config.img_size, config.synthetic_style)
-    else:
-        train = _folder_source(config.data_dir, "train")
-        val = _folder_source(config.data_dir, "validation")
+    made = []
+    for split, n in (("train", config.synthetic_train), ("validation", config.synthetic_val)):
+        frames = frames_for(
+            config.data_dir, split, n=n, seed=seed, size=config.img_size, style=config.synthetic_style
+        )
+        frames.read(0)  # one decode now catches a wrong format before any worker starts
+        made.append(frames)
     return (
-        EyeDataset(train, config.img_size, preprocess_config, augment_config, seed),
-        EyeDataset(val, config.img_size, preprocess_config, None, seed),
+        EyeDataset(made[0], config.img_size, preprocess_config, augment_config, seed),
+        EyeDataset(made[1], config.img_size, preprocess_config, None, seed),
     )

@@ -16,7 +16,6 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
-CLASS_NAMES = ("background", "pupil")
 OPENEDS_PUPIL = 3
 OPENEDS_CLASSES = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -99,12 +98,15 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_uint8(_decode(Path(path).absolute(), cv2.IMREAD_ANYDEPTH))
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Encode `image` as PNG at `path`, any unicode path included."""
-    ok, data = cv2.imencode(".png", image)
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Encode `image` at `path`: PNG, or JPEG (quality 85) for a .jpg / .jpeg path; any unicode path."""
+    path = Path(path)
+    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+    ok, data = cv2.imencode(".jpg" if jpeg else ".png", image, [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
     if not ok:
-        raise OSError(f"{path}: PNG encoding failed")
+        raise OSError(f"{path}: {'JPEG' if jpeg else 'PNG'} encoding failed")
     data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
+    return path
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from data.config import DictConfig
+from config import PreprocessConfig
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -75,25 +75,6 @@ def fit_image(
         border, value = (cv2.BORDER_REPLICATE, None) if fill is None else (cv2.BORDER_CONSTANT, (fill,) * 4)
         scaled = cv2.copyMakeBorder(scaled, fit.top, bottom, fit.left, right, border, value=value)
     return scaled, fit
-
-
-@dataclass(frozen=True)
-class PreprocessConfig(DictConfig):
-    gamma: float = 0.8
-    clahe_clip: float = 1.5
-    clahe_tiles: tuple[int, int] = (8, 8)  # tiles across, down
-    mean: float = 0.5
-    std: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("gamma", "clahe_clip", "std"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"PreprocessConfig.{name} must be > 0, got {getattr(self, name)}")
-        tiles = self.clahe_tiles
-        if not (
-            isinstance(tiles, tuple) and len(tiles) == 2 and all(isinstance(t, int) and t > 0 for t in tiles)
-        ):
-            raise ValueError(f"PreprocessConfig.clahe_tiles must be two positive ints, got {tiles}")
 
 
 DEFAULT_PREPROCESS = PreprocessConfig()

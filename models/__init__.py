@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from config import MODEL_NAMES
 from models.common import ConvBN, SegmentationModel, fuse_model
 from models.efficientvit import (
     PARAM_LIMIT,
@@ -25,7 +26,8 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "tiny_efficientvit_xs": tiny_efficientvit_xs,
     "shallownet": shallownet,
 }
-MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+if tuple(MODELS) != MODEL_NAMES:  # config.py names them without importing torch
+    raise ImportError(f"models.MODELS {tuple(MODELS)} and config.MODEL_NAMES {MODEL_NAMES} differ")
 
 
 def build_model(name: str, **overrides) -> SegmentationModel:

@@ -8,7 +8,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from data import size_argument
+from config import size_argument
 from models import MODEL_NAMES, SegmentationModel, build_model
 
 

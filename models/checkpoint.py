@@ -1,8 +1,7 @@
 """Checkpoints: written atomically, read with one-line errors, and able to rebuild their model.
 
-A checkpoint is a dict holding at least `model_name`, `model_config`, `model_state`,
-`preprocess` (the preprocessing config) and `img_size`; training adds optimizer, scheduler,
-scaler and RNG state, epoch, metrics history and the MLflow run id so a run can resume.
+What a checkpoint holds is the model card's (models.card) plus the weights, and for a training
+run's best.pt / last.pt the state resuming needs (train_efficientvit.py writes it).
 """
 
 from __future__ import annotations
@@ -15,13 +14,16 @@ from pathlib import Path
 
 import torch
 
-from models import MODEL_NAMES, SegmentationModel, build_model
+from models.card import ModelCard, ModelFileError
+from models.common import SegmentationModel
 
-FORMAT = "tiny-pupil-seg/checkpoint-v1"
-REQUIRED_KEYS = ("model_name", "model_config", "model_state", "preprocess", "img_size")
+RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoints
+    "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state",
+    "best_metric", "best_epoch", "history", "mlflow_run_id",
+)  # fmt: skip
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelFileError):
     """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
 
 
@@ -32,7 +34,7 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
+            torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -52,7 +54,8 @@ def _is_corrupt(exc: Exception) -> bool:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read and validate a checkpoint; every problem is a `CheckpointError` naming the file."""
+    """Read a checkpoint and check it holds a model card; every problem is a `CheckpointError`
+    naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -69,30 +72,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             raise CheckpointError(f"{path}: corrupt or not a readable PyTorch checkpoint") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
-    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
-        raise CheckpointError(f"{path} is not a tiny-pupil-seg checkpoint (missing model name/config/state)")
-    if state["model_name"] not in MODEL_NAMES:
-        raise CheckpointError(
-            f"{path} holds unknown model {state['model_name']!r}; known: {', '.join(MODEL_NAMES)}"
-        )
+    try:
+        ModelCard.from_checkpoint(state, path)
+    except ModelFileError as exc:
+        raise CheckpointError(str(exc)) from None
     return state
 
 
-INFERENCE_KEYS = REQUIRED_KEYS + ("num_params", "train_config", "epoch", "metrics")
-
-
 def weights_only(state: dict) -> dict:
-    """What running and fine-tuning a model need (weights, config, preprocessing, how it was
-    trained), without the optimiser, RNG and history that only resuming uses: a file to ship."""
-    return {key: state[key] for key in INFERENCE_KEYS if key in state}
+    """What running and fine-tuning a model need (card, weights, how it was trained), without the
+    optimiser, RNG and history that only resuming uses: a file to ship."""
+    keep = set(state) - set(RESUME_KEYS) | {"train_config"}
+    return {key: state[key] for key in state if key in keep}
 
 
 def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> SegmentationModel:
     """Rebuild the stored model with its weights, in eval mode."""
+    card = ModelCard.from_checkpoint(state, path)
     try:
-        model = build_model(state["model_name"], **state["model_config"])
+        model = card.build_model()
         model.load_state_dict(state["model_state"])
     except (ValueError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit model {state['model_name']!r} ({first})") from None
+        raise CheckpointError(f"{path}: weights do not fit model {card.model_name!r} ({first})") from None
     return model.eval()

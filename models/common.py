@@ -9,19 +9,10 @@ inference and export.
 from __future__ import annotations
 
 import copy
-from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def config_from_dict(cls: type, values: dict):
-    """Build a config dataclass from stored values (JSON turns tuples into lists)."""
-    unknown = set(values) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class ConvBN(nn.Sequential):
@@ -113,6 +104,3 @@ class SegmentationModel(nn.Module):
             part: sum(p.numel() for p in getattr(self, part).parameters() if p.requires_grad)
             for part in ("encoder", "decoder", "head")
         }
-
-    def fuse(self) -> nn.Module:
-        return fuse_model(self)

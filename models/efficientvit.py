@@ -12,14 +12,15 @@ timm/models/efficientvit_msra.py. Written from the paper; differences for dense 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.common import ConvBN, SegmentationModel, config_from_dict
+from config import Config
+from models.common import ConvBN, SegmentationModel
 
 PARAM_LIMIT = 60_000
 
@@ -262,7 +263,7 @@ class FPNDecoder(nn.Module):
 
 
 @dataclass(frozen=True)
-class EfficientViTConfig:
+class EfficientViTConfig(Config):
     in_channels: int = 1
     num_classes: int = 2
     embed_dim: tuple[int, ...] = (16, 24, 32)
@@ -274,17 +275,11 @@ class EfficientViTConfig:
     decoder_dim: int = 40
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         per_stage = ("embed_dim", "key_dim", "depth", "num_heads", "window_size")
         for name in per_stage:
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name} needs 3 values (one per stage), got {getattr(self, name)}")
-
-    @classmethod
-    def from_dict(cls, values: dict) -> EfficientViTConfig:
-        return config_from_dict(cls, values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class TinyEfficientViT(SegmentationModel):

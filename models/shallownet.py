@@ -12,13 +12,14 @@ resolution, which is what makes it slow.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.common import ConvBN, SegmentationModel, config_from_dict
+from config import Config
+from models.common import ConvBN, SegmentationModel
 
 
 class SeparableConv(nn.Module):
@@ -110,18 +111,11 @@ class ShallowNetDecoder(nn.Module):
 
 
 @dataclass(frozen=True)
-class ShallowNetConfig:
+class ShallowNetConfig(Config):
     in_channels: int = 1
     num_classes: int = 2
     channels: int = 32
     dropout: float = 0.2
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ShallowNetConfig:
-        return config_from_dict(cls, values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ShallowNet(SegmentationModel):

@@ -50,8 +50,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from config import positive_int_argument
 from data import find_pairs
-from data.config import positive_int_argument
 from data.folders import SPLITS, read_pair
 from evaluate import THRESHOLD
 from inference import load_predictor, model_file, pupil_geometry

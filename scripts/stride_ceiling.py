@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data import DataError, find_pairs, size_argument  # noqa: E402
+from config import size_argument  # noqa: E402
+from data import DataError, find_pairs  # noqa: E402
 from data.folders import read_pair  # noqa: E402
 from data.preprocess import fit_image  # noqa: E402
 from metrics import confusion_metrics, mask_counts  # noqa: E402

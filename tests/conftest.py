@@ -1,18 +1,22 @@
-"""Shared fixtures and helpers: tiny training configs, trained-looking BatchNorms, and one briefly
-trained checkpoint for the session."""
+"""Shared fixtures and helpers: tiny training configs, trained-looking BatchNorms, hand-made
+checkpoints (through the model card, as training writes them) and the shipped pretrained model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import torch
 from torch import nn
 
-from data import AugmentConfig, DataConfig
+from config import DataConfig, TrainConfig
 from data.synthetic.render import STYLES
-from train_efficientvit import TrainConfig, main
+from inference import model_file
+from models.card import ModelCard
+from models.checkpoint import save_checkpoint
 
-EASY = STYLES["narrow"]  # the synthetic eyes `trained_checkpoint` learnt: show it these
+EASY = STYLES["narrow"]  # the first renderer's eyes: any trained model finds their pupils
+PRETRAINED_PT = model_file("pretrained", ".pt")  # finds pupils; 256x416 input, any frame size
+SMALL = (64, 96)  # (H, W): the input size of hand-made checkpoints
 
 
 def tiny_config(out_dir: Path, **overrides) -> TrainConfig:
@@ -40,20 +44,13 @@ def randomize_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory) -> Path:
-    """best.pt of a tiny_efficientvit trained briefly on 96x160 synthetic eyes of the narrow style
-    (it finds their pupils; tests show it frames rendered with `EASY`)."""
-    out = tmp_path_factory.mktemp("trained")
-    config = TrainConfig(
-        epochs=6,
-        batch_size=8,
-        lr=4e-3,
-        workers=0,
-        mlflow=False,
-        out_dir=str(out),
-        data=DataConfig(img_size=(96, 160), synthetic_train=384, synthetic_val=48, synthetic_style="narrow"),
-        augment=AugmentConfig(affine_p=0.0, photometric_p=0.0, noise_p=0.0),
-    )
-    main(config)
-    return out / "best.pt"
+def make_checkpoint(
+    path: Path, model_name: str = "tiny_efficientvit", img_size: tuple[int, int] = SMALL, **card_fields
+) -> Path:
+    """An untrained model with trained-looking BatchNorms, saved as training saves a model file:
+    its card's keys and the weights. `card_fields` set other card fields (train_seed, ...)."""
+    torch.manual_seed(0)
+    card = ModelCard(model_name, {}, img_size)
+    model = randomize_batchnorm(card.build_model()).eval()
+    card = ModelCard.of(model, model_name, img_size, **card_fields)
+    return save_checkpoint({**card.to_checkpoint(), "model_state": model.state_dict()}, path)

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from data.config import positive_int_argument
 
 from data import (
     CLASS_NAMES,
@@ -28,7 +29,6 @@ from data import (
     read_label,
 )
 from data.__main__ import main as check_main
-from data.config import positive_int_argument
 from data.synthetic import SyntheticEyes, write_openeds
 from data.synthetic.__main__ import main as synthetic_main
 from data.targets import boundary_weight, distance_maps

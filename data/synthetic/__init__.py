@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from config import MIN_SIZE
+from data.folders import write_image
 from data.synthetic.render import PUPIL, STYLES, render_eye
 
 
@@ -30,8 +32,8 @@ class SyntheticEyes:
             raise ValueError(f"SyntheticEyes needs n >= 1, got {n}")
         if seed < 0:
             raise ValueError(f"SyntheticEyes needs seed >= 0, got {seed}")
-        if len(size) != 2 or min(size) < 16:
-            raise ValueError(f"SyntheticEyes size must be (H, W) of at least 16 each, got {size}")
+        if len(size) != 2 or min(size) < MIN_SIZE:
+            raise ValueError(f"SyntheticEyes size must be (H, W) of at least {MIN_SIZE} each, got {size}")
         if style not in STYLES:
             raise ValueError(f"unknown synthetic style {style!r}; known: {', '.join(STYLES)}")
         self.n, self.seed, self.size, self.style = n, seed, (int(size[0]), int(size[1])), style
@@ -52,15 +54,6 @@ class SyntheticEyes:
         """(H, W) uint8 image and (H, W) uint8 {0, 1} pupil mask of frame `index`."""
         image, label, _ = self.render(index)
         return image, (label == PUPIL).astype(np.uint8)
-
-
-def _write_image(path: Path, image: np.ndarray) -> None:
-    """PNG, or JPEG for a .jpg path (a preview to publish)."""
-    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-    ok, data = cv2.imencode(".jpg" if jpeg else ".png", image, [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
-    if not ok:
-        raise OSError(f"{path}: {'JPEG' if jpeg else 'PNG'} encoding failed")
-    data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
 
 
 def write_openeds(
@@ -86,7 +79,7 @@ def write_openeds(
                 (root / split / folder).mkdir(parents=True, exist_ok=True)
         for index in indices:
             image, label, _ = eyes.render(index)
-            _write_image(root / split / "images" / f"{index:06d}.png", image)
+            write_image(root / split / "images" / f"{index:06d}.png", image)
             np.save(root / split / "labels" / f"{index:06d}.npy", label)
     return root
 
@@ -114,5 +107,5 @@ def write_preview(
     rows = [np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)]
     path = Path(out).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_image(path, np.vstack(rows))
+    write_image(path, np.vstack(rows))
     return path

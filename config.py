@@ -1,0 +1,479 @@
+"""Every setting of the project in one place: a frozen dataclass per concern, and the command
+lines made from them. Standard library only, so `modal_app.py` imports it without torch or numpy.
+
+    TrainConfig          epochs, optimiser, schedule, run bookkeeping (train_efficientvit.py)
+      DataConfig         which frames, at what size
+      AugmentConfig      training augmentation (data.augment)
+      PreprocessConfig   the one preprocessing (data.preprocess); travels with every model file
+    ExportConfig         export_onnx.py
+
+Each field is declared with `setting(...)`: its default, help text, bounds, flag name and what a
+resumed training run does with it. `add_settings` turns a dataclass into argparse flags (the
+training CLI, Modal's entrypoint and export_onnx.py all use it) and `to_dict` / `from_dict`
+are the one way configs are stored in checkpoints, ONNX metadata and MLflow. To add a training
+setting, add a field: the flag, its help, resume and Modal follow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+MIN_SIZE = 32  # the smallest image side a model takes: stride 8 leaves 4 pixels
+ModelName = Literal["tiny_efficientvit", "tiny_efficientvit_xs", "shallownet"]  # = models.MODELS
+MODEL_NAMES: tuple[str, ...] = typing.get_args(ModelName)
+CLASS_NAMES = ("background", "pupil")  # what every model predicts, in logit order
+# data.synthetic.render.STYLES: the full randomisation, its ablations, and the first renderer's range
+SyntheticStyle = Literal["full", "no-camera", "bright-iris", "fixed-framing", "small-glints", "narrow"]
+# What a resumed run does with a setting: "fixed" keeps the run's value and refuses the flag;
+# "kept" keeps the run's value unless the flag is given; "given" takes this command line's value.
+OnResume = Literal["fixed", "kept", "given"]
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    flag: str | None = None,
+    on_resume: OnResume = "fixed",
+    local_only: bool = False,
+    cli: bool = True,
+    at_least: float | None = None,
+    above: float | None = None,
+    at_most: float | None = None,
+) -> Any:
+    """A dataclass field with what the CLI and checks need in its metadata.
+
+    flag: the name after `--` (default: the field's, dashed); a switch for a True default is
+    `--no-<flag>`. local_only: not offered on Modal (paths of this machine). cli: False for
+    settings kept out of the command line. Bounds apply to each element of a tuple and are
+    checked whenever a config is made.
+    """
+    metadata = {
+        "help": help, "flag": flag, "on_resume": on_resume, "local_only": local_only, "cli": cli,
+        "at_least": at_least, "above": above, "at_most": at_most,
+    }  # fmt: skip
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(hint: Any) -> Any:
+    """`int | None` -> int; other hints unchanged."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) in (typing.Union, _UnionType) and len(args) == 1 else hint
+
+
+_UnionType = type(int | None)
+
+
+def _is_config(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, Config)
+
+
+def _bound_error(field: dataclasses.Field, value: Any) -> str | None:
+    meta = field.metadata
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"must be finite, got {value}"
+        if meta.get("at_least") is not None and item < meta["at_least"]:
+            return f"must be >= {meta['at_least']:g}, got {value}"
+        if meta.get("above") is not None and item <= meta["above"]:
+            return f"must be > {meta['above']:g}, got {value}"
+        if meta.get("at_most") is not None and item > meta["at_most"]:
+            return f"must be <= {meta['at_most']:g}, got {value}"
+    return None
+
+
+class SettingError(ValueError):
+    """A setting out of its bounds; `name` is the field, so a CLI can name its flag instead."""
+
+    def __init__(self, owner: str, name: str, problem: str) -> None:
+        super().__init__(f"{owner}.{name} {problem}")
+        self.name, self.problem = name, problem
+
+
+class Config:
+    """Base of every config dataclass: bounds checked on creation, one dict round trip.
+
+    `to_dict` gives JSON types (tuples become lists, nested configs dicts); `from_dict` reads them
+    back (older files' missing fields keep their defaults; unknown fields are a ValueError).
+    """
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if value is not None and (problem := _bound_error(field, value)):
+                raise SettingError(type(self).__name__, field.name, problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(value: Any) -> Any:
+            if isinstance(value, Config):
+                return value.to_dict()
+            return list(value) if isinstance(value, tuple) else value
+
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Self:
+        hints = _hints(cls)
+        unknown = sorted(set(values) - set(hints))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(hints)}")
+
+        def typed(name: str, value: Any) -> Any:
+            hint = _base_type(hints[name])
+            if _is_config(hint) and isinstance(value, Mapping):
+                return hint.from_dict(value)
+            return tuple(value) if isinstance(value, list) else value
+
+        return cls(**{k: typed(k, v) for k, v in values.items()})
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def updated(self, values: Mapping[str, Any]) -> Self:
+        """A copy with dotted paths set: {"lr": 3e-3, "data.img_size": (200, 320)}."""
+        nested: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for path, value in values.items():
+            head, _, rest = path.partition(".")
+            if rest:
+                nested.setdefault(head, {})[rest] = value
+            else:
+                top[head] = value
+        for head, inner in nested.items():
+            top[head] = getattr(self, head).updated(inner)
+        return self.replace(**top)
+
+
+# ---- the configs ----
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(Config):
+    """Preprocessing: gamma, CLAHE, normalisation (stored in every model file)."""
+
+    gamma: float = setting(0.8, "gamma applied before CLAHE", above=0)
+    clahe_clip: float = setting(1.5, "CLAHE clip limit", above=0)
+    clahe_tiles: tuple[int, int] = setting((8, 8), "CLAHE tiles across x down", at_least=1)
+    mean: float = setting(0.5, "normalisation mean, of x/255")
+    std: float = setting(0.5, "normalisation std, of x/255", above=0)
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Config):
+    """Augmentation: of training frames (data.augment); pixel sizes are for a 640-px-wide frame."""
+
+    enabled: bool = setting(True, "augment training frames", flag="augment")
+    flip_p: float = setting(0.5, "horizontal flip", cli=False, at_least=0, at_most=1)
+    line_p: float = setting(0.2, "bright lines (lash, reflection clutter)", cli=False, at_least=0, at_most=1)
+    line_count: tuple[int, int] = setting((1, 9), "lines per frame, range", cli=False, at_least=1)
+    line_width: float = setting(4.0, "line width, px", cli=False, at_least=0)
+    line_near: float = setting(50.0, "one line end at most this far from the centre", cli=False, at_least=0)
+    line_far: tuple[float, float] = setting((50.0, 200.0), "the other end's distance", cli=False, at_least=0)
+    blur_p: float = setting(0.2, "Gaussian blur (7x7 kernel)", cli=False, at_least=0, at_most=1)
+    blur_sigma: tuple[float, float] = setting((2.0, 6.0), "blur sigma range", cli=False, above=0)
+    affine_p: float = setting(0.5, "small affine warp", cli=False, at_least=0, at_most=1)
+    translate: float = setting(0.08, "warp shift, fraction of the side", cli=False, at_least=0)
+    scale: tuple[float, float] = setting((0.9, 1.1), "warp scale range", cli=False, above=0)
+    rotate: float = setting(10.0, "warp rotation, degrees", cli=False, at_least=0)
+    photometric_p: float = setting(0.5, "brightness/contrast/gamma jitter", cli=False, at_least=0, at_most=1)
+    brightness: float = setting(0.1, "fraction of full scale, +-", cli=False, at_least=0)
+    contrast: float = setting(0.2, "relative, around the image mean", cli=False, at_least=0)
+    gamma: tuple[float, float] = setting((0.8, 1.25), "gamma jitter range", cli=False, above=0)
+    noise_p: float = setting(0.3, "sensor noise", cli=False, at_least=0, at_most=1)
+    noise_sigma: float = setting(6.0, "noise, grey levels at most", cli=False, at_least=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple) and not (len(value) == 2 and value[0] <= value[1]):
+                raise SettingError("AugmentConfig", field.name, f"must be a range (low, high), got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig(Config):
+    """Data: a dataset folder or the built-in synthetic eyes."""
+
+    data_dir: str | None = setting(None, "OpenEDS or pupil-mask dataset root (default: synthetic eyes)")
+    img_size: tuple[int, int] = setting(
+        (400, 640), "HxW the model sees; frames are fitted", at_least=MIN_SIZE
+    )
+    synthetic_train: int = setting(1000, "synthetic training frames, rendered on the fly", at_least=1)
+    synthetic_val: int = setting(100, "synthetic validation frames", at_least=1)
+    synthetic_style: SyntheticStyle = setting("full", "synthetic eyes: the full randomisation or an ablation")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.img_size) != 2:
+            raise SettingError("DataConfig", "img_size", f"must be (H, W), got {self.img_size}")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Training: model, optimiser, schedule, run bookkeeping; `data`, `augment`, `preprocess` nested."""
+
+    epochs: int | None = setting(10, "epochs in all", on_resume="kept", at_least=1)
+    batch_size: int = setting(8, "frames per step", at_least=1)
+    lr: float = setting(1e-3, "Adam learning rate", above=0)
+    model: ModelName | None = setting(
+        "tiny_efficientvit", "architecture (with --init-from: the checkpoint's)"
+    )
+    seed: int = setting(0, "weights, data order and synthetic frames", at_least=0)
+    workers: int = setting(2, "data loader processes", on_resume="given", at_least=0)
+    device: str = setting(
+        "auto", "auto (CUDA, MPS, CPU), cpu, cuda, cuda:1, mps", on_resume="given", local_only=True
+    )
+    out_dir: str | None = setting(None, "run folder (default: runs/<model>-<time>)", local_only=True)
+    resume: str | None = setting(None, "continue the run of this last.pt", local_only=True)
+    init_from: str | None = setting(
+        None,
+        "start a new run from this checkpoint's weights ('pretrained': the shipped model)",
+        local_only=True,
+    )
+    max_steps: int | None = setting(
+        None, "batches per epoch at most (smoke tests)", on_resume="given", at_least=1
+    )
+    time_limit: float | None = setting(
+        None, "minutes; the epoch running then is cut short, validated and saved, and is the last",
+        on_resume="given", above=0,
+    )  # fmt: skip
+    grad_clip: float = setting(1.0, "gradient norm clip", above=0)
+    early_stop: int = setting(
+        0, "stop after this many epochs without a better val pupil IoU; 0 = off", at_least=0
+    )
+    alpha_floor: float = setting(0.0, "lowest Dice weight of the loss schedule", at_least=0, at_most=1)
+    alpha_span: int | None = setting(
+        None, "epochs of the Dice weight's decay (default: min(125, epochs), fixed at the start)", at_least=1
+    )
+    plateau_patience: int = setting(5, "epochs without progress before the lr drops", at_least=0)
+    plateau_factor: float = setting(0.5, "lr factor at a plateau", above=0, at_most=1)
+    compile: bool = setting(False, "torch.compile the model")
+    mlflow: bool | None = setting(True, "log to MLflow", on_resume="kept")
+    experiment: str = setting("pupil-segmentation", "MLflow experiment name")
+    grid_every: int = setting(5, "prediction grid at the first epoch, every K and at the end", at_least=1)
+    data: DataConfig = setting(factory=DataConfig)
+    augment: AugmentConfig = setting(factory=AugmentConfig)
+    preprocess: PreprocessConfig = setting(factory=PreprocessConfig)
+
+    def resumed(self, stored: TrainConfig) -> TrainConfig:
+        """The settings of a resumed run: `stored` (the run's own), with this command line's
+        "given" settings and the "kept" ones it names (not None)."""
+        changes = {}
+        for field in dataclasses.fields(self):
+            value, mode = getattr(self, field.name), field.metadata.get("on_resume")
+            if mode == "given" or (mode == "kept" and value is not None):
+                changes[field.name] = value
+        return stored.replace(**changes, resume=self.resume)
+
+
+@dataclass(frozen=True)
+class ExportConfig(Config):
+    """ONNX export (export_onnx.py)."""
+
+    opset: int = setting(18, "ONNX opset; the exporter writes 18 or above", at_least=18)
+    int8: bool = setting(False, "also write <stem>.int8.onnx and compare IoUs")
+    calib_dir: str | None = setting(
+        None, "images or a dataset root (default: the training data, else synthetic)"
+    )
+    calib_n: int = setting(64, "parity and calibration frames", at_least=3)
+    val_n: int = setting(64, "int8 validation frames", at_least=1)
+
+
+# ---- command lines ----
+
+
+def parse_pair(text: str, kind: type = int) -> tuple:
+    """'400x640' -> (400, 640), first value first."""
+    try:
+        a, b = (kind(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected two values like 400x640, got {text!r}") from None
+    return a, b
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'400x640' -> (400, 640), height first; at least MIN_SIZE a side."""
+    try:
+        h, w = parse_pair(text)
+    except ValueError:
+        raise ValueError(f"size must look like HxW, e.g. 400x640, got {text!r}") from None
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ValueError(f"size must be at least {MIN_SIZE}x{MIN_SIZE}, got {text!r}")
+    return h, w
+
+
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse, which shows only an ArgumentTypeError's message."""
+
+    @functools.wraps(parse)
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return wrapped
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    noun = "integer" if kind is int else "number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"expected a positive {noun}, got {text!r}")
+        return value
+
+    return argument_type(parse)
+
+
+size_argument = argument_type(parse_size)  # --img-size, --size
+positive_int_argument = _positive(int)  # --batch-size, frame counts
+positive_float_argument = _positive(float)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a config field; `path` is dotted for nested configs ("data.img_size")."""
+
+    path: str
+    field: dataclasses.Field
+    hint: Any
+
+    @property
+    def name(self) -> str:
+        flag = self.field.metadata.get("flag") or self.path.rpartition(".")[2].replace("_", "-")
+        return f"--no-{flag}" if self.hint is bool and self.field.default is True else f"--{flag}"
+
+    @property
+    def on_resume(self) -> OnResume:
+        return self.field.metadata.get("on_resume", "fixed")
+
+
+def flags(cls: type, *, modal: bool = False, prefix: str = "") -> list[Flag]:
+    """The command-line flags of a config class and its nested configs, in declaration order;
+    `modal` leaves out the local-only ones."""
+    found: list[Flag] = []
+    for field in dataclasses.fields(cls):
+        hint = _base_type(_hints(cls)[field.name])
+        if _is_config(hint):
+            found += flags(hint, modal=modal, prefix=f"{prefix}{field.name}.")
+        elif field.metadata.get("cli", True) and not (modal and field.metadata.get("local_only")):
+            found.append(Flag(f"{prefix}{field.name}", field, hint))
+    return found
+
+
+def _parser_type(hint: Any) -> dict[str, Any]:
+    if typing.get_origin(hint) is Literal:
+        return {"choices": typing.get_args(hint), "metavar": "{" + ",".join(typing.get_args(hint)) + "}"}
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        return {"type": argument_type(functools.partial(parse_pair, kind=kind))}
+    if hint is float:
+        return {"type": argument_type(lambda text: float(text))}
+    return {"type": hint}
+
+
+def _default_text(value: Any) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_settings(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    modal: bool = False,
+    defaults: Mapping[str, Any] | None = None,
+) -> list[Flag]:
+    """Add a flag per setting of `cls` (a group per nested config); returns them.
+
+    Values not given are left out of the parsed namespace (argparse.SUPPRESS), so `given()` tells
+    what the user asked for; `defaults` (dotted paths) replaces shown defaults (Modal's workers).
+    """
+    groups: dict[str, Any] = {}
+    added = flags(cls, modal=modal)
+    for flag in added:
+        head = flag.path.rpartition(".")[0]
+        if head not in groups:
+            title = (_nested_class(cls, head).__doc__ or "").split(":")[0].strip().lower() if head else None
+            groups[head] = parser.add_argument_group(title) if head else parser
+        default = (defaults or {}).get(flag.path, flag.field.default)
+        if default is dataclasses.MISSING:
+            default = None
+        metavar = "HxW" if flag.path.endswith("size") else flag.path.rpartition(".")[2].upper()
+        kwargs: dict[str, Any] = {"dest": flag.path, "default": argparse.SUPPRESS, "metavar": metavar}
+        help_text = flag.field.metadata.get("help", "")
+        if flag.hint is bool:
+            kwargs["action"] = "store_false" if flag.field.default is True else "store_true"
+            del kwargs["metavar"]
+            help_text = f"do not {help_text}" if flag.field.default is True else help_text
+        else:
+            kwargs.update(_parser_type(flag.hint))
+            if default is not None and "(default" not in help_text:
+                help_text += f" (default: {_default_text(default)})"
+        if flag.on_resume == "kept":
+            help_text += "; on --resume: the run's own unless given"
+        groups[head].add_argument(flag.name, help=help_text, **kwargs)
+    return added
+
+
+def _nested_class(cls: type, path: str) -> type:
+    for part in path.split("."):
+        cls = _base_type(_hints(cls)[part])
+    return cls
+
+
+def given(namespace: argparse.Namespace, added: Sequence[Flag]) -> dict[str, Any]:
+    """The settings given on the command line, by dotted path."""
+    values = vars(namespace)
+    return {flag.path: values[flag.path] for flag in added if flag.path in values}
+
+
+def build(cls: type, values: Mapping[str, Any], added: Sequence[Flag], base: Any = None) -> Any:
+    """`cls()` (or `base`) with `values` set; an out-of-bounds value is a ValueError naming its flag."""
+    try:
+        return (base if base is not None else cls()).updated(values)
+    except SettingError as exc:
+        flag = next((f.name for f in added if f.path.rpartition(".")[2] == exc.name), exc.name)
+        raise ValueError(f"argument {flag}: {exc.problem}") from None
+
+
+def train_config(
+    values: Mapping[str, Any], added: Sequence[Flag], defaults: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """The TrainConfig of the settings given on a command line (dotted paths -> values).
+
+    With --resume the run's stored settings win: "fixed" ones may not be given, "kept" ones not
+    given stay None (the run's own, filled in by training). With --init-from and no --model, the
+    model is the checkpoint's (None here).
+    """
+    if values.get("resume"):
+        fixed = [f.name for f in added if f.path in values and f.on_resume == "fixed" and f.path != "resume"]
+        if fixed:
+            raise ValueError(f"--resume continues a run with its stored settings; drop {', '.join(fixed)}")
+        kept = {
+            f.name: None for f in dataclasses.fields(TrainConfig) if f.metadata.get("on_resume") == "kept"
+        }
+        return build(TrainConfig, values, added, TrainConfig(**kept, model=None))
+    base = TrainConfig().updated(defaults or {})
+    if values.get("init_from") and "model" not in values:
+        base = base.replace(model=None)
+    return build(TrainConfig, values, added, base)
