@@ -5,12 +5,12 @@
     modal run modal_app.py --data-dir openeds --epochs 50 --model shallownet
     modal run --detach modal_app.py --data-dir openeds --epochs 80 --run-name openeds-long
     modal run modal_app.py --models tiny_efficientvit,shallownet --lrs 1e-3,3e-3 --seeds 0,1  # a sweep
-    modal run modal_app.py -h                                        # every flag
+    modal run modal_app.py --help                                    # every flag
 
-The flags are train_efficientvit.py's, made from the same config.TrainConfig (`config.add_settings`),
-less the local paths (--out-dir, --resume, --init-from, --device), plus --gpu, --run-name and
---mlflow-secret; --models, --lrs and --seeds make a sweep. Modal's own `--help` shows none of them
-(the entrypoint takes its arguments whole): use `-h`.
+The flags are train_efficientvit.py's, made from the same config.TrainConfig fields (cli.py; their
+help: `python train_efficientvit.py --help`), less the local paths and device (--out-dir, --resume,
+--init-from, --device), plus --gpu, --run-name and --mlflow-secret; --models, --lrs and --seeds
+(comma-separated) make a sweep, run from a small CPU container so `--detach` keeps it all going.
 
 Datasets live in the Modal Volume `pupil-datasets` (`modal volume put pupil-datasets ./openeds
 openeds`; --data-dir names a folder in it); every run writes `best.pt`, `last.pt`, `best.onnx`, its
@@ -25,8 +25,8 @@ project load in containers.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import inspect
 import itertools
 import os
 import re
@@ -40,7 +40,8 @@ from typing import Any
 
 import modal
 
-from config import MODEL_NAMES, TrainConfig, add_settings, given, train_config
+from cli import build, flags, keyword_parameters, keyword_values
+from config import MODEL_NAMES, TrainConfig
 
 APP_NAME = "tiny-pupil-seg"
 PYTHON_VERSION = "3.11"
@@ -53,8 +54,8 @@ DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)*")  # no "..", no absolute paths
 PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
-    "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
-    "train_efficientvit", "export_onnx",
+    "cli", "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
+    "gallery", "train_efficientvit", "export_onnx",
 )  # fmt: skip
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
     "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
@@ -68,8 +69,7 @@ image = (
     .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
     .add_local_python_source(*PROJECT_MODULES)
 )
-# the sweep only waits on GPUs: no torch, only what importing this file needs
-sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source("config")
+sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source("cli", "config")
 datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
 runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
 app = modal.App(APP_NAME, image=image)
@@ -98,12 +98,9 @@ def dataset_path(data: str) -> str | None:
 
 @contextlib.contextmanager
 def mlflow_store(run_dir: Path) -> Iterator[str]:
-    """MLflow's tracking URI for a run: MLFLOW_TRACKING_URI if set (a server), else a store of its own.
-
-    The run's own store (run_dir/mlflow.db, artifacts in run_dir/mlruns) keeps parallel runs from
-    overwriting one shared SQLite file on the volume. MLflow puts artifacts in ./mlruns of the
-    working directory, hence the chdir.
-    """
+    """MLflow's tracking URI for a run: MLFLOW_TRACKING_URI if set (a server), else a store of its
+    own (run_dir/mlflow.db; artifacts in ./mlruns of the working directory, hence the chdir), so
+    parallel runs never share one SQLite file on the volume."""
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         yield uri
         return
@@ -191,7 +188,16 @@ def comparison_table(results: list[tuple[dict[str, Any], Any]]) -> str:
     return "\n".join(lines)
 
 
-@app.function(volumes={DATASETS_DIR: datasets_volume}, cpu=4.0, timeout=30 * 60)
+# what each function asks Modal for (tests read these, not Modal's internals)
+CHECK_FUNCTION = {"volumes": {DATASETS_DIR: datasets_volume}, "cpu": 4.0, "timeout": 30 * 60}
+TRAIN_FUNCTION = {
+    "gpu": DEFAULT_GPU, "cpu": TRAIN_CPU, "memory": TRAIN_MEMORY_MB, "timeout": DAY_S,
+    "retries": TRAIN_RETRIES, "volumes": {DATASETS_DIR: datasets_volume, RUNS_DIR: runs_volume},
+}  # fmt: skip
+SWEEP_FUNCTION = {"image": sweep_image, "timeout": DAY_S}
+
+
+@app.function(**CHECK_FUNCTION)
 def check_data(data_dir: str) -> tuple[bool, str]:
     """The data package's check of a dataset folder on the volume, on CPU, before any GPU starts."""
     from data import check_dataset
@@ -204,14 +210,7 @@ def check_data(data_dir: str) -> tuple[bool, str]:
     return report.ok, text
 
 
-@app.function(
-    gpu=DEFAULT_GPU,
-    cpu=TRAIN_CPU,
-    memory=TRAIN_MEMORY_MB,
-    volumes={DATASETS_DIR: datasets_volume, RUNS_DIR: runs_volume},
-    timeout=DAY_S,
-    retries=TRAIN_RETRIES,
-)
+@app.function(**TRAIN_FUNCTION)
 def train(config: dict[str, Any], run_name: str) -> dict[str, Any]:
     """One training run on a GPU, in RUNS_DIR/run_name; a retry resumes from its last.pt."""
     import torch
@@ -224,7 +223,7 @@ def train(config: dict[str, Any], run_name: str) -> dict[str, Any]:
 def dataset_problem(data_dir: str | None) -> str | None:
     """Check the dataset on a CPU container first; the error to stop with if it is not usable."""
     if data_dir is None:
-        print("No --data: training on the built-in synthetic eyes.")
+        print("No --data-dir: training on the built-in synthetic eyes.")
         return None
     ok, report = check_data.remote(data_dir)
     print(report)
@@ -256,91 +255,87 @@ def where_to_find(folder: str, run_names: list[str], mlflow_secret: str) -> str:
     return "\n".join(lines)
 
 
-def _list(kind: type, choices: tuple[str, ...] = ()) -> Callable[[str], list]:
-    """An argparse type: a comma-separated list of `kind`, each one of `choices` if given."""
-
-    def parse(text: str) -> list:
-        try:
-            values = [kind(v.strip()) for v in text.split(",") if v.strip()]
-        except ValueError:
-            values = []
-        if not values or (choices and not set(values) <= set(choices)):
-            wanted = f"names from {', '.join(choices)}" if choices else f"{kind.__name__} values"
-            raise argparse.ArgumentTypeError(f"expected comma-separated {wanted}, got {text!r}")
-        return values
-
-    return parse
+TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
+MODAL_OPTIONS = [  # Modal's own options, and the sweep's comma-separated lists
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=str)
+    for name, default in [("gpu", DEFAULT_GPU), ("run_name", ""), ("mlflow_secret", "")]
+    + [("models", ""), ("lrs", ""), ("seeds", "")]
+]
+ENTRYPOINT = inspect.Signature(
+    [*keyword_parameters(TRAIN_FLAGS, {"workers": DEFAULT_WORKERS}), *MODAL_OPTIONS]
+)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # a ValueError the entrypoint reports in one line
-        raise ValueError(message)
+def _list(text: str, kind: type, flag: str, choices: tuple[str, ...] = ()) -> list:
+    """'1e-3,3e-3' -> [0.001, 0.003]; a malformed list (or a value not in `choices`) is a ValueError."""
+    try:
+        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or (choices and not set(values) <= set(choices)):
+        wanted = f"names from {', '.join(choices)}" if choices else f"{kind.__name__} values"
+        raise ValueError(f"{flag} must be comma-separated {wanted}, got {text!r}")
+    return values
 
 
-def parse_command_line(args: list[str]) -> tuple[list[tuple[dict[str, Any], str]], argparse.Namespace]:
-    """The runs a command line asks for, as (TrainConfig dict, run name), and its Modal options.
+def plan_runs(keywords: dict[str, Any]) -> tuple[list[tuple[dict[str, Any], str]], bool]:
+    """The runs the entrypoint's flags ask for, as (TrainConfig dict, run name), and whether they
+    are a sweep.
 
-    Training flags come from config.TrainConfig as in train_efficientvit.py; --data-dir is a folder
-    in the datasets volume. --models / --lrs / --seeds make a sweep: one run per combination, in
-    RUN-NAME/<model>-lr<lr>-seed<seed>, logged to the experiment RUN-NAME.
+    Training flags are train_efficientvit.py's (config.TrainConfig); --data-dir is a folder in the
+    datasets volume. --models / --lrs / --seeds make a sweep: a run per combination, in
+    RUN-NAME/<model>-lr<lr>-seed<seed>, logged to the MLflow experiment RUN-NAME unless given.
     """
-    parser = _Parser(prog="modal run modal_app.py", description="Train on Modal GPUs.", allow_abbrev=False)
-    added = add_settings(parser, TrainConfig, modal=True, defaults={"workers": DEFAULT_WORKERS})
-    modal_flags = parser.add_argument_group("Modal")
-    modal_flags.add_argument("--gpu", default=DEFAULT_GPU, help=f"GPU type (default: {DEFAULT_GPU})")
-    modal_flags.add_argument(
-        "--run-name", default="", help="folder in the runs volume (default: <model>-<time>)"
-    )
-    modal_flags.add_argument("--mlflow-secret", default="", help="a Modal Secret with MLFLOW_TRACKING_URI")
-    sweep_flags = parser.add_argument_group("sweep: one run per combination")
-    sweep_flags.add_argument("--models", type=_list(str, MODEL_NAMES), help="comma-separated model names")
-    sweep_flags.add_argument("--lrs", type=_list(float), help="comma-separated learning rates")
-    sweep_flags.add_argument("--seeds", type=_list(int), help="comma-separated seeds")
-    options = parser.parse_args(args)
-    values = given(options, added)
+    keywords = {p.name: p.default for p in ENTRYPOINT.parameters.values()} | keywords
+    values = keyword_values(keywords, TRAIN_FLAGS)
     values["data.data_dir"] = dataset_path(values.get("data.data_dir") or "")
-    config = train_config(values, added, defaults={"workers": DEFAULT_WORKERS})
-    options.sweep = any(v is not None for v in (options.models, options.lrs, options.seeds))
+    config = build(TrainConfig, values, TRAIN_FLAGS)
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    if not options.sweep:
-        name = check_run_name(options.run_name or f"{config.model}-{stamp}")
-        return [(config.to_dict(), name)], options
-    name = check_run_name(options.run_name or f"sweep-{stamp}")
-    if "experiment" not in values:
+    axes = {k: keywords[k] for k in ("models", "lrs", "seeds")}
+    if not any(axes.values()):
+        return [(config.to_dict(), check_run_name(keywords["run_name"] or f"{config.model}-{stamp}"))], False
+    name = check_run_name(keywords["run_name"] or f"sweep-{stamp}")
+    if config.experiment == TrainConfig().experiment:
         config = config.replace(experiment=name)
     grid = itertools.product(
-        options.models or [config.model], options.lrs or [config.lr], options.seeds or [config.seed]
+        _list(axes["models"], str, "--models", MODEL_NAMES) if axes["models"] else [config.model],
+        _list(axes["lrs"], float, "--lrs") if axes["lrs"] else [config.lr],
+        _list(axes["seeds"], int, "--seeds") if axes["seeds"] else [config.seed],
     )
     runs = [
         (config.replace(model=m, lr=lr, seed=s).to_dict(), f"{name}/{m}-lr{lr:g}-seed{s}")
         for m, lr, s in grid
     ]
-    return runs, options
+    return runs, True
 
 
-@app.local_entrypoint()
-def main(*args: str) -> None:
-    """Train one model, or a sweep, on Modal GPUs; `modal run modal_app.py -h` lists the flags."""
+def main(**keywords: Any) -> None:
+    """Train one model, or a sweep (--models/--lrs/--seeds), on Modal GPUs."""
     try:
-        runs, options = parse_command_line(list(args))
+        runs, is_sweep = plan_runs(keywords)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
     if problem := dataset_problem(runs[0][0]["data"]["data_dir"]):
         sys.exit(f"error: {problem}")
-    if options.sweep:
-        folder = runs[0][1].split("/")[0]
-        print(f"Sweep {folder}: {len(runs)} runs on {options.gpu} GPUs in parallel...")
-        sweep.remote(runs, options.gpu, options.mlflow_secret)
+    gpu, secret = keywords.get("gpu", DEFAULT_GPU), keywords.get("mlflow_secret", "")
+    if is_sweep:
+        print(f"Sweep {runs[0][1].split('/')[0]}: {len(runs)} runs on {gpu} GPUs in parallel...")
+        sweep.remote(runs, gpu, secret)
         return
-    (config, name), gpu = runs[0], options.gpu
+    ((config, name),) = runs
     print(f"Training {config['model']} on a {gpu} as run {name!r} (volume {RUNS_VOLUME})...")
-    summary = gpu_train(gpu, options.mlflow_secret).remote(config, name)
+    summary = gpu_train(gpu, secret).remote(config, name)
     print(f"Best validation pupil IoU {summary['best_metric']:.4f} at epoch {summary['best_epoch']}.")
     print(summary["onnx"].get("summary") or f"ONNX export failed: {summary['onnx']['error']}")
-    print(where_to_find(name, [name], options.mlflow_secret))
+    print(where_to_find(name, [name], secret))
 
 
-@app.function(image=sweep_image, timeout=DAY_S)
+main.__signature__ = ENTRYPOINT  # Modal makes the entrypoint's flags from its signature
+main.__annotations__ = {p.name: p.annotation for p in ENTRYPOINT.parameters.values()}
+main = app.local_entrypoint()(main)
+
+
+@app.function(**SWEEP_FUNCTION)
 def sweep(runs: list[tuple[dict[str, Any], str]], gpu: str = DEFAULT_GPU, mlflow_secret: str = "") -> str:
     """Train every run on its own GPU in parallel; print and return a comparison table.
 

@@ -28,14 +28,16 @@ from pathlib import Path
 
 import torch
 
-from config import TrainConfig, add_settings, given, train_config
+from cli import add_settings, given, train_config
+from config import TrainConfig
 from data import EyeDataset, build_datasets
+from gallery import prediction_grid
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule
 from models import SegmentationModel, pick_device
 from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tracking import MlflowRun, TrackingError, plot_curves, prediction_grid
+from tracking import MlflowRun, TrackingError, plot_curves
 from training import TrainingError, grid_frames, make_loader, run_epoch
 
 # ---- a run: settings, model and optimiser, progress ----
@@ -214,7 +216,7 @@ def train_epochs(run: Run, train_set, val_set, out_dir: Path, tracker, on_epoch_
                 desc=f"epoch {epoch + 1} train",
             )  # fmt: skip
         except TrainingError as exc:
-            raise TrainingError(f"{exc} at epoch {epoch + 1}") from None
+            raise TrainingError(f"epoch {epoch + 1}: {exc}") from None
         metrics |= run_epoch(model, loaders[1], loss_fn, alpha, train=False, max_steps=config.max_steps)
         metrics |= {"lr": run.optimizer.param_groups[0]["lr"], "alpha": alpha, "epoch": epoch + 1}
         # The total falls by itself as alpha shifts weight from Dice to the (negative) surface

@@ -71,9 +71,12 @@ def run_epoch(
             wait += time.perf_counter() - tick  # time spent waiting on the data loader
             batch = to_device(batch, device)
             if train:
-                logits, losses = train_step(
-                    model, batch, loss_fn, alpha, optimizer=optimizer, scaler=scaler, grad_clip=grad_clip
-                )
+                try:
+                    logits, losses = train_step(
+                        model, batch, loss_fn, alpha, optimizer=optimizer, scaler=scaler, grad_clip=grad_clip
+                    )
+                except TrainingError as exc:
+                    raise TrainingError(f"{exc} at step {step + 1}") from None
             else:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                     logits = model(batch["image"])

@@ -11,16 +11,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from data.config import positive_int_argument
 
+from config import positive_int_argument
 from data import (
-    CLASS_NAMES,
     AugmentConfig,
     DataConfig,
     DataError,
     EyeDataset,
     PreprocessConfig,
-    Sample,
     build_datasets,
     check_dataset,
     find_pairs,
@@ -29,7 +27,8 @@ from data import (
     read_label,
 )
 from data.__main__ import main as check_main
-from data.synthetic import SyntheticEyes, write_openeds
+from data.frames import folder_frames, synthetic_frames
+from data.synthetic import write_openeds
 from data.synthetic.__main__ import main as synthetic_main
 from data.targets import boundary_weight, distance_maps
 from evaluate import build_parser
@@ -73,10 +72,6 @@ def dataset(source, augment: AugmentConfig | None = None, size=SIZE, seed=0) -> 
 
 
 # reading
-
-
-def test_class_names():
-    assert CLASS_NAMES == ("background", "pupil")
 
 
 def test_openeds_label_maps_pupil_to_one(tmp_path):
@@ -147,7 +142,7 @@ def test_find_pairs_layouts_and_val_alias(tmp_path):
     pairs = find_pairs(masks, "validation")
     assert [p.image.stem for p in pairs] == ["a", "b"]
     assert find_pairs(masks, "val") == pairs
-    assert dataset(pairs).source_name == "masks"
+    assert dataset(folder_frames(masks, "val")).source_name == "masks"
     with pytest.raises(ValueError, match="'dev'"):
         find_pairs(masks, "dev")
 
@@ -235,13 +230,13 @@ def test_label_shape_differs_from_image(tmp_path):
     root = make_openeds(tmp_path, n=2)
     np.save(root / "train" / "labels" / "001.npy", np.zeros((10, 10), np.uint8))
     with pytest.raises(DataError, match="does not match") as error:
-        dataset(find_pairs(root, "train"))[1]
+        dataset(folder_frames(root, "train"))[1]
     assert str(root / "train" / "labels" / "001.npy") in str(error.value)
 
 
 def test_file_broken_mid_training_names_it(tmp_path):
     root = make_openeds(tmp_path, n=2)
-    data = dataset(find_pairs(root, "train"))
+    data = dataset(folder_frames(root, "train"))
     broken = root / "train" / "images" / "001.png"
     broken.write_bytes(broken.read_bytes()[:50])
     data[0]
@@ -307,7 +302,7 @@ def test_flip_moves_image_label_weight_and_dist_together(tmp_path):
     image[label == 1] = 20
     write_png(tmp_path / "train" / "images" / "a.png", image)
     write_png(tmp_path / "train" / "masks" / "a.png", label * 255)
-    pairs = find_pairs(tmp_path, "train")
+    pairs = folder_frames(tmp_path, "train")
     plain = dataset(pairs)[0]
     flipped = dataset(pairs, AugmentConfig(**{**NO_AUGMENT, "flip_p": 1.0}))[0]
     assert torch.equal(flipped["label"], plain["label"].flip(-1))
@@ -322,7 +317,7 @@ def test_flip_moves_image_label_weight_and_dist_together(tmp_path):
 
 
 def test_item_types_and_shapes():
-    item = dataset(SyntheticEyes(2, 0, SIZE), AugmentConfig())[1]
+    item = dataset(synthetic_frames(2, 0, SIZE), AugmentConfig())[1]
     assert item["image"].shape == (1, *SIZE) and item["image"].dtype == torch.float32
     assert item["label"].shape == SIZE and item["label"].dtype == torch.int64
     assert set(item["label"].unique().tolist()) <= {0, 1}
@@ -332,7 +327,7 @@ def test_item_types_and_shapes():
 
 
 def test_augmentation_fixed_by_seed_epoch_and_index():
-    eyes = SyntheticEyes(4, 0, SIZE)
+    eyes = synthetic_frames(4, 0, SIZE)
     config = AugmentConfig(flip_p=0.5, noise_p=1.0, affine_p=1.0)
     a, b = dataset(eyes, config, seed=5), dataset(eyes, config, seed=5)
     b[3], b[1]  # order does not matter
@@ -345,7 +340,7 @@ def test_augmentation_fixed_by_seed_epoch_and_index():
 
 
 def test_worker_count_does_not_change_items():
-    data = dataset(SyntheticEyes(4, 0, SIZE), AugmentConfig(), seed=1)
+    data = dataset(synthetic_frames(4, 0, SIZE), AugmentConfig(), seed=1)
     data.set_epoch(2)
     direct = torch.stack([data[i]["image"] for i in range(4)])
     loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=2)
@@ -364,7 +359,7 @@ def test_augment_config_validation_and_round_trip():
 
 
 def test_disabled_augmentation_changes_nothing():
-    eyes = SyntheticEyes(2, 0, SIZE)
+    eyes = synthetic_frames(2, 0, SIZE)
     off = dataset(eyes, AugmentConfig(enabled=False))[0]
     assert torch.equal(off["image"], dataset(eyes)[0]["image"])
 
@@ -373,7 +368,7 @@ def test_off_size_and_rgb_images_are_resized_and_greyed(tmp_path):
     image, label = eye_frame((24, 32))
     write_png(tmp_path / "train" / "images" / "a.png", cv2.merge([image] * 3))
     write_png(tmp_path / "train" / "masks" / "a.png", (label == 3).astype(np.uint8))
-    item = dataset(find_pairs(tmp_path, "train"), size=(48, 64))[0]
+    item = dataset(folder_frames(tmp_path, "train"), size=(48, 64))[0]
     assert item["image"].shape == (1, 48, 64)
     expected = cv2.resize((label == 3).astype(np.uint8), (64, 48), interpolation=cv2.INTER_NEAREST)
     np.testing.assert_array_equal(item["label"].numpy(), expected)
@@ -395,7 +390,7 @@ def test_build_datasets_synthetic():
     train, val = build_datasets(config, PreprocessConfig(), AugmentConfig(), seed=2)
     assert (len(train), len(val), train.source_name) == (5, 3, "synthetic")
     assert val.augment_config is None and train.augment_config == AugmentConfig()
-    assert train.source.seed != val.source.seed  # validation frames differ from training ones
+    assert not np.array_equal(train.frames.read(0)[0], val.frames.read(0)[0])  # other frames
     assert DataConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
@@ -510,9 +505,3 @@ def test_check_cli_on_synthetic_output(tmp_path, capsys):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert str(broken) in result.stdout
-
-
-def test_sample_is_a_frozen_pair():
-    sample = Sample(Path("a.png"), Path("a.npy"))
-    with pytest.raises(AttributeError):
-        sample.image = Path("b.png")

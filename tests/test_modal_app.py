@@ -7,33 +7,24 @@ standing in for the runs volume.
 
 from __future__ import annotations
 
+import argparse
 import ast
-import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
 import modal
 import pytest
-from modal._utils.async_utils import synchronizer
 from modal._utils.package_utils import get_module_mount_info
 
 import modal_app
-from data import DataConfig
-from models import MODEL_NAMES
+from cli import add_settings, flags
+from config import DataConfig, TrainConfig
 from tests.conftest import tiny_config
-from train_efficientvit import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def declared(function: modal.Function) -> dict:
-    """What @app.function recorded: its spec (GPU, volumes) and, from the loader that sends the
-    definition to Modal when the app runs, the timeout and the retry policy."""
-    inner = synchronizer._translate_in(function)
-    closure = inspect.getclosurevars(inner._load).nonlocals
-    return {"spec": inner._spec_, "timeout": closure["timeout"], "retries": closure["retry_policy"]}
 
 
 def no_token_env(tmp_path: Path) -> dict[str, str]:
@@ -54,22 +45,18 @@ def test_import_loads_neither_torch_nor_the_project():
 
 
 def test_train_asks_for_a_gpu_both_volumes_a_day_and_retries():
-    train = declared(modal_app.train)
-    assert train["spec"].gpus == "L4"
-    assert set(train["spec"].volumes) == {PurePosixPath("/datasets"), PurePosixPath("/runs")}
-    for path, volume in (
-        (modal_app.RUNS_DIR, modal_app.runs_volume),
-        (modal_app.DATASETS_DIR, modal_app.datasets_volume),
-    ):
-        assert train["spec"].volumes[path] is synchronizer._translate_in(volume)
-    assert train["timeout"] == 24 * 60 * 60
-    assert train["retries"].retries >= 1
+    train = modal_app.TRAIN_FUNCTION
+    assert train["gpu"] == "L4" and train["timeout"] == 24 * 60 * 60
+    assert train["volumes"] == {
+        PurePosixPath("/datasets"): modal_app.datasets_volume,
+        PurePosixPath("/runs"): modal_app.runs_volume,
+    }
+    assert isinstance(train["retries"], modal.Retries)
 
 
 def test_the_dataset_check_and_the_sweep_run_without_a_gpu():
-    check, sweep = declared(modal_app.check_data), declared(modal_app.sweep)
-    assert check["spec"].gpus is None and sweep["spec"].gpus is None
-    assert set(check["spec"].volumes) == {modal_app.DATASETS_DIR}
+    assert "gpu" not in modal_app.CHECK_FUNCTION and "gpu" not in modal_app.SWEEP_FUNCTION
+    assert set(modal_app.CHECK_FUNCTION["volumes"]) == {modal_app.DATASETS_DIR}
 
 
 def project_imports(path: Path) -> set[str]:
@@ -89,15 +76,15 @@ def test_the_image_carries_every_project_module_the_containers_import():
     assert all(get_module_mount_info(m) for m in shipped)  # what Modal runs to upload them
 
 
-def test_main_is_the_default_entrypoint_and_sweep_is_reachable(tmp_path):
+def test_main_is_the_default_entrypoint_and_shows_every_training_flag(tmp_path):
     assert isinstance(modal_app.main, modal.app.LocalEntrypoint)
-    assert isinstance(modal_app.sweep, modal.Function)
-    main_help = modal_cli(tmp_path, "modal_app.py", "--help")
-    assert main_help.returncode == 0, main_help.stderr
-    assert "--epochs" in main_help.stdout and "--run-name" in main_help.stdout
-    sweep_help = modal_cli(tmp_path, "modal_app.py::sweep", "--help")
-    assert sweep_help.returncode == 0, sweep_help.stderr
-    assert "--lrs" in sweep_help.stdout and "--seeds" in sweep_help.stdout
+    result = modal_cli(tmp_path, "modal_app.py", "--help")
+    assert result.returncode == 0, result.stderr
+    shown = set(re.findall(r"--[a-z][a-z-]*", result.stdout))
+    local_only = {"--out-dir", "--resume", "--init-from", "--device"}
+    training = {action.option_strings[0] for action in train_parser()._actions[1:]}
+    assert training - local_only <= shown and not local_only & shown
+    assert {"--run-name", "--gpu", "--models", "--lrs", "--seeds"} <= shown
 
 
 def test_without_a_token_modal_run_says_to_run_modal_token_new(tmp_path):
@@ -106,46 +93,54 @@ def test_without_a_token_modal_run_says_to_run_modal_token_new(tmp_path):
     assert "modal token new" in result.stdout + result.stderr
 
 
-def test_entrypoint_defaults_and_models_match_the_training_cli():
-    flags = {k: p.default for k, p in inspect.signature(modal_app.main.info.raw_f).parameters.items()}
-    train, data = TrainConfig(), DataConfig()
-    shared = ("epochs", "batch_size", "lr", "model", "seed", "early_stop", "alpha_floor", "grid_every")
-    for name in (*shared, "compile", "mlflow", "experiment", "max_steps"):
-        assert flags[name] == getattr(train, name), name
-    assert flags["synthetic_train"] == data.synthetic_train and flags["synthetic_val"] == data.synthetic_val
-    assert modal_app.parse_size(flags["img_size"]) == data.img_size
-    assert modal_app.MODEL_NAMES == MODEL_NAMES
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_settings(parser, TrainConfig)
+    return parser
+
+
+def test_entrypoint_settings_and_defaults_are_the_training_clis():
+    parameters = modal_app.ENTRYPOINT.parameters
+    for flag in flags(TrainConfig, modal=True):
+        default = flag.field.default if flag.key != "workers" else modal_app.DEFAULT_WORKERS
+        shown = parameters[flag.key].default
+        assert (shown if not isinstance(default, tuple) else cli_pair(shown)) == default, flag.key
+
+
+def cli_pair(text: str) -> tuple[int, int]:
+    return tuple(int(v) for v in text.split("x"))
 
 
 def test_flags_become_a_train_config():
-    config = modal_app.train_config("openeds", "64x96", 16, 8, False, epochs=3, model="shallownet")
-    train = TrainConfig.from_dict(config)
-    assert (train.epochs, train.model, train.lr) == (3, "shallownet", TrainConfig().lr)
-    assert train.data == DataConfig(
-        data_dir="/datasets/openeds", img_size=(64, 96), synthetic_train=16, synthetic_val=8
+    runs, sweep = modal_app.plan_runs(
+        {"data_dir": "openeds", "img_size": "64x96", "epochs": 3, "model": "shallownet", "augment": False}
     )
+    [(config, name)] = runs
+    train = TrainConfig.from_dict(config)
+    assert not sweep and name.startswith("shallownet-")
+    assert (train.epochs, train.model, train.lr, train.workers) == (3, "shallownet", TrainConfig().lr, 6)
+    assert train.data == DataConfig(data_dir="/datasets/openeds", img_size=(64, 96))
     assert not train.augment.enabled
     assert modal_app.dataset_path("/datasets/openeds/") == "/datasets/openeds"
-    assert modal_app.dataset_path("") is None
 
 
 @pytest.mark.parametrize(
-    "call",
+    "keywords, message",
     [
-        lambda: modal_app.parse_size("400"),
-        lambda: modal_app.parse_size("16x640"),
-        lambda: modal_app.dataset_path("../secrets"),
-        lambda: modal_app.dataset_path("/etc"),
-        lambda: modal_app.check_run_name("../escape"),
-        lambda: modal_app.check_run_name("/runs/abs"),
-        lambda: modal_app.check_model("resnet50"),
-        lambda: modal_app.parse_list("", float, "--lrs"),
-        lambda: modal_app.parse_list("1e-3,fast", float, "--lrs"),
+        ({"img_size": "400"}, "argument --img-size: expected two values"),
+        ({"img_size": "16x640"}, "argument --img-size: must be >= 32"),
+        ({"lr": 0.0}, "argument --lr: must be > 0"),
+        ({"data_dir": "../secrets"}, "must stay inside the datasets volume"),
+        ({"data_dir": "/etc"}, "must be a folder in the datasets volume"),
+        ({"run_name": "../escape"}, "run name '../escape' must be like"),
+        ({"run_name": "/runs/abs"}, "run name '/runs/abs' must be like"),
+        ({"models": "resnet50"}, "--models must be comma-separated names"),
+        ({"lrs": "1e-3,fast"}, "--lrs must be comma-separated float"),
     ],
 )
-def test_bad_flags_raise_value_errors(call):
-    with pytest.raises(ValueError):
-        call()
+def test_bad_flags_are_one_line_errors_naming_the_flag(keywords, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        modal_app.plan_runs(keywords)
 
 
 def tiny(epochs: int) -> dict:
@@ -251,9 +246,11 @@ class FakeTrain:
 def test_sweep_trains_the_cartesian_product_and_tabulates_every_run(monkeypatch, capsys):
     fake = FakeTrain(fail_run="s1/shallownet-lr0.003-seed0")
     monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: fake)
-    table = modal_app.sweep.local(
-        models="tiny_efficientvit,shallownet", lrs="1e-3,3e-3", seeds="0", name="s1"
+    runs, sweep = modal_app.plan_runs(
+        {"models": "tiny_efficientvit,shallownet", "lrs": "1e-3,3e-3", "seeds": "0", "run_name": "s1"}
     )
+    assert sweep and {TrainConfig.from_dict(c).experiment for c, _ in runs} == {"s1"}
+    table = modal_app.sweep.local(runs, "L4", "")
     assert [name for _, name in fake.calls] == [
         f"s1/{m}-lr{lr}-seed0" for m in ("tiny_efficientvit", "shallownet") for lr in ("0.001", "0.003")
     ]

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from data import DataConfig, PreprocessConfig
-from inference import model_file, train_style
+from inference import model_file
+from models.card import ModelCard
 from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 from models import build_model
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import tiny_config
-from train_efficientvit import TrainingError, main, parse_args
+from train_efficientvit import TrainingError, main, parse_args, settle
 
 
 def disc_label(h: int = 32, w: int = 32, r: int = 8) -> torch.Tensor:
@@ -118,15 +119,15 @@ def test_resume_takes_the_runs_epochs_unless_given(tmp_path):
 def test_ctrl_c_mid_epoch_keeps_the_last_finished_epoch(tmp_path, monkeypatch, capsys):
     import train_efficientvit
 
-    real, calls = train_efficientvit.train_one_epoch, []
+    real, calls = train_efficientvit.run_epoch, []
 
     def interrupted_on_the_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+        calls.append(kwargs["train"])
+        if calls.count(True) == 2:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_efficientvit, "train_one_epoch", interrupted_on_the_second_epoch)
+    monkeypatch.setattr(train_efficientvit, "run_epoch", interrupted_on_the_second_epoch)
     summary = main(tiny_config(tmp_path, epochs=3))
     assert summary["interrupted"]
     state = load_checkpoint(tmp_path / "last.pt")
@@ -177,7 +178,7 @@ def test_resume_refuses_settings_it_would_ignore(tmp_path, capsys):
 
 def test_data_dir_is_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert parse_args(["--data-dir", "eyes"]).data.data_dir == str(tmp_path / "eyes")
+    assert settle(parse_args(["--data-dir", "eyes"]))[0].data.data_dir == str(tmp_path / "eyes")
 
 
 @pytest.mark.parametrize("name", ["foo", "cuda:0" if not torch.cuda.is_available() else "foo:1"])
@@ -190,7 +191,7 @@ def test_unusable_device_is_a_one_line_error(tmp_path, name):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     main(tiny_config(tmp_path, epochs=1))
     monkeypatch.setattr("losses.surface_loss", lambda probs, dist: torch.tensor(float("nan")))
-    with pytest.raises(TrainingError, match=r"non-finite loss at epoch 2, step 1.*checkpoint is kept"):
+    with pytest.raises(TrainingError, match=r"epoch 2: non-finite loss at step 1; the last good checkpoint is kept"):
         main(tiny_config(tmp_path, epochs=2, resume=str(tmp_path / "last.pt")))
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 
@@ -331,10 +332,11 @@ def test_init_from_flags(capsys):
 
 def test_runs_from_before_synthetic_styles_keep_the_first_renderers_eyes(tmp_path):
     main(tiny_config(tmp_path, epochs=1, max_steps=1))
-    state = load_checkpoint(tmp_path / "last.pt")
-    assert train_style(state) == "full"
-    del state["train_config"]["data"]["synthetic_style"]  # as written before styles existed
-    save_checkpoint(state, tmp_path / "last.pt")
-    assert train_style(state) == "narrow" and train_style({}) == "full"
+    path = tmp_path / "last.pt"
+    state = load_checkpoint(path)
+    assert ModelCard.from_checkpoint(state, path).train_style == "full"
+    del state["train_config"]["data"]["synthetic_style"], state["train_style"]  # as before styles
+    save_checkpoint(state, path)
+    assert ModelCard.from_checkpoint(state, path).train_style == "narrow"
     main(tiny_config(tmp_path, epochs=2, max_steps=1, resume=str(tmp_path / "last.pt")))
     assert load_checkpoint(tmp_path / "last.pt")["train_config"]["data"]["synthetic_style"] == "narrow"

@@ -1,0 +1,245 @@
+"""Command lines made from the config dataclasses (config.py): argparse flags, and keyword
+parameters for Modal's entrypoint; argparse types shared by every CLI. Standard library only.
+
+A field's flag is `--<name>` (dashed), or `--no-<name>` for a switch that defaults to on; nested
+configs (TrainConfig.data, .augment, .preprocess) add their fields under their own names, so
+`--img-size` sets `data.img_size`. Values given are kept by dotted path ("data.img_size") and
+applied to a config with `Config.updated`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import inspect
+import math
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from config import MIN_SIZE, OnResume, SettingError, TrainConfig, base_type, is_config, type_hints
+
+
+def parse_pair(text: str, kind: type = int) -> tuple:
+    """'400x640' -> (400, 640), first value first."""
+    try:
+        a, b = (kind(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected two values like 400x640, got {text!r}") from None
+    return a, b
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'400x640' -> (400, 640), height first; at least MIN_SIZE a side."""
+    try:
+        h, w = parse_pair(text)
+    except ValueError:
+        raise ValueError(f"size must look like HxW, e.g. 400x640, got {text!r}") from None
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise ValueError(f"size must be at least {MIN_SIZE}x{MIN_SIZE}, got {text!r}")
+    return h, w
+
+
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse` for argparse, which shows only an ArgumentTypeError's message."""
+
+    @functools.wraps(parse)
+    def wrapped(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return wrapped
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    noun = "integer" if kind is int else "number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"expected a positive {noun}, got {text!r}")
+        return value
+
+    return argument_type(parse)
+
+
+size_argument = argument_type(parse_size)  # --img-size, --size
+positive_int_argument = _positive(int)  # --batch-size, frame counts
+positive_float_argument = _positive(float)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of a config field; `path` is dotted for nested configs ("data.img_size")."""
+
+    path: str
+    field: dataclasses.Field
+    hint: Any
+
+    @property
+    def key(self) -> str:
+        """The flag's base name as an identifier: "img_size", "augment" (for --no-augment)."""
+        return self.field.metadata.get("flag") or self.path.rpartition(".")[2]
+
+    @property
+    def name(self) -> str:
+        flag = self.key.replace("_", "-")
+        return f"--no-{flag}" if self.hint is bool and self.field.default is True else f"--{flag}"
+
+    @property
+    def on_resume(self) -> OnResume:
+        return self.field.metadata.get("on_resume", "fixed")
+
+
+def flags(cls: type, *, modal: bool = False, prefix: str = "") -> list[Flag]:
+    """The command-line flags of a config class and its nested configs, in declaration order;
+    `modal` leaves out the local-only ones."""
+    found: list[Flag] = []
+    for field in dataclasses.fields(cls):
+        hint = base_type(type_hints(cls)[field.name])
+        if is_config(hint):
+            found += flags(hint, modal=modal, prefix=f"{prefix}{field.name}.")
+        elif field.metadata.get("cli", True) and not (modal and field.metadata.get("local_only")):
+            found.append(Flag(f"{prefix}{field.name}", field, hint))
+    return found
+
+
+def _parser_type(hint: Any) -> dict[str, Any]:
+    if typing.get_origin(hint) is Literal:
+        return {"choices": typing.get_args(hint), "metavar": "{" + ",".join(typing.get_args(hint)) + "}"}
+    if typing.get_origin(hint) is tuple:
+        kind = typing.get_args(hint)[0]
+        return {"type": argument_type(functools.partial(parse_pair, kind=kind))}
+    if hint is float:
+        return {"type": argument_type(lambda text: float(text))}
+    return {"type": hint}
+
+
+def _default_text(value: Any) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_settings(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    modal: bool = False,
+    defaults: Mapping[str, Any] | None = None,
+) -> list[Flag]:
+    """Add a flag per setting of `cls` (a group per nested config); returns them.
+
+    Values not given are left out of the parsed namespace (argparse.SUPPRESS), so `given()` tells
+    what the user asked for; `defaults` (dotted paths) replaces shown defaults (Modal's workers).
+    """
+    groups: dict[str, Any] = {}
+    added = flags(cls, modal=modal)
+    for flag in added:
+        head = flag.path.rpartition(".")[0]
+        if head not in groups:
+            title = (_nested_class(cls, head).__doc__ or "").split(":")[0].strip().lower() if head else None
+            groups[head] = parser.add_argument_group(title) if head else parser
+        default = (defaults or {}).get(flag.path, flag.field.default)
+        if default is dataclasses.MISSING:
+            default = None
+        metavar = "HxW" if flag.path.endswith("size") else flag.path.rpartition(".")[2].upper()
+        kwargs: dict[str, Any] = {"dest": flag.path, "default": argparse.SUPPRESS, "metavar": metavar}
+        help_text = flag.field.metadata.get("help", "")
+        if flag.hint is bool:
+            kwargs["action"] = "store_false" if flag.field.default is True else "store_true"
+            del kwargs["metavar"]
+            help_text = f"do not {help_text}" if flag.field.default is True else help_text
+        else:
+            kwargs.update(_parser_type(flag.hint))
+            if default is not None and "(default" not in help_text:
+                help_text += f" (default: {_default_text(default)})"
+        if flag.on_resume == "kept":
+            help_text += "; on --resume: the run's own unless given"
+        groups[head].add_argument(flag.name, help=help_text, **kwargs)
+    return added
+
+
+def _nested_class(cls: type, path: str) -> type:
+    for part in path.split("."):
+        cls = base_type(type_hints(cls)[part])
+    return cls
+
+
+def given(namespace: argparse.Namespace, added: Sequence[Flag]) -> dict[str, Any]:
+    """The settings given on the command line, by dotted path."""
+    values = vars(namespace)
+    return {flag.path: values[flag.path] for flag in added if flag.path in values}
+
+
+def build(cls: type, values: Mapping[str, Any], added: Sequence[Flag], base: Any = None) -> Any:
+    """`cls()` (or `base`) with `values` set; an out-of-bounds value is a ValueError naming its flag."""
+    try:
+        return (base if base is not None else cls()).updated(values)
+    except SettingError as exc:
+        flag = next((f.name for f in added if f.path.rpartition(".")[2] == exc.name), exc.name)
+        raise ValueError(f"argument {flag}: {exc.problem}") from None
+
+
+def train_config(
+    values: Mapping[str, Any], added: Sequence[Flag], defaults: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """The TrainConfig of the settings given on a command line (dotted paths -> values).
+
+    With --resume the run's stored settings win: "fixed" ones may not be given, "kept" ones not
+    given stay None (the run's own, filled in by training). With --init-from and no --model, the
+    model is the checkpoint's (None here).
+    """
+    if values.get("resume"):
+        fixed = [f.name for f in added if f.path in values and f.on_resume == "fixed" and f.path != "resume"]
+        if fixed:
+            raise ValueError(f"--resume continues a run with its stored settings; drop {', '.join(fixed)}")
+        kept = {
+            f.name: None for f in dataclasses.fields(TrainConfig) if f.metadata.get("on_resume") == "kept"
+        }
+        return build(TrainConfig, values, added, TrainConfig(**kept, model=None))
+    base = TrainConfig().updated(defaults or {})
+    if values.get("init_from") and "model" not in values:
+        base = base.replace(model=None)
+    return build(TrainConfig, values, added, base)
+
+
+def keyword_parameters(
+    added: Sequence[Flag], defaults: Mapping[str, Any] | None = None
+) -> list[inspect.Parameter]:
+    """The flags as keyword parameters with plain annotations (str for a pair such as "400x640"),
+    for command lines made from a function signature (Modal's)."""
+    parameters = []
+    for flag in added:
+        default = (defaults or {}).get(flag.path, flag.field.default)
+        annotation = str if typing.get_origin(flag.hint) is tuple else flag.hint
+        if isinstance(default, tuple):
+            default = "x".join(map(str, default))
+        if default is None:
+            annotation = annotation | None
+        parameters.append(
+            inspect.Parameter(
+                flag.key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+        )
+    return parameters
+
+
+def keyword_values(keywords: Mapping[str, Any], added: Sequence[Flag]) -> dict[str, Any]:
+    """Keyword arguments named as in `keyword_parameters` -> settings by dotted path (pairs parsed)."""
+    values = {}
+    for flag in added:
+        if flag.key in keywords:
+            value = keywords[flag.key]
+            if typing.get_origin(flag.hint) is tuple and isinstance(value, str):
+                try:
+                    value = parse_pair(value, typing.get_args(flag.hint)[0])
+                except ValueError as exc:
+                    raise ValueError(f"argument {flag.name}: {exc}") from None
+            values[flag.path] = value
+    return values
