@@ -1,17 +1,26 @@
-"""Galleries of scored frames for a person to look at: each frame fitted unstretched into an
-equal tile under a caption band, label outlined in green, prediction tinted and outlined in red,
-tiles in a grid as wide as a full-HD screen (evaluate.py's best and worst frames)."""
+"""Every picture of frames and pupils, drawn by one painter with one set of colours: `paint` tints
+and outlines a predicted pupil in red, outlines a label in green and draws a fitted ellipse and its
+centre in yellow. predict.py's overlays, evaluate.py's galleries (`gallery_tile`, `tile_grid`: each
+frame fitted unstretched into an equal tile under a caption band, tiles in a grid as wide as a
+full-HD screen) and training's prediction grids (`prediction_grid`) are all made with it."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
+from data.folders import write_image
 from data.preprocess import fit_image
-from tracking import overlay
 
+Colour = tuple[int, int, int]  # BGR
+
+LABEL_COLOUR, PREDICTION_COLOUR, ELLIPSE_COLOUR = (0, 200, 0), (0, 0, 255), (0, 255, 255)
+TINT = 0.4  # weight of the prediction colour over a predicted pupil's pixels
 GALLERY_COLUMNS = 4
 GALLERY_WIDTH = 1920  # as wide as a full-HD screen: 16 frames make 1920x1364
 GAP = 4  # pixels between tiles
@@ -20,12 +29,51 @@ TILE_SIZE = (TILE_WIDTH * 5 // 8, TILE_WIDTH)  # (H, W) = (298, 477): a 640x400 
 CAPTION_HEIGHT = 40  # the dark band above each frame: name, then IoU
 BACKGROUND, CAPTION_BACKGROUND = 48, (16, 16, 16)  # grey between and around frames, near-black band
 FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.55
-LABEL_COLOUR, PREDICTION_COLOUR = (0, 200, 0), (0, 0, 255)  # BGR
 NAME_COLOUR, IOU_COLOUR = (240, 240, 240), (0, 220, 255)
+GRID_WIDTH = 1200  # prediction grids wider than this are scaled down to it
+
+
+def line_width(width: int) -> int:
+    """Line thickness on a picture `width` pixels wide: 1 up to 480 px (a gallery tile), 2 at 640."""
+    return max(1, round(width / 320))
+
+
+def _outline(picture: np.ndarray, mask: np.ndarray, colour: Colour, thickness: int) -> None:
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(picture, contours, -1, colour, thickness)
+
+
+def paint(
+    image: np.ndarray,
+    *,
+    pred: np.ndarray | None = None,
+    label: np.ndarray | None = None,
+    geometry: Mapping[str, Any] | None = None,
+) -> np.ndarray:
+    """(H, W) uint8 grey frame -> (H, W, 3) BGR picture with what is given drawn on it, in this
+    order: the predicted pupil `pred` ((H, W) mask, nonzero = pupil) tinted and outlined in red,
+    the `label` mask outlined in green, and the ellipse and centre of a `geometry`
+    (`inference.pupil_geometry`) in yellow when it found a pupil."""
+    picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    thickness = line_width(image.shape[1])
+    if pred is not None:
+        mask = pred.astype(bool)
+        picture[mask] = ((1 - TINT) * picture[mask] + TINT * np.array(PREDICTION_COLOUR)).astype(np.uint8)
+        _outline(picture, mask, PREDICTION_COLOUR, thickness)
+    if label is not None:
+        _outline(picture, label, LABEL_COLOUR, thickness)
+    if geometry is not None and geometry["found"]:
+        centre = (geometry["centre_x"], geometry["centre_y"])
+        box = (centre, (geometry["axis_major"], geometry["axis_minor"]), geometry["angle"])
+        cv2.ellipse(picture, box, ELLIPSE_COLOUR, thickness, cv2.LINE_AA)
+        cross = max(6, image.shape[1] // 40)
+        point = (round(centre[0]), round(centre[1]))
+        cv2.drawMarker(picture, point, ELLIPSE_COLOUR, cv2.MARKER_CROSS, cross, thickness)
+    return picture
 
 
 def fit_tile(
-    image: np.ndarray, size: tuple[int, int] = TILE_SIZE, fill: int = BACKGROUND, nearest: bool = False
+    image: np.ndarray, size: tuple[int, int] = TILE_SIZE, fill: int = BACKGROUND, *, nearest: bool = False
 ) -> np.ndarray:
     """`image` fitted into (H, W) `size` as model inputs are (`fit_image`), the rest `fill`: a
     200x200 crop and a 640x400 frame get equal tiles, neither stretched. `nearest` for masks."""
@@ -46,15 +94,15 @@ def fit_text(text: str, width: int) -> str:
 
 
 def gallery_tile(
-    image: np.ndarray, label: np.ndarray, pred: np.ndarray, caption: list[tuple[str, tuple[int, int, int]]]
+    image: np.ndarray, label: np.ndarray, pred: np.ndarray, caption: list[tuple[str, Colour]]
 ) -> np.ndarray:
-    """One frame fitted into TILE_SIZE as BGR, prediction tinted and outlined in red, label outlined
-    in green on top, under a dark band with the caption lines (text, colour): legible on any frame."""
-    predicted = fit_tile(pred.astype(np.uint8), fill=0, nearest=True)
-    picture = overlay(fit_tile(image), predicted, PREDICTION_COLOUR)
-    truth = fit_tile(label.astype(np.uint8), fill=0, nearest=True)
-    contours, _ = cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(picture, contours, -1, LABEL_COLOUR, 1)
+    """One frame fitted into TILE_SIZE and painted (prediction red, label green), under a dark band
+    with the caption lines (text, colour): legible on any frame."""
+    picture = paint(
+        fit_tile(image),
+        pred=fit_tile(pred.astype(np.uint8), fill=0, nearest=True),
+        label=fit_tile(label.astype(np.uint8), fill=0, nearest=True),
+    )
     band = np.full((CAPTION_HEIGHT, TILE_SIZE[1], 3), CAPTION_BACKGROUND, np.uint8)
     for line, (text, colour) in enumerate(caption):
         text = fit_text(text, TILE_SIZE[1] - 12)
@@ -72,3 +120,17 @@ def tile_grid(tiles: list[np.ndarray], columns: int = GALLERY_COLUMNS) -> np.nda
         top, left = (i // columns) * (h + GAP), (i % columns) * (w + GAP)
         grid[top : top + h, left : left + w] = tile
     return grid
+
+
+def prediction_grid(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, path: Path) -> Path:
+    """A row per frame of arrays (N, H, W): the frame, then the frame painted with its prediction
+    and label; at most GRID_WIDTH wide, written to `path` (`data.folders.write_image`)."""
+    rows = [
+        np.hstack([paint(image), paint(image, pred=pred, label=label)])
+        for image, label, pred in zip(images, labels, preds, strict=True)
+    ]
+    grid = np.vstack(rows)
+    scale = min(1.0, GRID_WIDTH / grid.shape[1])
+    if scale < 1.0:
+        grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return write_image(path, grid)

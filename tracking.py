@@ -1,4 +1,4 @@
-"""MLflow tracking and the figures a training run logs (loss / IoU curves, prediction grids).
+"""MLflow tracking and the loss / IoU curves a training run logs (its prediction grids: gallery.py).
 
 With no MLFLOW_TRACKING_URI set, MLflow 3 uses its local default: a SQLite `mlflow.db` and an
 `mlruns/` artifact folder in the working directory, so `mlflow ui` shows runs right away. A set
@@ -12,9 +12,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-
-import cv2
-import numpy as np
 
 
 class TrackingError(RuntimeError):
@@ -116,34 +113,4 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return path
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
-    """Grey image (H, W) uint8 with `mask` tinted and outlined in BGR `color`."""
-    bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    mask = mask.astype(bool)
-    bgr[mask] = (0.6 * bgr[mask] + 0.4 * np.array(color)).astype(np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    cv2.drawContours(bgr, contours, -1, color, 1)
-    return bgr
-
-
-def prediction_grid(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, path: Path) -> Path:
-    """Rows of (input, ground truth, prediction) for N frames; arrays (N, H, W)."""
-    rows = [
-        np.hstack(
-            [
-                cv2.cvtColor(img, cv2.COLOR_GRAY2BGR),
-                overlay(img, lab, (0, 200, 0)),
-                overlay(img, pr, (0, 0, 255)),
-            ]
-        )
-        for img, lab, pr in zip(images, labels, preds, strict=True)
-    ]
-    grid = np.vstack(rows)
-    scale = min(1.0, 1200 / grid.shape[1])
-    if scale < 1.0:
-        grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(path), grid)
     return path
