@@ -229,6 +229,7 @@ class TrainConfig(Config):
     epochs: int | None = setting(10, "epochs in all", on_resume="kept", at_least=1)
     batch_size: int = setting(8, "frames per step", at_least=1)
     lr: float = setting(1e-3, "Adam learning rate", above=0)
+    weight_decay: float = setting(0.0, "Adam weight decay (L2 penalty)", at_least=0)
     model: ModelName | None = setting(
         "tiny_efficientvit", "architecture (with --init-from: the checkpoint's)"
     )

@@ -110,7 +110,7 @@ class Run:
         if stored:
             model.load_state_dict(stored["model_state"])
         model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
         )

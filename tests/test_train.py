@@ -340,3 +340,10 @@ def test_runs_from_before_synthetic_styles_keep_the_first_renderers_eyes(tmp_pat
     assert ModelCard.from_checkpoint(state, path).train_style == "narrow"
     main(tiny_config(tmp_path, epochs=2, max_steps=1, resume=str(tmp_path / "last.pt")))
     assert load_checkpoint(tmp_path / "last.pt")["train_config"]["data"]["synthetic_style"] == "narrow"
+
+
+def test_weight_decay_reaches_the_optimiser_and_the_checkpoint(tmp_path):
+    main(tiny_config(tmp_path, epochs=1, max_steps=1, weight_decay=0.05))
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["optimizer_state"]["param_groups"][0]["weight_decay"] == 0.05
+    assert state["train_config"]["weight_decay"] == 0.05
