@@ -17,35 +17,33 @@ lost); per-frame detection (pupil present or absent) with false positives on pup
 frames; the OpenEDS challenge score 0.5 * (mIoU + min(1, 1 / S)), S the model file's size in
 MB; images/s of resizing, preprocessing, model and resizing back.
 --tta adds the same figures with horizontal-flip test-time augmentation.
+Without --data-dir the frames are the synthetic ones the model's training run used for the split
+(`data.frames.frames_for`: its validation frames by default).
 --out DIR gets metrics.json, report.md, frames.csv (per-frame scores) and gallery_best.png /
 gallery_worst.png: the 16 best and worst frames by pupil IoU in a grid as wide as a full-HD screen (4
 columns, 1920x1364), each frame with the label outlined in green, the prediction in red, its name
-and pupil IoU above it.
+and pupil IoU above it (written by `reports.evaluation`).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from config import positive_int_argument
-from data import DataConfig, find_pairs
-from data.dataset import synthetic_validation
-from data.folders import SPLITS, label_layout, read_pair, write_image
-from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
+from cli import positive_int_argument
+from config import DataConfig
+from data.folders import SPLITS
+from data.frames import Frames, frames_for
 from inference import Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
-    MB,
     WITHIN_PX,
     centre_error,
     challenge_score,
@@ -57,41 +55,12 @@ from metrics import (
     located_median,
     located_share,
     mask_counts,
+    set_metrics,
 )
+from reports.evaluation import markdown_table, write_outputs
 
-THRESHOLD = 0.5
-DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame
-GALLERY_FRAMES = 16
-
-
-@dataclass(frozen=True)
-class FrameSet:
-    """The frames to score: names, a reader of (uint8 image, {0, 1} label) at native size, a description."""
-
-    names: list[str]
-    read: Callable[[int], tuple[np.ndarray, np.ndarray]]
-    description: str
-
-
-def frame_set(
-    data_dir: str | Path | None,
-    split: str,
-    synthetic_n: int,
-    img_size: tuple[int, int],
-    seed: int,
-    style: str = "full",
-) -> FrameSet:
-    """A dataset split (OpenEDS or mask layout), or the synthetic frames a training run validated on."""
-    if data_dir is None:
-        if split not in ("validation", "val"):
-            raise ValueError(f"split {split!r} needs --data-dir; the synthetic frames are validation only")
-        eyes = synthetic_validation(synthetic_n, seed, img_size, style)
-        h, w = img_size
-        where = f"{synthetic_n} synthetic validation frames of a training run with seed {seed}, {h}x{w}"
-        return FrameSet([f"synthetic_{i:05d}" for i in range(synthetic_n)], eyes.read, where)
-    samples = find_pairs(data_dir, split)
-    where = f"{len(samples)} {split} frames of {Path(data_dir).absolute()} ({label_layout(samples[0].label)})"
-    return FrameSet([s.image.name for s in samples], lambda i: read_pair(samples[i]), where)
+THRESHOLD = 0.5  # pupil where its probability is above this
+DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
 
 def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
@@ -119,14 +88,14 @@ def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
 
 
 def score_frames(
-    predictor: Predictor, frames: FrameSet, modes: dict[str, bool], batch_size: int
+    predictor: Predictor, frames: Frames, modes: dict[str, bool], *, batch_size: int = 8
 ) -> tuple[dict[str, list[dict]], dict[str, float]]:
     """Per-frame scores and model seconds for each mode (name -> flip TTA or not)."""
     scores: dict[str, list[dict]] = {mode: [] for mode in modes}
     seconds = dict.fromkeys(modes, 0.0)
     predictor.probabilities([frames.read(0)[0]], tta=any(modes.values()))  # warm-up: first runs allocate
-    for start in range(0, len(frames.names), batch_size):
-        pairs = [frames.read(i) for i in range(start, min(start + batch_size, len(frames.names)))]
+    for start in range(0, len(frames), batch_size):
+        pairs = [frames.read(i) for i in range(start, min(start + batch_size, len(frames)))]
         images = [image for image, _ in pairs]
         for mode, flip in modes.items():
             tick = time.perf_counter()
@@ -138,8 +107,7 @@ def score_frames(
 
 def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, Any]:
     """Split-level figures from per-frame scores and the model time they took."""
-    counts = np.sum([s["counts"] for s in scores], axis=0).tolist()
-    overlap = confusion_metrics(*counts)
+    overlap = set_metrics([s["counts"] for s in scores])
 
     def errors(key: str) -> dict:
         return error_summary([s[key] for s in scores if not math.isnan(s[key])])
@@ -165,10 +133,28 @@ def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, 
     }
 
 
+def frames_to_score(
+    predictor: Predictor, data_dir: str | Path | None, split: str, *, n: int, seed: int | None
+) -> tuple[Frames, int]:
+    """A dataset folder's split, or without one the n synthetic frames the model's training run
+    used for it, and their seed (default: the one the model's card names, else 0). A model trained
+    on a dataset folder is refused synthetic frames: a ValueError naming that folder."""
+    card = predictor.card
+    if data_dir is None and card.train_data_dir:
+        raise ValueError(
+            f"{predictor.source} was trained on {card.train_data_dir}; pass --data-dir "
+            "(synthetic eyes would not be its validation frames)"
+        )
+    seed = (card.train_seed or 0) if seed is None else seed
+    size, style = predictor.img_size, card.train_style
+    return frames_for(data_dir, split, n=n, seed=seed, size=size, style=style), seed
+
+
 def evaluate(
     checkpoint: str | Path,
     data_dir: str | Path | None = None,
     split: str = "validation",
+    *,
     tta: bool = False,
     out: str | Path | None = None,
     synthetic_n: int = DataConfig().synthetic_val,
@@ -191,28 +177,19 @@ def evaluate(
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the frames
     predictor = load_predictor(checkpoint, device=device)
-    trained_on = predictor.info.get("train_data_dir")
-    if data_dir is None and trained_on:
-        raise ValueError(
-            f"{checkpoint} was trained on {trained_on}; pass --data-dir "
-            "(synthetic eyes would not be its validation frames)"
-        )
-    if seed is None:
-        seed = predictor.info.get("train_seed") or 0
-    style = predictor.info.get("train_style") or "full"
-    frames = frame_set(data_dir, split, synthetic_n, predictor.img_size, seed, style)
-    log(f"evaluating {predictor.info['model_name']} on {frames.description}...")
+    card = predictor.card
+    frames, seed = frames_to_score(predictor, data_dir, split, n=synthetic_n, seed=seed)
+    log(f"evaluating {card.model_name} on {frames.description}...")
     modes = {"plain": False, "tta": True} if tta else {"plain": False}
-    scores, seconds = score_frames(predictor, frames, modes, batch_size)
-    info = predictor.info
+    scores, seconds = score_frames(predictor, frames, modes, batch_size=batch_size)
     result: dict[str, Any] = {
         "model": {
             "file": str(checkpoint),
-            "model_name": info["model_name"],
-            "backend": info["backend"],
-            "device": device if info["backend"] == "pytorch" else "CPU",
-            "num_params": info["num_params"],
-            "file_bytes": info["file_bytes"],
+            "model_name": card.model_name,
+            "backend": predictor.backend,
+            "device": device if predictor.backend == "pytorch" else "CPU",
+            "num_params": card.num_params,
+            "file_bytes": predictor.file_bytes,
             "img_size": list(predictor.img_size),
         },
         "data": {
@@ -220,165 +197,18 @@ def evaluate(
             "data_dir": None if data_dir is None else str(Path(data_dir).absolute()),
             "split": split,
             "seed": seed if data_dir is None else None,
-            "frames": len(frames.names),
+            "frames": len(frames),
             "with_pupil": sum(s["label_pupil"] for s in scores["plain"]),
             "without_pupil": sum(not s["label_pupil"] for s in scores["plain"]),
         },
         "threshold": THRESHOLD,
+        "diameter_edges_px": list(DIAMETER_EDGES),
         "batch_size": batch_size,
-        **{mode: summarize(scores[mode], seconds[mode], info["file_bytes"]) for mode in modes},
+        **{mode: summarize(scores[mode], seconds[mode], predictor.file_bytes) for mode in modes},
     }
     if out is not None:
-        result["outputs"] = write_outputs(Path(out), result, predictor, frames, scores)
+        write_outputs(Path(out), result, predictor, frames=frames, scores=scores)
     return result
-
-
-def gallery_picks(scores: list[dict], n: int = GALLERY_FRAMES) -> tuple[list[int], list[int]]:
-    """Indices of the n best and n worst frames by pupil IoU, among frames where label or
-    prediction has a pupil (a pupil-less frame predicted empty is right, but says nothing)."""
-    ranked = sorted(
-        (i for i, s in enumerate(scores) if s["label_pupil"] or s["predicted_pupil"]),
-        key=lambda i: (-scores[i]["pupil_iou"], i),
-    )
-    return ranked[:n], ranked[::-1][:n]
-
-
-def write_gallery(
-    path: Path, predictor: Predictor, frames: FrameSet, picks: list[int], scores: list[dict]
-) -> None:
-    """The picked frames in a grid (`tile_grid`), each with its name, pupil IoU and centre error."""
-    tiles = []
-    for index in picks:
-        image, label = frames.read(index)
-        prob = predictor.probabilities([image])[0]
-        s = scores[index]
-        error = "" if math.isnan(s["ellipse_error"]) else f"  centre {s['ellipse_error']:.1f} px"
-        caption = [(frames.names[index], NAME_COLOUR), (f"pupil IoU {s['pupil_iou']:.3f}{error}", IOU_COLOUR)]
-        tiles.append(gallery_tile(image, label, prob > THRESHOLD, caption))
-    write_image(path, tile_grid(tiles))
-
-
-def _number(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _errors(summary: dict) -> str:
-    return " / ".join(_number(summary[k], 2) for k in ("mean", "median", "p95")) + f" ({summary['n']})"
-
-
-TABLE_ROWS: tuple[tuple[str, Callable[[dict], str]], ...] = (
-    ("background IoU", lambda r: _number(r["background_iou"])),
-    ("pupil IoU", lambda r: _number(r["pupil_iou"])),
-    ("mIoU", lambda r: _number(r["miou"])),
-    ("pupil Dice", lambda r: _number(r["pupil_dice"])),
-    ("pupil precision", lambda r: _number(r["precision"])),
-    ("pupil recall", lambda r: _number(r["recall"])),
-    (
-        "ellipse-centre error, px: mean / median / p95 (frames)",
-        lambda r: _errors(r["centre_error_px"]["ellipse"]),
-    ),
-    ("centroid error, px: mean / median / p95 (frames)", lambda r: _errors(r["centre_error_px"]["centroid"])),
-    (
-        "pupils located within 5 px (ellipse centre to label centroid; misses count)",
-        lambda r: _number(r["located"]["share"], 3),
-    ),
-    ("median located error, px (misses infinite)", lambda r: _number(r["located"]["median_error_px"], 2)),
-    ("detection accuracy (pupil present / absent)", lambda r: _number(r["detection"]["accuracy"])),
-    ("missed pupils", lambda r: f"{r['detection']['missed']} of {r['detection']['with_pupil']}"),
-    (
-        "false positives on pupil-less frames",
-        lambda r: f"{r['detection']['false_positives']} of {r['detection']['without_pupil']}",
-    ),
-    ("OpenEDS challenge score", lambda r: _number(r["challenge_score"])),
-    ("images/s", lambda r: f"{r['images_per_s']:.1f}"),
-)
-
-
-def markdown_table(result: dict) -> str:
-    """The figures as one Markdown table, a column per mode (plain, flip TTA)."""
-    modes = [m for m in ("plain", "tta") if m in result]
-    lines = ["| metric | " + " | ".join({"plain": "plain", "tta": "flip TTA"}[m] for m in modes) + " |"]
-    lines.append("|---|" + "---:|" * len(modes))
-    lines += [f"| {name} | " + " | ".join(cell(result[m]) for m in modes) + " |" for name, cell in TABLE_ROWS]
-    return "\n".join(lines)
-
-
-def markdown_report(result: dict) -> str:
-    model, data = result["model"], result["data"]
-    size = model["file_bytes"] / MB
-    pt_note = (
-        "; a .pt also holds training state, the .onnx export is what ships"
-        if model["backend"] == "pytorch"
-        else ""
-    )
-    lines = [
-        f"# Evaluation of {model['model_name']} ({Path(model['file']).name}, {model['backend']})",
-        "",
-        f"Frames: {data['description']}; {data['with_pupil']} with a pupil, {data['without_pupil']} without.",
-        f"Scored at each label's own size; pupil where the probability is above {THRESHOLD}.",
-        "",
-        markdown_table(result),
-        "",
-        f"- Challenge score: 0.5 * (mIoU + min(1, 1 / S)), S = the size of {Path(model['file']).name} as "
-        f"given, {size:.3f} MB (1 MB = 10^6 bytes){pt_note}.",
-        "- Centre errors: prediction vs label, largest blob of each, on frames where both have a pupil.",
-        f"- Images/s: resizing, preprocessing, the model ({model['backend']} on {model['device']}) and "
-        f"resizing back, batches of {result['batch_size']}; reading files and scoring excluded.",
-    ]
-    buckets = result["plain"]["iou_by_pupil_diameter"]
-    if buckets:
-        lines += ["", "## Pupil IoU by label pupil diameter (plain)", ""]
-        lines += ["| diameter, px | frames | pupil IoU |", "|---|---:|---:|"]
-        for b in buckets:
-            top = "" if b["max_px"] == DIAMETER_EDGES[-1] else f"{b['max_px']}"
-            lines.append(f"| {b['min_px']}-{top} | {b['frames']} | {b['pupil_iou']:.4f} |")
-    if "gallery_best" in result.get("outputs", {}):
-        lines += [
-            "",
-            f"## Best and worst {GALLERY_FRAMES} frames by pupil IoU (plain)",
-            "",
-            "Each frame: label outlined in green, prediction tinted and outlined in red.",
-            "",
-            "![best](gallery_best.png)",
-            "",
-            "![worst](gallery_worst.png)",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def write_frames_csv(path: Path, names: list[str], scores: dict[str, list[dict]]) -> None:
-    """One row per frame: pupil in the label; per mode pupil IoU, pupil predicted, centre errors."""
-    columns = ("pupil_iou", "predicted_pupil", "ellipse_error", "centroid_error", "located_error")
-    with open(path, "w", newline="") as f:
-        rows = csv.writer(f)
-        header = [c if m == "plain" else f"{c}_{m}" for m in scores for c in columns]
-        rows.writerow(["frame", "label_pupil", *header])
-        for i, name in enumerate(names):
-            values = [scores[m][i][c] for m in scores for c in columns]
-            rows.writerow([name, scores["plain"][i]["label_pupil"], *map(_csv_value, values)])
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else round(value, 4)
-    return value
-
-
-def write_outputs(
-    out: Path, result: dict, predictor: Predictor, frames: FrameSet, scores: dict[str, list[dict]]
-) -> dict[str, str]:
-    """metrics.json, report.md, frames.csv and the galleries in `out`; returns their paths."""
-    paths = {"metrics": out / "metrics.json", "report": out / "report.md", "frames": out / "frames.csv"}
-    best, worst = gallery_picks(scores["plain"])
-    for name, picks in (("gallery_best", best), ("gallery_worst", worst)):
-        if picks:  # none when no frame has a pupil in label or prediction
-            paths[name] = out / f"{name}.png"
-            write_gallery(paths[name], predictor, frames, picks, scores["plain"])
-    write_frames_csv(paths["frames"], frames.names, scores)
-    result["outputs"] = {name: str(path) for name, path in paths.items()}
-    paths["metrics"].write_text(json.dumps(result, indent=2) + "\n")
-    paths["report"].write_text(markdown_report(result))
-    return result["outputs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,12 +256,12 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint,
             args.data_dir,
             args.split,
-            args.tta,
-            args.out,
-            args.synthetic_n,
-            args.seed,
-            args.batch_size,
-            args.device,
+            tta=args.tta,
+            out=args.out,
+            synthetic_n=args.synthetic_n,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
             log=print,
         )
         if args.json is not None:

@@ -128,7 +128,7 @@ class ModelCard:
             card["preprocess"] = PreprocessConfig.from_dict(card["preprocess"])
             card["class_names"] = tuple(card.get("class_names", CLASS_NAMES))
             card["metrics"] = {k: v for k, v in (card.get("metrics") or {}).items() if k.startswith("val/")}
-            card.setdefault("model_config", {})
+            card["model_config"] = json.loads(json.dumps(card.get("model_config", {})))  # tuples as lists
             return cls(**card)
         except (ValueError, TypeError, IndexError, KeyError) as exc:
             raise ModelFileError(f"{path}: malformed model description ({exc})") from None

@@ -4,8 +4,8 @@ tiny_efficientvit.pt (weights only: no optimiser or RNG state) and its verified 
     python scripts/make_pretrained.py runs/pretrained-synth/last.pt [OUT_DIR=pretrained/]
 
 `predict.py` and `evaluate.py` use these files when no model is named; `--init-from pretrained`
-fine-tunes from the .pt. The model card (pretrained/README.md) is written by hand from the
-measurements it cites.
+fine-tunes from the .pt. pretrained/README.md, which describes the model, is written by hand from
+the measurements it cites.
 """
 
 import os
@@ -18,24 +18,35 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from export_onnx import export_onnx  # noqa: E402
 from inference import PRETRAINED_DIR  # noqa: E402
+from models.card import ModelCard  # noqa: E402
 from models.checkpoint import load_checkpoint, save_checkpoint, weights_only  # noqa: E402
 
-LOCAL_PATHS = ("out_dir", "resume", "init_from")  # the author's folders: meaningless elsewhere
+PRETRAINED_MODEL = "tiny_efficientvit"
+LOCAL_PATHS = ("out_dir", "resume", "init_from")  # train_config's folders of the author's machine
+
+
+def shipped(state: dict, source: Path) -> dict:
+    """What the pretrained .pt holds: the model card in full (fields older checkpoints kept only in
+    train_config written out), the weights, and how it was trained without the author's folders;
+    no optimiser, RNG or history (`weights_only`)."""
+    card = ModelCard.from_checkpoint(state, source)
+    if card.model_name != PRETRAINED_MODEL:
+        raise ValueError(f"{source} holds {card.model_name!r}; the pretrained model is {PRETRAINED_MODEL}")
+    kept = weights_only(state)
+    if "train_config" in kept:
+        kept["train_config"] = {**kept["train_config"], **dict.fromkeys(LOCAL_PATHS)}
+    return {**kept, **card.to_checkpoint()}
 
 
 def publish(source: Path, out: Path) -> list[Path]:
     """Write the weights-only .pt and its verified .onnx into `out`, both or neither: a failed
     export leaves the previous pair in place."""
-    state = weights_only(load_checkpoint(source))
-    if state["model_name"] != "tiny_efficientvit":
-        raise ValueError(f"{source} holds {state['model_name']!r}; the pretrained model is tiny_efficientvit")
-    if "train_config" in state:
-        state["train_config"] = {**state["train_config"], **dict.fromkeys(LOCAL_PATHS)}
+    state = shipped(load_checkpoint(source), source)
+    names = (f"{PRETRAINED_MODEL}.pt", f"{PRETRAINED_MODEL}.onnx")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        weights = save_checkpoint(state, Path(tmp) / "tiny_efficientvit.pt")
-        export_onnx(weights, Path(tmp) / "tiny_efficientvit.onnx", log=print)
-        names = ("tiny_efficientvit.pt", "tiny_efficientvit.onnx")
+        weights = save_checkpoint(state, Path(tmp) / names[0])
+        export_onnx(weights, Path(tmp) / names[1], log=print)
         for name in names:
             os.replace(Path(tmp) / name, out / name)
     return [out / name for name in names]

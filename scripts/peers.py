@@ -1,7 +1,7 @@
 """Score our model and peer pupil detectors side by side on the same frames, the same way.
 
     python scripts/peers.py --data-dir /data/eyes --out peers/            # every tool that loads
-    python scripts/peers.py --data-dir /data/eyes --tools ours,pupil-labs --model best.onnx --limit 50
+    python scripts/peers.py --data-dir /data/eyes --tools ours,pupil-labs --checkpoint best.onnx --limit 50
 
 The peers get their own virtualenv, never requirements.txt. MEYElens and DeepVOG go in without
 their dependencies (MEYElens's [pt] extra pins an older torch, DeepVOG asks for tensorflow-gpu,
@@ -12,16 +12,15 @@ which no longer installs); requirements-peers.txt brings what they import:
     .venv-peers/bin/pip install --no-deps meyelens-headless==2.0.2 deepvog==1.1.4
 
 Tools (`--tools`; by default all, those that cannot load named with the reason): ours (a .pt or
-.onnx through `inference.load_predictor`, as predict.py runs it; ours-tta the same with flip TTA),
-pupil-labs (Pupil Labs 2D detector), meyelens (MEYElens SegFormer), deepvog (DeepVOG U-Net), each
-with its default settings and the weights its package ships; pure (PuRe) is not installable.
-Frames are read as evaluate.py reads them (`data.find_pairs`, `read_pair`). Each tool gives a
-pupil mask (segmenters) or an ellipse (fitters, filled as its mask), scored alike: pupil IoU
-summed over the set; the distance from its pupil centre (a mask's: `inference.pupil_geometry`, the
-ellipse fitted to the largest blob) to the label mask's centroid, a frame where it finds nothing
-being a miss (infinite error): median, share within 5 px, detection rate; milliseconds per frame
-of its own call on one thread, interleaved frame by frame, wall-clock and CPU; its weights file's
-size. `--out` gets results.json and table.md.
+.onnx run as predict.py runs it; ours-tta with flip TTA), pupil-labs (Pupil Labs 2D), meyelens
+(MEYElens SegFormer), deepvog (DeepVOG U-Net), each with its default settings and shipped weights;
+pure (PuRe) is not installable. Frames are read as evaluate.py reads them (`data.frames`). Each
+tool gives a pupil mask (segmenters) or an ellipse (fitters, filled as its mask), scored alike:
+pupil IoU summed over the set; the distance from its pupil centre (a mask's: the ellipse fitted to
+its largest blob) to the label mask's centroid, a frame where it finds nothing a miss (infinite
+error): median, share within 5 px, detection rate; ms per frame of its own call on one thread,
+interleaved frame by frame, wall-clock and CPU; its weights file's size. `--out` gets results.json
+and table.md.
 """
 
 from __future__ import annotations
@@ -37,6 +36,8 @@ if __name__ == "__main__":
 
 import argparse
 import contextlib
+import functools
+import importlib.metadata
 import json
 import math
 import platform
@@ -44,18 +45,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
 import cv2
 import numpy as np
 
-from config import positive_int_argument
-from data import find_pairs
-from data.folders import SPLITS, read_pair
+from cli import positive_int_argument
+from data.folders import SPLITS
+from data.frames import folder_frames
 from evaluate import THRESHOLD
 from inference import load_predictor, model_file, pupil_geometry
-from metrics import WITHIN_PX, located_error, located_median, located_share, mask_counts
+from metrics import WITHIN_PX, located_error, located_median, located_share, mask_counts, set_metrics
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # OpenCV's: centre, full axes, degrees
 Output = np.ndarray | Ellipse | None  # a pupil mask, a fitted ellipse, or nothing found
@@ -84,31 +84,27 @@ def tool_pupil(output: Output, shape: tuple[int, int]) -> tuple[np.ndarray, tupl
 
 @dataclass(frozen=True)
 class FrameScore:
-    """One frame: pupil intersection and union in pixels, centre error (inf: missed, nan: no pupil)."""
+    """One frame: pupil pixel counts (tp, fp, fn, tn) and centre error (inf: missed, nan: no pupil)."""
 
-    intersection: int
-    union: int
+    counts: tuple[int, int, int, int]
     error: float
 
 
 def score_frame(output: Output, truth: np.ndarray) -> FrameScore:
     """Score one tool output against the label's (H, W) pupil mask (nonzero = pupil)."""
     mask, centre = tool_pupil(output, truth.shape)
-    tp, fp, fn, _ = mask_counts(mask, truth)
-    return FrameScore(tp, tp + fp + fn, located_error(centre, truth))
+    return FrameScore(mask_counts(mask, truth), located_error(centre, truth))
 
 
 def summarize(scores: Sequence[FrameScore], seconds: float, cpu_seconds: float) -> dict[str, Any]:
-    """Set-level figures of one tool from its frames and the wall-clock and CPU time of its calls.
-
-    The median error is None when infinite (half or more missed) and, like the shares, when no
-    frame has a pupil. CPU time is the process's: on a busy machine it still tells the speed."""
-    union = sum(s.union for s in scores)
+    """Set-level figures of one tool from its frames and the wall-clock and CPU time of its calls:
+    the median error None when infinite (half or more missed) and, like the shares, without pupils.
+    CPU time is the process's: on a busy machine it still tells the speed."""
     errors = np.array([s.error for s in scores if not math.isnan(s.error)], np.float64)
     return {
         "frames": len(scores),
         "frames_with_pupil": int(errors.size),
-        "pupil_iou": sum(s.intersection for s in scores) / union if union else 1.0,
+        "pupil_iou": set_metrics([s.counts for s in scores])["pupil_iou"],
         "median_centre_error_px": located_median(errors),
         "within_5px": located_share(errors),
         "detection_rate": float(np.isfinite(errors).mean()) if errors.size else None,
@@ -152,28 +148,29 @@ class Tool:
 
 
 def ours(model: Path, tta: bool = False) -> Tool:
+    """Our model (.pt or .onnx) as predict.py runs it, on one thread."""
     if not model.is_file():
-        raise ToolUnavailable(f"model file not found: {model} (pass --model)")
+        raise ToolUnavailable(f"model file not found: {model} (pass --checkpoint)")
     predictor = load_predictor(model, device="cpu", threads=1)
-    info = predictor.info
 
     def detect(image: np.ndarray) -> np.ndarray:
         return predictor.probabilities([image], tta=tta)[0] > THRESHOLD
 
-    label = f"ours: {info['model_name']} ({model.name}, {info['backend']}{', flip TTA' if tta else ''})"
-    return Tool(label, detect, info["file_bytes"], info["num_params"])
+    flip = ", flip TTA" if tta else ""
+    label = f"ours: {predictor.card.model_name} ({model.name}, {predictor.backend}{flip})"
+    return Tool(label, detect, predictor.file_bytes, predictor.card.num_params)
 
 
-def ours_tta(model: Path) -> Tool:
-    """Ours with horizontal-flip test-time augmentation: two passes per frame."""
-    return ours(model, tta=True)
+def peer_packages(*names: str) -> list[Any]:
+    """The named packages imported, or ToolUnavailable saying which one is missing."""
+    try:
+        return [importlib.import_module(name) for name in names]
+    except ImportError as e:
+        raise ToolUnavailable(f"{e} (see requirements-peers.txt)") from None
 
 
 def pupil_labs(model: Path) -> Tool:
-    try:
-        import pupil_detectors
-    except ImportError as e:
-        raise ToolUnavailable(f"{e} (see requirements-peers.txt)") from None
+    (pupil_detectors,) = peer_packages("pupil_detectors")
     detector = pupil_detectors.Detector2D()
 
     def detect(image: np.ndarray) -> Ellipse | None:
@@ -187,10 +184,7 @@ def pupil_labs(model: Path) -> Tool:
 
 
 def meyelens(model: Path) -> Tool:
-    try:
-        import meyelens as meye
-    except ImportError as e:
-        raise ToolUnavailable(f"{e} (see requirements-peers.txt)") from None
+    (meye,) = peer_packages("meyelens")
     with tempfile.TemporaryDirectory() as config:  # it writes a settings file; keep ~/.meyelens clean
         segmenter = meye.Meye(config_path=Path(config) / "meye.toml", gpu_device="cpu", verbose=False)
     segmenter.compute_features = False  # its own ellipse fit: the scorer fits every mask alike
@@ -205,11 +199,7 @@ def meyelens(model: Path) -> Tool:
 
 def deepvog(model: Path) -> Tool:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    try:
-        import deepvog as dv
-        import tensorflow as tf
-    except ImportError as e:
-        raise ToolUnavailable(f"{e} (see requirements-peers.txt)") from None
+    dv, tf = peer_packages("deepvog", "tensorflow")
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     network = dv.load_DeepVOG()
@@ -222,17 +212,14 @@ def deepvog(model: Path) -> Tool:
         return cv2.resize(prob, image.shape[1::-1], interpolation=cv2.INTER_LINEAR) > 0.5
 
     weights = Path(dv.__file__).parent / "model" / "DeepVOG_weights.h5"
-    label = f"DeepVOG {version('deepvog')} ({weights.name}, TensorFlow {tf.__version__})"
+    label = f"DeepVOG {importlib.metadata.version('deepvog')} ({weights.name}, TensorFlow {tf.__version__})"
     return Tool(label, detect, weights.stat().st_size, network.count_params())
 
 
-TOOLS = {
-    "ours": ours,
-    "ours-tta": ours_tta,
-    "pupil-labs": pupil_labs,
-    "meyelens": meyelens,
-    "deepvog": deepvog,
-}
+TOOLS = {  # ours-tta: ours with horizontal-flip test-time augmentation, two passes per frame
+    "ours": ours, "ours-tta": functools.partial(ours, tta=True), "pupil-labs": pupil_labs,
+    "meyelens": meyelens, "deepvog": deepvog,
+}  # fmt: skip
 UNAVAILABLE = {"pure": "pupil-detectors 2.0.2 ships only Pupil Labs 2D; the package index has no PuRe"}
 NAMES = (*TOOLS, *UNAVAILABLE)
 
@@ -240,8 +227,7 @@ NAMES = (*TOOLS, *UNAVAILABLE)
 def load_tools(names: Sequence[str], model: Path, log: Callable[[str], None]) -> tuple[dict, dict]:
     """(name -> Tool) for those that load, (name -> why not) for the others, in the order of NAMES."""
     tools, missing = {}, {}
-    # DeepVOG last: once TensorFlow's libraries are in, triton (which transformers makes torch
-    # load, for MEYElens) crashes the process as it loads
+    # DeepVOG last: after TensorFlow's libraries, triton (torch loads it for MEYElens) crashes as it loads
     for name in sorted(set(names), key=NAMES.index):
         try:
             if name in UNAVAILABLE:
@@ -255,8 +241,7 @@ def load_tools(names: Sequence[str], model: Path, log: Callable[[str], None]) ->
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """torch and OpenCV on one thread inside, restored after; onnxruntime and TensorFlow get
-    theirs where they load."""
+    """torch and OpenCV on one thread inside, restored after (onnxruntime's, TensorFlow's: at load)."""
     import torch
 
     before = torch.get_num_threads(), cv2.getNumThreads()
@@ -273,20 +258,22 @@ def compare(
     data_dir: str | Path,
     split: str,
     names: Sequence[str],
+    *,
     model: Path,
     limit: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every named tool on the split's frames; the figures of each and why others did not run."""
+    """Every named tool run on the split's first `limit` frames: its figures, or why it did not run."""
     load = os.getloadavg()[0]  # other work on the machine slows every tool
-    samples = find_pairs(data_dir, split)[:limit]
+    frames = folder_frames(data_dir, split)
+    count = min(len(frames), limit or len(frames))
     tools, missing = load_tools(names, model, log)
-    log(f"{len(samples)} {split} frames of {Path(data_dir).absolute()}; tools: {', '.join(tools) or 'none'}")
+    log(f"{count} {split} frames of {Path(data_dir).absolute()}; tools: {', '.join(tools) or 'none'}")
     scores: dict[str, list[FrameScore]] = {name: [] for name in tools}
     seconds = {name: np.zeros(2) for name in tools}  # wall-clock, CPU
     with one_thread():
-        for index, sample in enumerate(samples):
-            image, truth = read_pair(sample)
+        for index in range(count):
+            image, truth = frames.read(index)
             for name, tool in tools.items():
                 if index == 0:
                     tool.detect(image)  # warm-up: first runs allocate
@@ -300,7 +287,7 @@ def compare(
         for name, tool in tools.items()
     ]
     machine = f"{platform.machine()}, {os.cpu_count()} logical CPUs, load average {load:.1f} at the start"
-    data = {"data_dir": str(Path(data_dir).absolute()), "split": split, "frames": len(samples)}
+    data = {"data_dir": str(Path(data_dir).absolute()), "split": split, "frames": count}
     return {"data": data, "machine": machine, "results": rows, "not_run": missing}
 
 
@@ -334,16 +321,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tools", type=parse_tools, help=f"comma list among {','.join(NAMES)} (default: all)"
     )
-    parser.add_argument(
-        "--model", type=model_file, default="pretrained", help="ours: .pt / .onnx (default: pretrained/)"
-    )
+    parser.add_argument(  # --model: the old spelling, deprecated: it goes in the next release
+        "--checkpoint", "--model", dest="checkpoint", type=model_file, default="pretrained",
+        help="ours: .pt / .onnx (default: pretrained/; --model: deprecated spelling of --checkpoint)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, help="folder for results.json and table.md (default: none)")
     parser.add_argument("--limit", type=positive_int_argument, help="first N frames only (default: all)")
     args = parser.parse_args(argv)
     try:
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the frames
-        result = compare(args.data_dir, args.split, args.tools or NAMES, args.model, args.limit)
+        names = args.tools or NAMES
+        result = compare(args.data_dir, args.split, names, model=args.checkpoint, limit=args.limit)
     except (ValueError, OSError) as e:  # DataError, ModelFileError, CheckpointError: one line each
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -20,11 +20,9 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from config import size_argument  # noqa: E402
-from data import DataError, find_pairs  # noqa: E402
-from data.folders import read_pair  # noqa: E402
-from data.preprocess import fit_image  # noqa: E402
-from metrics import confusion_metrics, mask_counts  # noqa: E402
+from cli import size_argument  # noqa: E402
+from data import fit_image, folder_frames  # noqa: E402
+from metrics import confusion_metrics, mask_counts, set_metrics  # noqa: E402
 
 
 def stride_prediction(label: np.ndarray, img_size: tuple[int, int], stride: int) -> np.ndarray:
@@ -51,23 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     if min(strides) < 1:
         parser.error(f"--strides: each at least 1, got {args.strides!r}")
     try:
-        pairs = find_pairs(args.data_dir, args.split)
-    except DataError as e:
+        frames = folder_frames(args.data_dir, args.split)
+    except ValueError as e:  # a DataError, or a split no dataset has
         print(f"error: {e}", file=sys.stderr)
         return 1
-    totals = {s: np.zeros(4, np.int64) for s in strides}
-    worst = dict.fromkeys(strides, 1.0)
-    for pair in pairs:
-        label = read_pair(pair)[1] > 0
+    counts: dict[int, list] = {s: [] for s in strides}  # per frame (tp, fp, fn, tn)
+    for index in range(len(frames)):
+        label = frames.read(index)[1] > 0
         for s in strides:
-            counts = mask_counts(stride_prediction(label, args.img_size, s), label)
-            totals[s] += counts
-            worst[s] = min(worst[s], confusion_metrics(*counts)["pupil_iou"])
+            counts[s].append(mask_counts(stride_prediction(label, args.img_size, s), label))
     h, w = args.img_size
-    print(f"{len(pairs)} frames of {args.data_dir}/{args.split}, fitted into {h}x{w}")
+    print(f"{len(frames)} frames of {args.data_dir}/{args.split}, fitted into {h}x{w}")
     print("| output stride | pupil IoU ceiling | worst frame |\n|---:|---:|---:|")
     for s in strides:
-        print(f"| {s} | {confusion_metrics(*totals[s])['pupil_iou']:.4f} | {worst[s]:.4f} |")
+        worst = min(confusion_metrics(*c)["pupil_iou"] for c in counts[s])
+        print(f"| {s} | {set_metrics(counts[s])['pupil_iou']:.4f} | {worst:.4f} |")
     return 0
 
 

@@ -53,10 +53,13 @@ def test_strides_must_be_positive_whole_numbers(tmp_path, capsys, strides):
     assert "--strides" in capsys.readouterr().err
 
 
-def test_missing_folder_is_a_one_line_error(tmp_path, capsys):
-    assert main([str(tmp_path / "nowhere")]) == 1
+@pytest.mark.parametrize(
+    ("folder", "split", "named"), [("nowhere", "val", "nowhere"), (".", "bogus", "'bogus'")]
+)
+def test_bad_folder_or_split_is_a_one_line_error(tmp_path, capsys, folder, split, named):
+    assert main([str(tmp_path / folder), "--split", split]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "nowhere" in err and err.count("\n") == 1
+    assert err.startswith("error:") and named in err and err.count("\n") == 1
 
 
 def figures(share, median, with_pupil=10, missed=1) -> dict:
