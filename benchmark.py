@@ -10,36 +10,33 @@ Per model, at --size (default 400x640):
 - onnxruntime CPU latency at batch 1 with 1 thread and with all threads, for the fp32 export and
   the static int8 one (`export_onnx.export_fp32` / `quantize_int8`, calibrated on a few
   synthetic frames), and throughput at batch 8 with all threads;
-- achieved GMAC/s of those onnxruntime runs against the machine's peak, estimated as the best of
-  a few 2048x2048 fp32 matmuls (torch.mm) with 1 thread and with all threads: the practical
-  limit of dense fp32 arithmetic here (int8 runs are compared with the same fp32 peak);
-- CPU training throughput, images/s of forward + CombinedLoss + backward + Adam (gradient
-  clipping as in training) on synthetic frames and their loss targets, batch 8 (2 with --quick);
-- peak resident memory of that training (Linux): the high-water mark (VmHWM) of a fresh process
-  per model running one training step, and its growth over the process before the model and
-  batch were built. tracemalloc misses torch's allocator, and in one long-lived process the
-  largest model's peak would hide the others';
-- on CUDA, GPU training images/s with AMP at batch 32, the batch already on the GPU (data
-  loading not included; skipped, with a note, on CPU).
+- achieved GMAC/s of those runs against the machine's peak: the best of a few 2048x2048 fp32
+  matmuls (torch.mm) with 1 thread and with all threads (int8 runs are compared with it too);
+- CPU training images/s of `training.train_step` (forward, CombinedLoss, backward, clipping,
+  Adam) on synthetic frames and their loss targets, batch 8 (2 with --quick), and its peak
+  resident memory (Linux): the high-water mark (VmHWM) of a fresh process per model running one
+  step, and its growth over that process before the model and batch were built (tracemalloc
+  misses torch's allocator; in one process the largest model's peak would hide the others');
+- on CUDA, GPU training images/s with AMP at batch 32, the batch already on the GPU.
 Untrained weights: speed does not depend on them. "All threads" is torch's thread count
 (physical cores, or OMP_NUM_THREADS), used for onnxruntime too. Timings are interleaved: each
 repetition measures every model in turn; one measurement repeats a call up to `iters` times or
-`budget_s` seconds; the figure is the median over repetitions of those medians.
+`budget_s` seconds; the figure is the median over repetitions of those medians. What the timings
+mean, the targets and the printed report are in reports/benchmark.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,29 +45,29 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from config import size_argument
-from data import EyeDataset, PreprocessConfig
-from data.synthetic import SyntheticEyes
+from cli import argument_type, size_argument
+from config import PreprocessConfig, TrainConfig
+from data import EyeDataset, synthetic_frames
 from losses import CombinedLoss
 from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
+from models.card import ModelCard
+from reports import benchmark as report
+from training import to_device, train_step
 
 TARGET_SIZE = (400, 640)  # the size the project's targets are stated at
-ORT_BATCH = 8
 GPU_TRAIN_BATCH = 32
 MATMUL_N = 2048
 OPSET = 18
-BASELINE, CANDIDATE = "shallownet", "tiny_efficientvit"
-LATENCY_TARGET, TRAIN_TARGET = 0.25, 2.0  # candidate / baseline: latency at most, throughput at least
-ORT_RUNS = {  # measurement -> (precision, threads "1" or "all", batch)
-    "ort_fp32_1t": ("fp32", "1", 1),
-    "ort_fp32_all": ("fp32", "all", 1),
-    "ort_int8_1t": ("int8", "1", 1),
-    "ort_int8_all": ("int8", "all", 1),
-    "ort_fp32_b8": ("fp32", "all", ORT_BATCH),
-    "ort_int8_b8": ("int8", "all", ORT_BATCH),
-}
-PROBE = "import json, sys, benchmark; print(json.dumps(benchmark.training_memory(*json.loads(sys.argv[1]))))"
+PROBE = "import json, sys, benchmark; print(json.dumps(benchmark.training_memory(**json.loads(sys.argv[1]))))"
+
+
+def model_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Registered model names, at least one; a ValueError names the others."""
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if unknown or not names:
+        raise ValueError(f"unknown model(s) {unknown or list(names)}; choose from {', '.join(MODEL_NAMES)}")
+    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -97,38 +94,21 @@ def median_seconds(call: Callable[[], object], iters: int, budget_s: float) -> f
     return statistics.median(times)
 
 
-def training_batch(size: tuple[int, int], batch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Synthetic frames with the loss targets training uses (image, label, weight, dist)."""
-    dataset = EyeDataset(SyntheticEyes(batch, 0, size), size, PreprocessConfig(), None, seed=0)
-    items = default_collate([dataset[i] for i in range(batch)])
-    return {k: v.to(device) for k, v in items.items() if k != "index"}
-
-
-def make_train_step(name: str, size: tuple[int, int], batch: int, device: torch.device) -> Callable[[], None]:
-    """One optimisation step as `train_efficientvit.train_one_epoch` takes it (AMP on CUDA)."""
+def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: torch.device) -> Callable:
+    """`training.train_step` on one fixed batch, set up as training sets it up (Adam at the
+    default learning rate, gradient clipping, AMP and channels_last on CUDA); returns the loss."""
     torch.manual_seed(0)
-    amp = device.type == "cuda"
-    model = build_model(name).to(device).train()
-    data = training_batch(size, batch, device)
-    if amp:
-        model = model.to(memory_format=torch.channels_last)
-        data["image"] = data["image"].contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    loss_fn = CombinedLoss()
+    config, cuda = TrainConfig(), device.type == "cuda"
+    model = build_model(name).to(device, memory_format=torch.channels_last if cuda else None).train()
+    dataset = EyeDataset(synthetic_frames(batch, 0, size), size, PreprocessConfig(), None, seed=0)
+    data = to_device(default_collate([dataset[i] for i in range(batch)]), device)  # with loss targets
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
+    loss_fn, clip = CombinedLoss(), config.grad_clip
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-            logits = model(data["image"])
-        loss = loss_fn(logits, data["label"], data["weight"], data["dist"], alpha=0.5)["total"]
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        if amp:
-            torch.cuda.synchronize()
+    def step() -> float:
+        _, losses = train_step(model, data, loss_fn, 0.5, optimizer=optimizer, scaler=scaler, grad_clip=clip)
+        return losses["total"].item()  # on CUDA, waits for the step: it is timed, not only queued
 
     return step
 
@@ -143,8 +123,9 @@ def memory_mb() -> dict[str, float] | None:
     return {name: int(value.split()[0]) / 1024 for name, value in fields.items()}  # kB -> MiB
 
 
-def training_memory(name: str, size: list[int], batch: int, threads: int) -> dict[str, float] | None:
-    """Run in a fresh process (PROBE): resident memory before training, and its peak in one step.
+def training_memory(name: str, size: list[int], batch: int, *, threads: int) -> dict[str, float] | None:
+    """Run in a fresh process (PROBE): resident memory before the model and batch are built
+    (`before_mb`), once they are (`ready_mb`), and its peak through one training step (`peak_mb`).
 
     The high-water mark is reset first (/proc/self/clear_refs), so neither the imports' transient
     peak nor the one a child inherits from its parent at fork counts (ru_maxrss has both).
@@ -155,22 +136,31 @@ def training_memory(name: str, size: list[int], batch: int, threads: int) -> dic
         return None
     with contextlib.suppress(OSError):  # without it, the peak may include the imports'
         Path("/proc/self/clear_refs").write_text("5")
-    make_train_step(name, (size[0], size[1]), batch, torch.device("cpu"))()
-    return {"before_mb": before["VmRSS"], "peak_mb": memory_mb()["VmHWM"]}
+    step = make_train_step(name, (size[0], size[1]), batch, device=torch.device("cpu"))
+    ready = memory_mb()
+    step()
+    return {"before_mb": before["VmRSS"], "ready_mb": ready["VmRSS"], "peak_mb": memory_mb()["VmHWM"]}
 
 
-def probe_training_memory(name: str, size: tuple[int, int], batch: int, threads: int) -> dict:
+def probe_training_memory(name: str, size: tuple[int, int], batch: int, *, threads: int) -> dict | None:
+    """`training_memory` in a fresh Python process; a RuntimeError naming the model if it fails."""
     here = Path(__file__).resolve().parent
-    args = json.dumps([name, list(size), batch, threads])
+    args = json.dumps({"name": name, "size": list(size), "batch": batch, "threads": threads})
     done = subprocess.run([sys.executable, "-c", PROBE, args], cwd=here, capture_output=True, text=True)
-    if done.returncode < 0:
-        raise RuntimeError(
-            f"training-memory probe of {name} killed by signal {-done.returncode} (out of memory?)"
-        )
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        raise RuntimeError(f"training-memory probe of {name} failed: {last}")
+        last, signal = (done.stderr.strip().splitlines() or ["no message"])[-1], -done.returncode
+        why = f"killed by signal {signal} (out of memory?)" if signal > 0 else f"failed: {last}"
+        raise RuntimeError(f"training-memory probe of {name} {why}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def gpu_training_images_per_s(name: str, size: tuple[int, int], plan: Plan) -> float:
+    """Training images/s on CUDA with AMP, batch GPU_TRAIN_BATCH already on the GPU."""
+    step = make_train_step(name, size, GPU_TRAIN_BATCH, device=torch.device("cuda"))
+    for _ in range(3):  # cuDNN autotuning and the allocator settle first
+        step()
+    seconds = [median_seconds(step, max(plan.iters, 5), plan.budget_s) for _ in range(plan.reps)]
+    return GPU_TRAIN_BATCH / statistics.median(seconds)
 
 
 def matmul_peak_gmacs(threads: int, n: int = MATMUL_N, runs: int = 5) -> float:
@@ -195,26 +185,29 @@ class Subject:
     calls: dict[str, Callable[[], object]]
 
 
-def prepare(name: str, size: tuple[int, int], plan: Plan, threads: int, workdir: Path) -> Subject:
+def prepare(name: str, size: tuple[int, int], plan: Plan, *, threads: int, workdir: Path) -> Subject:
     """Count, export (fp32 and int8), open the onnxruntime sessions and build the training step."""
     # imported here so that the training-memory probe process loads no ONNX machinery
-    from export_onnx import calibration_frames, export_fp32, export_metadata, quantize_int8
+    from export_onnx import CALIB_SEED, export_fp32, quantize_int8
     from inference import load_predictor, prepare_batch
 
     torch.manual_seed(0)
     model = build_model(name).eval()
     figures = {"params": model.get_num_trainable_params(), "macs": count_macs(model, size)}
-    frames, _ = calibration_frames(None, max(2, plan.calib_frames), size)
-    inputs = prepare_batch(frames, size, PreprocessConfig())  # (N, 1, H, W)
-    state = {"model_name": name, "img_size": list(size), "preprocess": PreprocessConfig().to_dict()}
-    metadata = export_metadata(state, model, Path(f"{name}-untrained.pt"), OPSET)
+    frames = synthetic_frames(max(2, plan.calib_frames), CALIB_SEED, size)
+    inputs = prepare_batch([frames.read(i)[0] for i in range(len(frames))], size, PreprocessConfig())
+    about = {
+        "checkpoint": f"{name}-untrained",
+        "exporter": f"torch {torch.__version__} dynamo, onnx opset {OPSET}",
+    }
+    metadata = ModelCard.of(model, name, size).to_onnx_metadata(**about)
     files = {"fp32": workdir / f"{name}.onnx", "int8": workdir / f"{name}.int8.onnx"}
     fused = fuse_model(model)
-    export_fp32(fused, torch.from_numpy(inputs[:2]), files["fp32"], OPSET, metadata)
-    quantize_int8(files["fp32"], files["int8"], inputs, metadata)
+    export_fp32(fused, torch.from_numpy(inputs[:2]), files["fp32"], opset=OPSET, metadata=metadata)
+    quantize_int8(files["fp32"], files["int8"], inputs, metadata=metadata)
     figures.update({f"onnx_{k}_kb": path.stat().st_size / 1024 for k, path in files.items()})
 
-    frame, batch = inputs[:1], inputs[np.arange(ORT_BATCH) % len(inputs)]
+    frame, batch = inputs[:1], inputs[np.arange(report.ORT_BATCH) % len(inputs)]  # (1 | 8, 1, H, W)
     x = torch.from_numpy(frame)
     calls: dict[str, Callable[[], object]] = {"torch_b1": torch.no_grad()(lambda: fused(x))}
     sessions = {
@@ -222,103 +215,43 @@ def prepare(name: str, size: tuple[int, int], plan: Plan, threads: int, workdir:
         for precision in files
         for count in ("1", "all")
     }
-    for key, (precision, count, n) in ORT_RUNS.items():
+    for key, (precision, count, n) in report.ORT_RUNS.items():
         run, inp = sessions[precision, count].logits, frame if n == 1 else batch
         calls[key] = lambda run=run, inp=inp: run(inp)
-    calls["train"] = make_train_step(name, size, plan.train_batch, torch.device("cpu"))
+    calls["train"] = make_train_step(name, size, plan.train_batch, device=torch.device("cpu"))
     return Subject(name, figures, calls)
 
 
-def gpu_training_images_per_s(name: str, size: tuple[int, int], plan: Plan) -> float:
-    step = make_train_step(name, size, GPU_TRAIN_BATCH, torch.device("cuda"))
-    for _ in range(3):  # cuDNN autotuning and the allocator settle first
-        step()
-    seconds = [median_seconds(step, max(plan.iters, 5), plan.budget_s) for _ in range(plan.reps)]
-    return GPU_TRAIN_BATCH / statistics.median(seconds)
-
-
-def machine() -> dict:
-    import onnxruntime
-
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "os": f"{platform.system()} {platform.machine()}",
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # other work running
-    }
-
-
-def derive(figures: dict, seconds: dict[str, float], peak: dict[str, float], plan: Plan) -> None:
-    """Latencies, throughputs and GMAC/s from the median seconds of each measurement."""
-    figures["torch_latency_ms"] = 1000 * seconds["torch_b1"]
-    figures["ort_gmacs"], figures["ort_peak_fraction"] = {}, {}
-    for key, (_, count, batch) in ORT_RUNS.items():
-        if batch == 1:
-            figures[f"{key}_ms"] = 1000 * seconds[key]
-        else:
-            figures[f"{key}_images_per_s"] = batch / seconds[key]
-        figures["ort_gmacs"][key] = figures["macs"] * batch / seconds[key] / 1e9
-        figures["ort_peak_fraction"][key] = figures["ort_gmacs"][key] / peak[count]
-    figures["train_images_per_s"] = plan.train_batch / seconds["train"]
-
-
-def target_ratios(models: dict[str, dict]) -> dict | None:
-    """tiny_efficientvit / shallownet: onnxruntime latencies at batch 1 (target <= 0.25) and
-    training throughput (target >= 2); None unless both were measured."""
-    if CANDIDATE not in models or BASELINE not in models:
-        return None
-    mine, theirs = models[CANDIDATE], models[BASELINE]
-    return {
-        "ort_latency_ratio": {
-            k: mine[f"{k}_ms"] / theirs[f"{k}_ms"] for k, run in ORT_RUNS.items() if run[2] == 1
-        },
-        "ort_latency_target": LATENCY_TARGET,
-        "train_throughput_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
-        "train_throughput_target": TRAIN_TARGET,
-    }
-
-
-def benchmark(
-    size: tuple[int, int] = TARGET_SIZE,
-    quick: bool = False,
-    models: tuple[str, ...] = MODEL_NAMES,
-    log: Callable[[str], None] | None = None,
-) -> dict:
-    """Measure `models` (see the module docstring); returns every figure as a JSON-ready dict."""
-    log = log or (lambda _: None)
-    unknown = [name for name in models if name not in MODEL_NAMES]
-    if unknown or not models:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
-    plan, threads, started = QUICK if quick else FULL, torch.get_num_threads(), time.perf_counter()
-    about = machine()
+def _prepare_all(
+    models: tuple[str, ...], size: tuple[int, int], plan: Plan, *, threads: int, log: Callable[[str], None]
+) -> tuple[list[Subject], list[str]]:
+    """Every model's Subject, with its training memory figures, and the run's notes so far."""
+    notes = [] if torch.cuda.is_available() else ["GPU training skipped: no CUDA device"]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=1) as pool:
         # the memory probes run one at a time, while the exports (not timed) run here
-        memory = {n: pool.submit(probe_training_memory, n, size, plan.train_batch, threads) for n in models}
+        memory = {
+            n: pool.submit(probe_training_memory, n, size, plan.train_batch, threads=threads) for n in models
+        }
         subjects = []
         for name in models:
             log(f"{name}: counting MACs, exporting fp32 and int8 ONNX...")
-            subjects.append(prepare(name, size, plan, threads, Path(tmp)))
+            subjects.append(prepare(name, size, plan, threads=threads, workdir=Path(tmp)))
         log("waiting for the training-memory probes (one fresh process per model)...")
-        notes = [] if torch.cuda.is_available() else ["GPU training skipped: no CUDA device"]
         for subject in subjects:
             try:
-                rss = memory[subject.name].result()
+                rss = memory[subject.name].result()  # None off Linux
+                peak, growth = (rss["peak_mb"], rss["peak_mb"] - rss["before_mb"]) if rss else (None, None)
             except RuntimeError as exc:  # the other figures are still worth having
-                rss = None
+                peak = growth = None
                 notes.append(str(exc))
-            subject.figures["train_peak_rss_mb"] = None if rss is None else rss["peak_mb"]
-            subject.figures["train_rss_growth_mb"] = (
-                None if rss is None else rss["peak_mb"] - rss["before_mb"]
-            )
-    log("measuring the peak fp32 matmul rate...")
-    peak = {"1": matmul_peak_gmacs(1), "all": matmul_peak_gmacs(threads)}
+            subject.figures.update(train_peak_rss_mb=peak, train_rss_growth_mb=growth)
+    return subjects, notes
+
+
+def _time_interleaved(
+    subjects: list[Subject], plan: Plan, log: Callable[[str], None]
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds of each call, per model and measurement: a median per repetition."""
     log("warming up (a training step is slow for ShallowNet)...")
     for subject in subjects:
         for call in subject.calls.values():
@@ -329,168 +262,76 @@ def benchmark(
         for subject in subjects:
             for key, call in subject.calls.items():
                 samples[subject.name][key].append(median_seconds(call, plan.iters, plan.budget_s))
-    for subject in subjects:
-        derive(
-            subject.figures, {k: statistics.median(v) for k, v in samples[subject.name].items()}, peak, plan
-        )
-        subject.figures["gpu_train_images_per_s"] = None
+    return samples
+
+
+def benchmark(
+    size: tuple[int, int] = TARGET_SIZE,
+    quick: bool = False,
+    models: tuple[str, ...] = MODEL_NAMES,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Measure `models` (see the module docstring); returns every figure as a JSON-ready dict."""
+    log = log or (lambda _: None)
+    models = model_names(models)
+    plan, threads, started = QUICK if quick else FULL, torch.get_num_threads(), time.perf_counter()
+    about = report.machine()
+    subjects, notes = _prepare_all(models, size, plan, threads=threads, log=log)
+    log("measuring the peak fp32 matmul rate...")
+    peak = {"1": matmul_peak_gmacs(1), "all": matmul_peak_gmacs(threads)}
+    samples = _time_interleaved(subjects, plan, log)
+    for s in subjects:
+        seconds = {k: statistics.median(v) for k, v in samples[s.name].items()}
+        s.figures |= report.timing_figures(seconds, s.figures["macs"], peak, train_batch=plan.train_batch)
+        s.figures["gpu_train_images_per_s"] = None
         if torch.cuda.is_available():
-            log(f"{subject.name}: GPU training with AMP...")
-            subject.figures["gpu_train_images_per_s"] = gpu_training_images_per_s(subject.name, size, plan)
+            log(f"{s.name}: GPU training with AMP...")
+            s.figures["gpu_train_images_per_s"] = gpu_training_images_per_s(s.name, size, plan)
     if size != TARGET_SIZE:
-        notes.append(
-            f"the targets are stated at {TARGET_SIZE[0]}x{TARGET_SIZE[1]}, this run used {size[0]}x{size[1]}"
-        )
+        (h, w), (th, tw) = size, TARGET_SIZE
+        notes.append(f"the targets are stated at {th}x{tw}, this run used {h}x{w}")
     figures = {s.name: s.figures for s in subjects}
     return {
         "machine": about,
-        "settings": {
-            "size": list(size),
-            "quick": quick,
-            "threads": threads,
-            **{k: getattr(plan, k) for k in ("reps", "iters", "budget_s", "train_batch", "calib_frames")},
-            "ort_batch": ORT_BATCH,
-            "gpu_train_batch": GPU_TRAIN_BATCH,
-        },
+        "settings": {"size": list(size), "quick": quick, "threads": threads, **dataclasses.asdict(plan)}
+        | {"ort_batch": report.ORT_BATCH, "gpu_train_batch": GPU_TRAIN_BATCH},
         "peak_gmacs": {**peak, "method": f"best of 5 torch.mm {MATMUL_N}x{MATMUL_N} fp32"},
         "models": figures,
-        "targets": target_ratios(figures),
+        "targets": report.target_ratios(figures),
         "samples_s": samples,
         "notes": notes,
         "seconds": time.perf_counter() - started,
     }
 
 
-def _ms(value: float) -> str:
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
-
-
-def _threads(count: str, threads: int) -> str:
-    n = 1 if count == "1" else threads
-    return f"{n} thread{'s' if n > 1 else ''}"
-
-
-def markdown_table(result: dict) -> str:
-    """One table, a row per figure and a column per model."""
-    models, settings = result["models"], result["settings"]
-    (h, w), t = settings["size"], settings["threads"]
-    rows: list[tuple[str, Callable[[dict], str]]] = [
-        ("trainable parameters", lambda f: f"{f['params']:,}"),
-        (f"GMACs per {h}x{w} frame", lambda f: f"{f['macs'] / 1e9:.3f}"),
-        ("ONNX file, fp32 / int8 (KB)", lambda f: f"{f['onnx_fp32_kb']:.0f} / {f['onnx_int8_kb']:.0f}"),
-        (f"PyTorch latency, batch 1, {_threads('all', t)} (ms)", lambda f: _ms(f["torch_latency_ms"])),
-    ]
-    for key, (precision, count, batch) in ORT_RUNS.items():
-        what = f"onnxruntime {precision}, batch {batch}, {_threads(count, t)}"
-        if batch == 1:
-            rows.append((f"{what}: latency (ms)", lambda f, k=key: _ms(f[f"{k}_ms"])))
-        else:
-            rows.append((f"{what}: images/s", lambda f, k=key: f"{f[f'{k}_images_per_s']:.1f}"))
-    for key, (precision, count, batch) in ORT_RUNS.items():
-        what = f"onnxruntime {precision}, batch {batch}, {_threads(count, t)}: GMAC/s (% of peak)"
-        rows.append(
-            (what, lambda f, k=key: f"{f['ort_gmacs'][k]:.1f} ({100 * f['ort_peak_fraction'][k]:.0f}%)")
-        )
-    rows += [
-        (
-            f"training, batch {settings['train_batch']}, {_threads('all', t)}: images/s",
-            lambda f: f"{f['train_images_per_s']:.2f}",
-        ),
-        (
-            "training peak RSS, MiB (growth during training)",
-            lambda f: (
-                "n/a"
-                if f["train_peak_rss_mb"] is None
-                else f"{f['train_peak_rss_mb']:.0f} (+{f['train_rss_growth_mb']:.0f})"
-            ),
-        ),
-        (
-            f"GPU training, AMP, batch {GPU_TRAIN_BATCH}: images/s",
-            lambda f: (
-                "skipped (no CUDA)"
-                if f["gpu_train_images_per_s"] is None
-                else f"{f['gpu_train_images_per_s']:.0f}"
-            ),
-        ),
-    ]
-    lines = ["| | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
-    lines += [f"| {label} | " + " | ".join(cell(models[n]) for n in models) + " |" for label, cell in rows]
-    return "\n".join(lines)
-
-
-def machine_line(result: dict) -> str:
-    m, peak, t = result["machine"], result["peak_gmacs"], result["settings"]["threads"]
-    gpu = f", GPU {m['gpu']}" if m["gpu"] else ""
-    load = "" if m["load_average"] is None else f", load average {m['load_average']:.1f} at the start"
-    return (
-        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {_threads('all', t)} used{gpu}{load}; "
-        f"{m['os']}, Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}. "
-        f"Peak ({peak['method']}): {peak['1']:.1f} GMAC/s on 1 thread, {peak['all']:.1f} on {t}."
-    )
-
-
-def target_lines(result: dict) -> list[str]:
-    targets, t = result["targets"], result["settings"]["threads"]
-    if targets is None:
-        return [f"Targets: not checked, they need both {CANDIDATE} and {BASELINE}."]
-    lines = [f"Targets, {CANDIDATE} / {BASELINE}, measured side by side in this run:"]
-    for key, ratio in targets["ort_latency_ratio"].items():
-        precision, count, _ = ORT_RUNS[key]
-        verdict = "met" if ratio <= LATENCY_TARGET else "not met"
-        lines.append(
-            f"- onnxruntime {precision} latency, batch 1, {_threads(count, t)}: {ratio:.3f}x "
-            f"(target <= {LATENCY_TARGET}x: {verdict})"
-        )
-    ratio = targets["train_throughput_ratio"]
-    verdict = "met" if ratio >= TRAIN_TARGET else "not met"
-    lines.append(
-        f"- training throughput, batch {result['settings']['train_batch']}: {ratio:.2f}x "
-        f"(target >= {TRAIN_TARGET}x: {verdict})"
-    )
-    return lines + [f"Note: {note}." for note in result["notes"]]
-
-
-def model_list(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown model(s) {unknown or text!r}; choose from {', '.join(MODEL_NAMES)}"
-        )
-    return names
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Benchmark every registered model side by side on this machine."
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--quick", action="store_true", help="1 repetition, fewer calls, training batch 2")
     parser.add_argument(
         "--size", type=size_argument, default=TARGET_SIZE, help="input HxW (default: 400x640)"
     )
+    names = argument_type(lambda text: model_names([n.strip() for n in text.split(",") if n.strip()]))
+    default = ",".join(MODEL_NAMES)
     parser.add_argument(
-        "--models",
-        type=model_list,
-        default=MODEL_NAMES,
-        help=f"comma-separated (default: {','.join(MODEL_NAMES)})",
+        "--models", type=names, default=MODEL_NAMES, help=f"comma-separated (default: {default})"
     )
     args = parser.parse_args(argv)
     start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:4.0f} s] {message}", file=sys.stderr)
+
     try:
-        result = benchmark(
-            args.size,
-            args.quick,
-            args.models,
-            log=lambda m: print(f"[{time.perf_counter() - start:4.0f} s] {m}", file=sys.stderr),
-        )
+        result = benchmark(args.size, args.quick, args.models, log=log)
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(machine_line(result), "", markdown_table(result), "", *target_lines(result), sep="\n")
+    print(report.markdown_report(result))
     return 0
 
 

@@ -1,26 +1,31 @@
-"""Benchmark: timing loop, target ratios, the report, memory probe, and a quick run at a tiny size (slow)."""
+"""Benchmark: timing loop, figures from seconds, target ratios, the report, the training step it times,
+the memory probe, and a quick run at a tiny size (slow)."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
+import torch
 
-from benchmark import (
+import benchmark
+from benchmark import make_train_step, median_seconds, probe_training_memory
+from config import TrainConfig
+from models import MODEL_NAMES, build_model
+from reports.benchmark import (
     BASELINE,
     CANDIDATE,
     ORT_RUNS,
+    markdown_report,
     markdown_table,
-    median_seconds,
-    probe_training_memory,
     target_lines,
     target_ratios,
-    training_memory,
+    timing_figures,
 )
-from benchmark import main as benchmark_main
-from models import MODEL_NAMES
 
+SIZE = (64, 96)  # (H, W)
 FIGURES = {
     "params",
     "macs",
@@ -46,11 +51,30 @@ def figures(latency_ms: float, train_images_per_s: float) -> dict:
 
 def fake_result(models: dict) -> dict:
     return {
-        "settings": {"size": [400, 640], "threads": 2, "train_batch": 8},
+        "machine": {"cpu": "a CPU", "logical_cpus": 2, "os": "Linux x86_64", "python": "3.11", "torch": "2",
+                    "onnxruntime": "1", "gpu": None, "load_average": None},
+        "peak_gmacs": {"1": 20.0, "all": 35.0, "method": "best of 5 torch.mm"},
+        "settings": {"size": [400, 640], "threads": 2, "train_batch": 8, "gpu_train_batch": 32},
         "models": models,
         "targets": target_ratios(models),
         "notes": ["GPU training skipped: no CUDA device"],
-    }
+    }  # fmt: skip
+
+
+def saved_activation_mb(name: str, size: tuple[int, int], batch: int) -> float:
+    """MiB of the tensors a training forward keeps for its backward (weights and input left out):
+    memory one training step must hold at once, beyond the model and the batch."""
+    model = build_model(name).train()
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.grad_fn is not None:  # made by the forward
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(torch.randn(batch, 1, *size))
+    return sum(storages.values()) / 2**20
 
 
 def test_median_seconds_stops_at_the_call_count_or_the_budget():
@@ -60,6 +84,20 @@ def test_median_seconds_stops_at_the_call_count_or_the_budget():
     calls.clear()
     median_seconds(lambda: calls.append(1), iters=100, budget_s=0)
     assert len(calls) == 1  # one call at least, even with no time left
+
+
+def test_timing_figures_are_latency_throughput_and_share_of_the_peak():
+    seconds = dict.fromkeys([*ORT_RUNS, "torch_b1", "train"], 0.01)
+    made = timing_figures(seconds, 10**9, {"1": 200.0, "all": 400.0}, train_batch=4)
+    assert made["torch_latency_ms"] == pytest.approx(10.0)
+    assert made["ort_fp32_1t_ms"] == pytest.approx(10.0)
+    assert made["ort_int8_b8_images_per_s"] == pytest.approx(800.0)
+    assert made["ort_gmacs"]["ort_int8_b8"] == pytest.approx(800.0)  # 8 frames of 1 GMAC in 10 ms
+    assert made["ort_peak_fraction"] == pytest.approx(
+        {"ort_fp32_1t": 0.5, "ort_fp32_all": 0.25, "ort_int8_1t": 0.5, "ort_int8_all": 0.25,
+         "ort_fp32_b8": 2.0, "ort_int8_b8": 2.0}
+    )  # fmt: skip
+    assert made["train_images_per_s"] == pytest.approx(400.0)
 
 
 def test_target_ratios_compare_the_candidate_with_the_baseline():
@@ -80,31 +118,66 @@ def test_report_has_a_column_per_model_and_says_which_targets_are_met():
     assert "0.200x (target <= 0.25x: met)" in lines
     assert "1.50x (target >= 2.0x: not met)" in lines
     assert "GPU training skipped" in lines
+    assert markdown_report(result).startswith("Machine: a CPU, 2 logical CPUs, 2 threads used; Linux")
+
+
+def test_notes_are_reported_without_targets_too():
+    lines = target_lines(fake_result({BASELINE: figures(10.0, 10.0)}))
+    assert lines[0].startswith("Targets: not checked")
+    assert "Note: GPU training skipped: no CUDA device." in lines
+
+
+def test_the_timed_step_is_training_train_step(monkeypatch):
+    seen = []
+    train_step = benchmark.train_step
+    monkeypatch.setattr(benchmark, "train_step", lambda *a, **kw: seen.append(kw) or train_step(*a, **kw))
+    loss = make_train_step("tiny_efficientvit_xs", SIZE, 1, device=torch.device("cpu"))()
+    assert len(seen) == 1 and seen[0]["grad_clip"] == TrainConfig().grad_clip
+    assert math.isfinite(loss)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_training_memory_reports_the_peak_of_one_step():
-    memory = training_memory("tiny_efficientvit_xs", [48, 64], 1, 1)
-    assert memory["peak_mb"] >= memory["before_mb"] > 0
+def test_memory_probe_peak_holds_one_training_steps_activations():
+    memory = probe_training_memory("shallownet", SIZE, 1, threads=1)
+    assert memory["ready_mb"] >= memory["before_mb"] > 0
+    assert memory["peak_mb"] - memory["ready_mb"] >= saved_activation_mb("shallownet", SIZE, 1)
 
 
-def test_a_failing_memory_probe_says_which_model_and_why():
-    with pytest.raises(RuntimeError, match="probe of nope failed: .*unknown model 'nope'"):
-        probe_training_memory("nope", (48, 64), 1, 1)
+@pytest.mark.parametrize(
+    ("probe", "message"),
+    [
+        (
+            "import sys; sys.exit('ValueError: no such model')",
+            "probe of nope failed: ValueError: no such model",
+        ),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "probe of nope killed by signal 9"),
+    ],
+    ids=["fails", "killed"],
+)
+def test_a_failing_memory_probe_says_which_model_and_why(monkeypatch, probe, message):
+    monkeypatch.setattr(benchmark, "PROBE", probe)
+    with pytest.raises(RuntimeError, match=message):
+        probe_training_memory("nope", SIZE, 1, threads=1)
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--models", "tiny_efficientvit,nope"), ("--size", "8x8")])
 def test_bad_arguments_name_the_value(capsys, flag, value):
     with pytest.raises(SystemExit) as exit_info:
-        benchmark_main([flag, value])
+        benchmark.main([flag, value])
     assert exit_info.value.code == 2
     assert value.split(",")[-1] in capsys.readouterr().err
+
+
+def test_unknown_models_are_refused_before_anything_runs(monkeypatch):
+    monkeypatch.setattr(benchmark.report, "machine", lambda: pytest.fail("started before checking the names"))
+    with pytest.raises(ValueError, match="unknown model.*'nope'"):
+        benchmark.benchmark(SIZE, quick=True, models=("tiny_efficientvit", "nope"))
 
 
 @pytest.mark.slow
 def test_quick_run_at_a_tiny_size_writes_every_figure(tmp_path, capsys):
     path = tmp_path / "bench.json"
-    assert benchmark_main(["--quick", "--size", "64x96", "--json", str(path)]) == 0
+    assert benchmark.main(["--quick", "--size", "64x96", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert set(result["models"]) == set(MODEL_NAMES)
     for name in MODEL_NAMES:

@@ -16,17 +16,11 @@ import pytest
 from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
 from evaluate import evaluate, main, score_frame, summarize
-from gallery import BACKGROUND, CAPTION_HEIGHT, FONT, FONT_SCALE, GAP, TILE_SIZE, fit_text, fit_tile
-from inference import load_predictor, model_file, pupil_geometry
+from gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
+from inference import load_predictor, model_file
 from metrics import (
     MB,
-    centre_error,
-    challenge_score,
     confusion_metrics,
-    detection_summary,
-    diameter_buckets,
-    error_summary,
-    located_share,
     mask_counts,
     mask_iou,
 )
@@ -45,69 +39,6 @@ def square(top: int, left: int, side: int = 10, shape: tuple[int, int] = (40, 60
 
 def disc(x: int, y: int, radius: int = 8, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
     return cv2.circle(np.zeros(shape, np.uint8), (x, y), radius, 1, -1)
-
-
-# metric functions
-
-
-def test_overlapping_squares_give_known_counts_iou_and_dice():
-    pred, truth = square(5, 5), square(5, 10)  # half of each square overlaps the other
-    assert mask_counts(pred, truth) == (50, 50, 50, 40 * 60 - 150)
-    assert mask_iou(pred, truth) == pytest.approx(1 / 3)
-    assert confusion_metrics(*mask_counts(pred, truth))["pupil_dice"] == pytest.approx(0.5)
-
-
-def test_iou_is_one_for_two_empty_masks_and_zero_for_disjoint_ones():
-    empty = np.zeros((40, 60), np.uint8)
-    assert mask_iou(empty, empty) == 1.0
-    assert mask_iou(square(0, 0), square(20, 30)) == 0.0
-
-
-def test_mask_counts_refuses_masks_of_different_sizes():
-    with pytest.raises(ValueError, match="differs"):
-        mask_counts(np.zeros((40, 60)), np.zeros((60, 40)))
-
-
-def test_centre_error_of_two_discs_is_their_offset():
-    mine, truth = pupil_geometry(disc(33, 24).astype(bool)), pupil_geometry(disc(30, 20).astype(bool))
-    for x, y in (("centre_x", "centre_y"), ("centroid_x", "centroid_y")):
-        assert centre_error((mine[x], mine[y]), (truth[x], truth[y])) == pytest.approx(5.0, abs=0.05)
-
-
-def test_error_summary_gives_mean_median_p95_and_none_without_errors():
-    assert error_summary([1, 2, 3, 4, 100]) == {
-        "n": 5,
-        "mean": 22.0,
-        "median": 3.0,
-        "p95": pytest.approx(80.8),
-    }
-    assert error_summary([]) == {"n": 0, "mean": None, "median": None, "p95": None}
-
-
-def test_detection_counts_missed_pupils_and_false_positives_on_closed_eyes():
-    summary = detection_summary([True, True, False, False, False], [True, False, True, False, False])
-    assert summary == {
-        "frames": 5,
-        "accuracy": pytest.approx(0.6),
-        "with_pupil": 2,
-        "missed": 1,
-        "without_pupil": 3,
-        "false_positives": 1,
-    }
-
-
-def test_located_share_counts_misses_as_never_located():
-    assert located_share([0.5, 5.0, 5.1, math.inf]) == pytest.approx(0.5)
-    assert located_share([]) is None
-
-
-def test_diameter_buckets_sum_pixels_per_size_range_and_skip_empty_ones():
-    counts = [(8, 1, 1, 90), (2, 4, 4, 90), (50, 0, 0, 50)]  # IoU 0.8, 0.2 (sums to 0.5), 1.0
-    rows = diameter_buckets([10, 19.9, 40], counts, (0, 20, 30, 50))
-    assert rows == [
-        {"min_px": 0, "max_px": 20, "frames": 2, "pupil_iou": pytest.approx(0.5)},
-        {"min_px": 30, "max_px": 50, "frames": 1, "pupil_iou": pytest.approx(1.0)},
-    ]
 
 
 def test_summary_locates_pupils_against_the_label_centroid_and_buckets_by_diameter():
@@ -129,40 +60,12 @@ def test_summary_locates_pupils_against_the_label_centroid_and_buckets_by_diamet
     assert summary["located"] == {"within_px": 5.0, "share": 0.0, "median_error_px": None}  # all missed
 
 
-def test_challenge_score_caps_the_size_term_at_one():
-    assert challenge_score(0.8, 500_000) == pytest.approx(0.9)  # 0.5 MB: the size term is 1
-    assert challenge_score(0.8, 2_000_000) == pytest.approx(0.65)  # 2 MB: 1 / 2
-    with pytest.raises(ValueError, match="positive"):
-        challenge_score(0.8, 0)
-
-
 def test_galleries_rank_by_iou_and_skip_frames_empty_in_both():
     scores = [
         {"pupil_iou": iou, "label_pupil": found, "predicted_pupil": found}
         for iou, found in ((0.9, True), (1.0, False), (0.2, True), (0.5, True))
     ]
     assert gallery_picks(scores, n=2) == ([0, 3], [2, 3])
-
-
-def test_fit_tile_scales_and_pads_without_stretching():
-    crop = np.full((200, 200), 255, np.uint8)
-    tile = fit_tile(crop, (300, 480))
-    rows, cols = np.nonzero(tile == 255)
-    assert tile.shape == (300, 480)
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 299, 90, 389)  # 300x300, centred
-    assert (tile[:, :90] == BACKGROUND).all() and (tile[:, 390:] == BACKGROUND).all()
-    frame = np.full((400, 640), 255, np.uint8)
-    assert (fit_tile(frame, (300, 480)) == 255).all()  # the same aspect ratio fills the tile
-    mask = fit_tile(np.eye(200, dtype=np.uint8), (300, 480), fill=0, nearest=True)
-    assert set(np.unique(mask)) == {0, 1}  # masks stay masks
-
-
-def test_long_frame_names_are_cut_in_the_middle_to_fit():
-    name = "recording_2024-05-01_left_camera_subject_17_session_3_frame_000123.png"
-    short = fit_text(name, 200)
-    assert cv2.getTextSize(short, FONT, FONT_SCALE, 1)[0][0] <= 200
-    assert "..." in short and short.endswith("000123.png") and short.startswith("rec")
-    assert fit_text("000001.png", 200) == "000001.png"
 
 
 class ShiftedLabels:

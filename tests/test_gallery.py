@@ -8,14 +8,19 @@ import numpy as np
 import pytest
 
 from gallery import (
+    BACKGROUND,
     CAPTION_HEIGHT,
     ELLIPSE_COLOUR,
+    FONT,
+    FONT_SCALE,
     GAP,
     GRID_WIDTH,
     LABEL_COLOUR,
     NAME_COLOUR,
     PREDICTION_COLOUR,
     TILE_SIZE,
+    fit_text,
+    fit_tile,
     gallery_tile,
     paint,
     prediction_grid,
@@ -128,3 +133,24 @@ def test_prediction_grid_to_an_unwritable_path_is_an_error_naming_it(tmp_path):
     images = np.full((1, 40, 64), GREY, np.uint8)
     with pytest.raises(OSError, match="no-such-folder"):
         prediction_grid(images, images * 0, images * 0, tmp_path / "no-such-folder" / "grid.png")
+
+
+def test_fit_tile_scales_and_pads_without_stretching():
+    crop = np.full((200, 200), 255, np.uint8)
+    tile = fit_tile(crop, (300, 480))
+    rows, cols = np.nonzero(tile == 255)
+    assert tile.shape == (300, 480)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (0, 299, 90, 389)  # 300x300, centred
+    assert (tile[:, :90] == BACKGROUND).all() and (tile[:, 390:] == BACKGROUND).all()
+    frame = np.full((400, 640), 255, np.uint8)
+    assert (fit_tile(frame, (300, 480)) == 255).all()  # the same aspect ratio fills the tile
+    mask = fit_tile(np.eye(200, dtype=np.uint8), (300, 480), fill=0, nearest=True)
+    assert set(np.unique(mask)) == {0, 1}  # masks stay masks
+
+
+def test_long_frame_names_are_cut_in_the_middle_to_fit():
+    name = "recording_2024-05-01_left_camera_subject_17_session_3_frame_000123.png"
+    short = fit_text(name, 200)
+    assert cv2.getTextSize(short, FONT, FONT_SCALE, 1)[0][0] <= 200
+    assert "..." in short and short.endswith("000123.png") and short.startswith("rec")
+    assert fit_text("000001.png", 200) == "000001.png"

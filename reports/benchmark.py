@@ -1,0 +1,174 @@
+"""What benchmark.py's timings mean and how its result reads: the onnxruntime runs it times, the
+figures made from the seconds measured, the candidate / baseline targets, and the Markdown it
+prints (`markdown_report`: machine line, table, target lines).
+
+Nothing here measures: `machine` describes this machine, every other function reads numbers
+benchmark.py measured or its result dict (or its saved JSON). Only the standard library is
+imported, so a saved result prints again without torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Callable
+
+BASELINE, CANDIDATE = "shallownet", "tiny_efficientvit"
+LATENCY_TARGET, TRAIN_TARGET = 0.25, 2.0  # candidate / baseline: latency at most, throughput at least
+ORT_BATCH = 8
+ORT_RUNS = {  # measurement -> (precision, threads "1" or "all", batch)
+    "ort_fp32_1t": ("fp32", "1", 1),
+    "ort_fp32_all": ("fp32", "all", 1),
+    "ort_int8_1t": ("int8", "1", 1),
+    "ort_int8_all": ("int8", "all", 1),
+    "ort_fp32_b8": ("fp32", "all", ORT_BATCH),
+    "ort_int8_b8": ("int8", "all", ORT_BATCH),
+}
+
+
+def timing_figures(
+    seconds: dict[str, float], macs: int, peak: dict[str, float], *, train_batch: int
+) -> dict[str, float | dict[str, float]]:
+    """Latencies (ms), throughputs (images/s) and GMAC/s from the median seconds of each
+    measurement; `peak` is the matmul peak in GMAC/s by thread count ("1", "all")."""
+    figures: dict = {"torch_latency_ms": 1000 * seconds["torch_b1"], "ort_gmacs": {}, "ort_peak_fraction": {}}
+    for key, (_, count, batch) in ORT_RUNS.items():
+        if batch == 1:
+            figures[f"{key}_ms"] = 1000 * seconds[key]
+        else:
+            figures[f"{key}_images_per_s"] = batch / seconds[key]
+        figures["ort_gmacs"][key] = macs * batch / seconds[key] / 1e9
+        figures["ort_peak_fraction"][key] = figures["ort_gmacs"][key] / peak[count]
+    return figures | {"train_images_per_s": train_batch / seconds["train"]}
+
+
+def target_ratios(models: dict[str, dict]) -> dict | None:
+    """tiny_efficientvit / shallownet: onnxruntime latencies at batch 1 (target <= 0.25) and
+    training throughput (target >= 2); None unless both were measured."""
+    if CANDIDATE not in models or BASELINE not in models:
+        return None
+    mine, theirs = models[CANDIDATE], models[BASELINE]
+    return {
+        "ort_latency_ratio": {
+            k: mine[f"{k}_ms"] / theirs[f"{k}_ms"] for k, run in ORT_RUNS.items() if run[2] == 1
+        },
+        "ort_latency_target": LATENCY_TARGET,
+        "train_throughput_ratio": mine["train_images_per_s"] / theirs["train_images_per_s"],
+        "train_throughput_target": TRAIN_TARGET,
+    }
+
+
+def machine() -> dict:
+    """The CPU, OS, Python, torch and onnxruntime versions, GPU and load of this machine."""
+    import onnxruntime  # here, so that a saved result prints without them
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "os": f"{platform.system()} {platform.machine()}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # other work running
+    }
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _threads(count: str, threads: int) -> str:
+    n = 1 if count == "1" else threads
+    return f"{n} thread{'s' if n > 1 else ''}"
+
+
+def _memory(f: dict) -> str:
+    if f["train_peak_rss_mb"] is None:
+        return "n/a"
+    return f"{f['train_peak_rss_mb']:.0f} (+{f['train_rss_growth_mb']:.0f})"
+
+
+def _gpu(f: dict) -> str:
+    return (
+        "skipped (no CUDA)" if f["gpu_train_images_per_s"] is None else f"{f['gpu_train_images_per_s']:.0f}"
+    )
+
+
+def markdown_table(result: dict) -> str:
+    """One table, a row per figure and a column per model."""
+    models, settings = result["models"], result["settings"]
+    (h, w), t = settings["size"], settings["threads"]
+    rows: list[tuple[str, Callable[[dict], str]]] = [
+        ("trainable parameters", lambda f: f"{f['params']:,}"),
+        (f"GMACs per {h}x{w} frame", lambda f: f"{f['macs'] / 1e9:.3f}"),
+        ("ONNX file, fp32 / int8 (KB)", lambda f: f"{f['onnx_fp32_kb']:.0f} / {f['onnx_int8_kb']:.0f}"),
+        (f"PyTorch latency, batch 1, {_threads('all', t)} (ms)", lambda f: _ms(f["torch_latency_ms"])),
+    ]
+    for key, (precision, count, batch) in ORT_RUNS.items():
+        what = f"onnxruntime {precision}, batch {batch}, {_threads(count, t)}"
+        if batch == 1:
+            rows.append((f"{what}: latency (ms)", lambda f, k=key: _ms(f[f"{k}_ms"])))
+        else:
+            rows.append((f"{what}: images/s", lambda f, k=key: f"{f[f'{k}_images_per_s']:.1f}"))
+    for key, (precision, count, batch) in ORT_RUNS.items():
+        what = f"onnxruntime {precision}, batch {batch}, {_threads(count, t)}: GMAC/s (% of peak)"
+        rows.append(
+            (what, lambda f, k=key: f"{f['ort_gmacs'][k]:.1f} ({100 * f['ort_peak_fraction'][k]:.0f}%)")
+        )
+    rows += [
+        (
+            f"training, batch {settings['train_batch']}, {_threads('all', t)}: images/s",
+            lambda f: f"{f['train_images_per_s']:.2f}",
+        ),
+        ("training peak RSS, MiB (growth during training)", _memory),
+        (f"GPU training, AMP, batch {settings['gpu_train_batch']}: images/s", _gpu),
+    ]
+    lines = ["| | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
+    lines += [f"| {label} | " + " | ".join(cell(models[n]) for n in models) + " |" for label, cell in rows]
+    return "\n".join(lines)
+
+
+def machine_line(result: dict) -> str:
+    """The machine, the software and the matmul peak, in one line."""
+    m, peak, t = result["machine"], result["peak_gmacs"], result["settings"]["threads"]
+    gpu = f", GPU {m['gpu']}" if m["gpu"] else ""
+    load = "" if m["load_average"] is None else f", load average {m['load_average']:.1f} at the start"
+    return (
+        f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, {_threads('all', t)} used{gpu}{load}; "
+        f"{m['os']}, Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}. "
+        f"Peak ({peak['method']}): {peak['1']:.1f} GMAC/s on 1 thread, {peak['all']:.1f} on {t}."
+    )
+
+
+def target_lines(result: dict) -> list[str]:
+    """Each target's ratio and whether it is met, then the run's notes."""
+    targets, t = result["targets"], result["settings"]["threads"]
+    notes = [f"Note: {note}." for note in result["notes"]]
+    if targets is None:
+        return [f"Targets: not checked, they need both {CANDIDATE} and {BASELINE}.", *notes]
+    lines = [f"Targets, {CANDIDATE} / {BASELINE}, measured side by side in this run:"]
+    for key, ratio in targets["ort_latency_ratio"].items():
+        precision, count, _ = ORT_RUNS[key]
+        verdict = "met" if ratio <= LATENCY_TARGET else "not met"
+        lines.append(
+            f"- onnxruntime {precision} latency, batch 1, {_threads(count, t)}: {ratio:.3f}x "
+            f"(target <= {LATENCY_TARGET}x: {verdict})"
+        )
+    ratio = targets["train_throughput_ratio"]
+    verdict = "met" if ratio >= TRAIN_TARGET else "not met"
+    lines.append(
+        f"- training throughput, batch {result['settings']['train_batch']}: {ratio:.2f}x "
+        f"(target >= {TRAIN_TARGET}x: {verdict})"
+    )
+    return lines + notes
+
+
+def markdown_report(result: dict) -> str:
+    """What benchmark.py prints: the machine line, the table and the target lines."""
+    return "\n".join([machine_line(result), "", markdown_table(result), "", *target_lines(result)])
