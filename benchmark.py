@@ -107,7 +107,9 @@ def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: tor
     loss_fn, clip = CombinedLoss(), config.grad_clip
 
     def step() -> float:
-        _, losses = train_step(model, data, loss_fn, 0.5, optimizer=optimizer, scaler=scaler, grad_clip=clip)
+        _, losses = train_step(
+            model, data, loss_fn, alpha=0.5, optimizer=optimizer, scaler=scaler, grad_clip=clip
+        )
         return losses["total"].item()  # on CUDA, waits for the step: it is timed, not only queued
 
     return step

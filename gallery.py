@@ -122,7 +122,7 @@ def tile_grid(tiles: list[np.ndarray], columns: int = GALLERY_COLUMNS) -> np.nda
     return grid
 
 
-def prediction_grid(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, path: Path) -> Path:
+def prediction_grid(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, *, path: Path) -> Path:
     """A row per frame of arrays (N, H, W): the frame, then the frame painted with its prediction
     and label; at most GRID_WIDTH wide, written to `path` (`data.folders.write_image`)."""
     rows = [

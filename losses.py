@@ -4,8 +4,8 @@ The loss of the ShallowNet / RITnet training this project is compared against:
 
     total = CE + alpha * Dice + (1 - alpha) * Surface
 
-with alpha decaying linearly from 1 toward 0 over min(125, epochs) epochs and then held at a
-floor. Early on, Dice drives region overlap; later, the surface loss pulls the predicted
+with alpha decaying linearly from 1 toward 0 over `span` epochs (training: min(125, epochs)) and
+then held at a floor. Early on, Dice drives region overlap; later, the surface loss pulls the predicted
 boundary onto the true one. The surface term is a mean of probability x signed distance, which
 is negative wherever the prediction sits inside its class region, so the total can go below
 zero: that is expected, not a bug.
@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def alpha_schedule(epoch: int, epochs: int, floor: float = 0.0, span: int = 125) -> float:
-    """Dice weight for 0-based `epoch`: 1 at the start, linear to `floor` over min(span, epochs)."""
+def alpha_schedule(epoch: int, span: int, *, floor: float = 0.0) -> float:
+    """Dice weight for 0-based `epoch`: 1 at the start, linear down to `floor` over `span` epochs."""
     if not 0.0 <= floor <= 1.0:
         raise ValueError(f"alpha floor must be in [0, 1], got {floor}")
-    steps = max(1, min(span, epochs))
-    return max(floor, 1.0 - epoch / steps)
+    return max(floor, 1.0 - epoch / max(1, span))
 
 
 def weighted_cross_entropy(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -51,20 +50,17 @@ def surface_loss(probs: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 
 class CombinedLoss(nn.Module):
-    """Returns a dict: `total` (to backpropagate) and `ce`, `dice`, `surface` (for logging)."""
+    """Returns a dict: `total` (to backpropagate) and `ce`, `dice`, `surface` (for logging).
 
-    def forward(
-        self,
-        logits: torch.Tensor,  # (B, C, H, W)
-        label: torch.Tensor,  # (B, H, W) int64
-        weight: torch.Tensor,  # (B, H, W) boundary weight map
-        dist: torch.Tensor,  # (B, C, H, W) signed distance maps / image diagonal
-        alpha: float,
-    ) -> dict[str, torch.Tensor]:
-        logits = logits.float()  # losses in fp32 even under autocast
+    `targets` is a batch of data.EyeDataset items: label (B, H, W) int64, weight (B, H, W) boundary
+    map, dist (B, C, H, W) signed distance maps over the image diagonal.
+    """
+
+    def forward(self, logits: torch.Tensor, targets: dict[str, torch.Tensor], *, alpha: float) -> dict:
+        logits = logits.float()  # (B, C, H, W); losses in fp32 even under autocast
         probs = logits.softmax(dim=1)
-        ce = weighted_cross_entropy(logits, label, weight)
-        dice = generalised_dice_loss(probs, label)
-        surface = surface_loss(probs, dist)
+        ce = weighted_cross_entropy(logits, targets["label"], targets["weight"])
+        dice = generalised_dice_loss(probs, targets["label"])
+        surface = surface_loss(probs, targets["dist"])
         total = ce + alpha * dice + (1.0 - alpha) * surface
         return {"total": total, "ce": ce, "dice": dice, "surface": surface}

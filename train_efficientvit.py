@@ -100,7 +100,7 @@ class Run:
 
     @classmethod
     def create(
-        cls, config: TrainConfig, device: torch.device, resumed: dict | None, source: dict | None
+        cls, config: TrainConfig, device: torch.device, *, resumed: dict | None, source: dict | None
     ) -> Run:
         stored = resumed or source  # its card rebuilds the same network (widths, depths)
         card = ModelCard.from_checkpoint(stored, "checkpoint") if stored else None
@@ -168,7 +168,9 @@ class Run:
         return improved
 
 
-def start_tracking(run: Run, out_dir: Path, train_set: EyeDataset, val_set: EyeDataset) -> MlflowRun | None:
+def start_tracking(
+    run: Run, out_dir: Path, *, train_set: EyeDataset, val_set: EyeDataset
+) -> MlflowRun | None:
     """The MLflow run (continued on resume) with the settings, sizes and environment as params."""
     config = run.config
     if not config.mlflow:
@@ -198,7 +200,7 @@ def start_tracking(run: Run, out_dir: Path, train_set: EyeDataset, val_set: EyeD
 # ---- the training loop ----
 
 
-def train_epochs(run: Run, train_set, val_set, out_dir: Path, tracker, on_epoch_end) -> None:
+def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epoch_end) -> None:
     """Train, validate, schedule, checkpoint and log each epoch; stop at the last epoch, an early
     stop or the time limit."""
     config, loss_fn = run.config, CombinedLoss()
@@ -206,18 +208,18 @@ def train_epochs(run: Run, train_set, val_set, out_dir: Path, tracker, on_epoch_
     deadline = time.perf_counter() + 60 * config.time_limit if config.time_limit else math.inf
     first = run.epoch
     for epoch in range(first, config.epochs):
-        alpha = alpha_schedule(epoch, config.alpha_span, config.alpha_floor, span=config.alpha_span)
+        alpha = alpha_schedule(epoch, config.alpha_span, floor=config.alpha_floor)
         train_set.set_epoch(epoch)
-        loaders = (make_loader(train_set, config, True, epoch), make_loader(val_set, config, False, epoch))
+        loaders = [make_loader(d, config, shuffle=d is train_set, epoch=epoch) for d in (train_set, val_set)]
         try:
             metrics = run_epoch(
-                model, loaders[0], loss_fn, alpha, train=True, optimizer=run.optimizer, scaler=run.scaler,
-                grad_clip=config.grad_clip, max_steps=config.max_steps, deadline=deadline,
-                desc=f"epoch {epoch + 1} train",
+                model, loaders[0], loss_fn, alpha=alpha, train=True, optimizer=run.optimizer,
+                scaler=run.scaler, grad_clip=config.grad_clip, max_steps=config.max_steps,
+                deadline=deadline, desc=f"epoch {epoch + 1} train",
             )  # fmt: skip
         except TrainingError as exc:
             raise TrainingError(f"epoch {epoch + 1}: {exc}") from None
-        metrics |= run_epoch(model, loaders[1], loss_fn, alpha, train=False, max_steps=config.max_steps)
+        metrics |= run_epoch(model, loaders[1], loss_fn, alpha=alpha, train=False, max_steps=config.max_steps)
         metrics |= {"lr": run.optimizer.param_groups[0]["lr"], "alpha": alpha, "epoch": epoch + 1}
         # The total falls by itself as alpha shifts weight from Dice to the (negative) surface
         # term, which would hide a plateau: watch the alpha-free part of the validation loss.
@@ -232,9 +234,8 @@ def train_epochs(run: Run, train_set, val_set, out_dir: Path, tracker, on_epoch_
         if tracker:
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
         if epoch == first or (epoch + 1) % config.grid_every == 0 or epoch + 1 == config.epochs:
-            grid = prediction_grid(
-                *grid_frames(run.model, val_set), out_dir / f"predictions_epoch{epoch + 1:03d}.png"
-            )
+            path = out_dir / f"predictions_epoch{epoch + 1:03d}.png"
+            grid = prediction_grid(*grid_frames(run.model, val_set), path=path)
             if tracker:
                 tracker.log_artifact(grid, "predictions")
         if on_epoch_end:
@@ -256,9 +257,9 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     out_dir = Path(config.out_dir or Path("runs") / f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, config.seed)
-    run = Run.create(config, device, resumed, source)
-    tracker = start_tracking(run, out_dir, train_set, val_set)
+    train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
+    run = Run.create(config, device, resumed=resumed, source=source)
+    tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set)
     if config.init_from:
         print(f"Starting from the weights of {config.init_from}")
     print(
@@ -268,7 +269,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     )
     status = "FAILED"
     try:
-        train_epochs(run, train_set, val_set, out_dir, tracker, on_epoch_end)
+        train_epochs(run, train_set, val_set, out_dir=out_dir, tracker=tracker, on_epoch_end=on_epoch_end)
         status = "FINISHED"
     except KeyboardInterrupt:
         # last.pt holds the last finished epoch; the one cut short is redone on resume, so a
@@ -284,7 +285,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     except TrainingError as exc:
         raise TrainingError(f"{exc}; the last good checkpoint is kept in {out_dir}") from None
     finally:
-        close_run(run, out_dir, tracker, status)
+        close_run(run, out_dir, tracker=tracker, status=status)
     if status == "FINISHED":
         print(f"Best validation pupil IoU {run.best:.4f} at epoch {run.best_epoch}: {out_dir / 'best.pt'}")
     return {
@@ -298,7 +299,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     }
 
 
-def close_run(run: Run, out_dir: Path, tracker: MlflowRun | None, status: str) -> None:
+def close_run(run: Run, out_dir: Path, *, tracker: MlflowRun | None, status: str) -> None:
     """Curves, and for a finished run best.pt, to MLflow; the MLflow run ends whatever happens."""
     try:
         curves = plot_curves(run.history, out_dir / "curves.png") if run.history else None

@@ -27,12 +27,12 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
 
 
-def train_step(model, batch: dict, loss_fn, alpha: float, *, optimizer, scaler, grad_clip: float) -> tuple:
+def train_step(model, batch: dict, loss_fn, *, alpha: float, optimizer, scaler, grad_clip: float) -> tuple:
     """Forward (AMP on CUDA), CombinedLoss, backward, clip, Adam: (logits, loss parts)."""
     device = batch["image"].device
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         logits = model(batch["image"])
-    losses = loss_fn(logits, batch["label"], batch["weight"], batch["dist"], alpha)
+    losses = loss_fn(logits, batch, alpha=alpha)
     if not torch.isfinite(losses["total"]):
         raise TrainingError("non-finite loss")
     optimizer.zero_grad(set_to_none=True)
@@ -52,7 +52,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 def run_epoch(
-    model, loader, loss_fn, alpha: float, *, train: bool, optimizer=None, scaler=None,
+    model, loader, loss_fn, *, alpha: float, train: bool, optimizer=None, scaler=None,
     grad_clip: float = 1.0, max_steps: int | None = None, deadline: float = math.inf, desc: str = "",
 ) -> dict[str, float]:  # fmt: skip
     """One pass over `loader`, training (optimizer and scaler needed) or validating; returns
@@ -73,14 +73,20 @@ def run_epoch(
             if train:
                 try:
                     logits, losses = train_step(
-                        model, batch, loss_fn, alpha, optimizer=optimizer, scaler=scaler, grad_clip=grad_clip
+                        model,
+                        batch,
+                        loss_fn,
+                        alpha=alpha,
+                        optimizer=optimizer,
+                        scaler=scaler,
+                        grad_clip=grad_clip,
                     )
                 except TrainingError as exc:
                     raise TrainingError(f"{exc} at step {step + 1}") from None
             else:
                 with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                     logits = model(batch["image"])
-                losses = loss_fn(logits, batch["label"], batch["weight"], batch["dist"], alpha)
+                losses = loss_fn(logits, batch, alpha=alpha)
             counter.update(logits.detach().argmax(dim=1), batch["label"])
             for key, name in LOSS_PARTS.items():
                 totals[key] += losses[name].item()
@@ -98,7 +104,7 @@ def run_epoch(
     return metrics
 
 
-def make_loader(dataset: EyeDataset, config: TrainConfig, shuffle: bool, epoch: int) -> DataLoader:
+def make_loader(dataset: EyeDataset, config: TrainConfig, *, shuffle: bool, epoch: int) -> DataLoader:
     # The order depends only on (seed, epoch), so a resumed run sees the same batches.
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     return DataLoader(

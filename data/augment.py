@@ -88,7 +88,7 @@ def _noise(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -
 
 
 def augment(
-    image: np.ndarray, label: np.ndarray, config: AugmentConfig, rng: np.random.Generator
+    image: np.ndarray, label: np.ndarray, config: AugmentConfig, *, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly augment an (H, W) uint8 image and its (H, W) uint8 label; inputs stay untouched."""
     if not config.enabled:

@@ -78,7 +78,7 @@ class EyeDataset(Dataset):
         image, label = self.load(index)
         if self.augment_config is not None:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            image, label = augment(image, label, self.augment_config, rng)
+            image, label = augment(image, label, self.augment_config, rng=rng)
         return {
             "image": torch.from_numpy(preprocess(image, self.preprocess_config)[None]),
             "label": torch.from_numpy(label.astype(np.int64)),
@@ -92,6 +92,7 @@ def build_datasets(
     config: DataConfig,
     preprocess_config: PreprocessConfig,
     augment_config: AugmentConfig,
+    *,
     seed: int,
 ) -> tuple[EyeDataset, EyeDataset]:
     """(train with augmentation, validation without) from config.data_dir, or synthetic eyes.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from config import positive_int_argument
+from cli import positive_int_argument
 from data import (
     AugmentConfig,
     DataConfig,
@@ -397,7 +397,7 @@ def test_build_datasets_synthetic():
 def test_build_datasets_checks_folders_early(tmp_path):
     make_openeds(tmp_path, splits=("train",))
     with pytest.raises(DataError, match="no validation or val folder"):
-        build_datasets(DataConfig(data_dir=str(tmp_path)), PreprocessConfig(), AugmentConfig(), 0)
+        build_datasets(DataConfig(data_dir=str(tmp_path)), PreprocessConfig(), AugmentConfig(), seed=0)
 
 
 # python -m data check

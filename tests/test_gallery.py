@@ -114,7 +114,7 @@ def test_prediction_grid_shows_each_frame_and_its_painted_prediction(tmp_path):
     images = np.full((3, 40, 64), GREY, np.uint8)
     labels = np.stack([disc((40, 64), (32, 20), 8)] * 3).astype(np.uint8)
     preds = np.roll(labels, 4, axis=2)
-    path = prediction_grid(images, labels, preds, tmp_path / "grid.png")
+    path = prediction_grid(images, labels, preds, path=tmp_path / "grid.png")
     grid = cv2.imread(str(path))
     assert path == tmp_path / "grid.png" and grid.shape == (3 * 40, 2 * 64, 3)  # a row per frame
     assert (grid[:, :64] == GREY).all()  # the frame as it is
@@ -124,7 +124,7 @@ def test_prediction_grid_shows_each_frame_and_its_painted_prediction(tmp_path):
 
 def test_a_wide_prediction_grid_is_scaled_down(tmp_path):
     images = np.full((2, 100, 1000), GREY, np.uint8)
-    grid = cv2.imread(str(prediction_grid(images, images * 0, images * 0, tmp_path / "grid.png")))
+    grid = cv2.imread(str(prediction_grid(images, images * 0, images * 0, path=tmp_path / "grid.png")))
     assert grid.shape == (2 * 100 * GRID_WIDTH // 2000, GRID_WIDTH, 3)
 
 
@@ -132,7 +132,7 @@ def test_prediction_grid_to_an_unwritable_path_is_an_error_naming_it(tmp_path):
     """Written by data.folders.write_image, which raises where cv2.imwrite would return False."""
     images = np.full((1, 40, 64), GREY, np.uint8)
     with pytest.raises(OSError, match="no-such-folder"):
-        prediction_grid(images, images * 0, images * 0, tmp_path / "no-such-folder" / "grid.png")
+        prediction_grid(images, images * 0, images * 0, path=tmp_path / "no-such-folder" / "grid.png")
 
 
 def test_fit_tile_scales_and_pads_without_stretching():

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from config import parse_size
+from cli import parse_size
 from data.synthetic import SyntheticEyes, render_eye, write_preview
 from data.synthetic.render import IRIS, PUPIL, STYLES, Randomisation
 

@@ -11,9 +11,9 @@ import torch
 
 from data import DataConfig, PreprocessConfig
 from inference import model_file
-from models.card import ModelCard
 from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 from models import build_model
+from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import tiny_config
 from train_efficientvit import TrainingError, main, parse_args, settle
@@ -27,7 +27,8 @@ def disc_label(h: int = 32, w: int = 32, r: int = 8) -> torch.Tensor:
 def test_perfect_prediction_has_no_ce_and_no_dice_loss():
     label = disc_label()
     logits = torch.stack([(1 - label) * 40.0 - 20.0, label * 40.0 - 20.0], dim=1).float()
-    losses = CombinedLoss()(logits, label, torch.zeros(1, 32, 32), torch.zeros(1, 2, 32, 32), alpha=1.0)
+    targets = {"label": label, "weight": torch.zeros(1, 32, 32), "dist": torch.zeros(1, 2, 32, 32)}
+    losses = CombinedLoss()(logits, targets, alpha=1.0)
     assert losses["ce"] < 1e-6
     assert losses["dice"] < 1e-6
     assert losses["total"] == pytest.approx(losses["ce"] + losses["dice"])
@@ -48,11 +49,11 @@ def test_surface_term_is_negative_inside_the_region():
     assert surface_loss(1 - probs, dist) > 0
 
 
-def test_alpha_decays_over_at_most_125_epochs_then_holds():
-    assert alpha_schedule(0, 300) == 1.0
+def test_alpha_decays_over_its_span_then_holds():
+    assert alpha_schedule(0, 125) == 1.0
     assert alpha_schedule(1, 2) == 0.5
-    assert alpha_schedule(125, 300) == 0.0
-    assert alpha_schedule(200, 300, floor=0.1) == 0.1
+    assert alpha_schedule(125, 125) == 0.0 and alpha_schedule(200, 125) == 0.0
+    assert alpha_schedule(200, 125, floor=0.1) == 0.1
     with pytest.raises(ValueError, match="floor"):
         alpha_schedule(0, 10, floor=2.0)
 
@@ -156,7 +157,7 @@ def test_a_crashed_run_is_failed_in_mlflow_not_finished(tmp_path, monkeypatch):
     def broken_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("train_efficientvit.evaluate", broken_disk)
+    monkeypatch.setattr("train_efficientvit.save_checkpoint", broken_disk)
     with pytest.raises(OSError, match="No space"):
         main(tiny_config(tmp_path / "run", max_steps=1, mlflow=True, experiment="crash"))
     runs = mlflow.search_runs(experiment_names=["crash"])
@@ -191,7 +192,9 @@ def test_unusable_device_is_a_one_line_error(tmp_path, name):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     main(tiny_config(tmp_path, epochs=1))
     monkeypatch.setattr("losses.surface_loss", lambda probs, dist: torch.tensor(float("nan")))
-    with pytest.raises(TrainingError, match=r"epoch 2: non-finite loss at step 1; the last good checkpoint is kept"):
+    with pytest.raises(
+        TrainingError, match=r"epoch 2: non-finite loss at step 1; the last good checkpoint is kept"
+    ):
         main(tiny_config(tmp_path, epochs=2, resume=str(tmp_path / "last.pt")))
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 

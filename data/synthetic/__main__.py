@@ -4,7 +4,7 @@ import argparse
 import math
 from pathlib import Path
 
-from config import size_argument
+from cli import size_argument
 from data.synthetic import STYLES, write_openeds, write_preview
 
 
