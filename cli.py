@@ -210,10 +210,13 @@ def train_config(
 
 
 def keyword_parameters(
-    added: Sequence[Flag], defaults: Mapping[str, Any] | None = None
+    added: Sequence[Flag],
+    defaults: Mapping[str, Any] | None = None,
+    *,
+    extra: Mapping[str, str] | None = None,
 ) -> list[inspect.Parameter]:
     """The flags as keyword parameters with plain annotations (str for a pair such as "400x640"),
-    for command lines made from a function signature (Modal's)."""
+    for command lines made from a function signature (Modal's); `extra` adds string options."""
     parameters = []
     for flag in added:
         default = (defaults or {}).get(flag.path, flag.field.default)
@@ -226,6 +229,10 @@ def keyword_parameters(
             inspect.Parameter(
                 flag.key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
             )
+        )
+    for name, default in (extra or {}).items():
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=str)
         )
     return parameters
 

@@ -77,7 +77,7 @@ def fit_tile(
 ) -> np.ndarray:
     """`image` fitted into (H, W) `size` as model inputs are (`fit_image`), the rest `fill`: a
     200x200 crop and a 640x400 frame get equal tiles, neither stretched. `nearest` for masks."""
-    return fit_image(image, size, cv2.INTER_NEAREST if nearest else None, fill)[0]
+    return fit_image(image, size, interpolation=cv2.INTER_NEAREST if nearest else None, fill=fill)[0]
 
 
 def fit_text(text: str, width: int) -> str:
@@ -94,7 +94,7 @@ def fit_text(text: str, width: int) -> str:
 
 
 def gallery_tile(
-    image: np.ndarray, label: np.ndarray, pred: np.ndarray, caption: list[tuple[str, Colour]]
+    image: np.ndarray, label: np.ndarray, pred: np.ndarray, *, caption: list[tuple[str, Colour]]
 ) -> np.ndarray:
     """One frame fitted into TILE_SIZE and painted (prediction red, label green), under a dark band
     with the caption lines (text, colour): legible on any frame."""

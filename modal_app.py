@@ -83,7 +83,7 @@ def check_run_name(name: str) -> str:
 
 
 def dataset_path(data: str) -> str | None:
-    """--data as the container sees it: '' -> None (synthetic eyes), 'openeds' -> /datasets/openeds."""
+    """--data-dir as the container sees it: '' -> None (synthetic eyes), 'openeds' -> /datasets/openeds."""
     if not data:
         return None
     path = PurePosixPath(data)
@@ -132,6 +132,7 @@ def run_training(
     config: dict[str, Any],
     run_name: str,
     runs_dir: str | Path,
+    *,
     commit: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Train `config` into runs_dir/run_name, resuming from its last.pt when one is there.
@@ -256,13 +257,10 @@ def where_to_find(folder: str, run_names: list[str], mlflow_secret: str) -> str:
 
 
 TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
-MODAL_OPTIONS = [  # Modal's own options, and the sweep's comma-separated lists
-    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=str)
-    for name, default in [("gpu", DEFAULT_GPU), ("run_name", ""), ("mlflow_secret", "")]
-    + [("models", ""), ("lrs", ""), ("seeds", "")]
-]
+MODAL_OPTIONS = dict(gpu=DEFAULT_GPU, run_name="", mlflow_secret="", models="", lrs="", seeds="")
+# the training flags, then Modal's own and the sweep's comma-separated lists
 ENTRYPOINT = inspect.Signature(
-    [*keyword_parameters(TRAIN_FLAGS, {"workers": DEFAULT_WORKERS}), *MODAL_OPTIONS]
+    keyword_parameters(TRAIN_FLAGS, {"workers": DEFAULT_WORKERS}, extra=MODAL_OPTIONS)
 )
 
 

@@ -120,13 +120,14 @@ class Results:
                 raise InputError(f"{self.output}: OpenCV can write neither mp4v nor MJPG video here")
         self.video.write(overlay)
 
-    def add(self, frame: str, stem: str, image: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    def add(self, frame: Frame, prob: np.ndarray) -> np.ndarray:
         """Record one frame's (H, W) pupil probability; returns its overlay."""
+        name, stem, image = frame
         self.frames += 1
         mask = prob > self.threshold
         geometry = pupil_geometry(mask, prob)
         numbers = ("" if math.isnan(v) else round(v, 4) for v in (geometry[k] for k in CSV_COLUMNS[2:]))
-        self._rows.writerow([frame, geometry["found"], *numbers])
+        self._rows.writerow([name, geometry["found"], *numbers])
         overlay = paint(image, pred=mask, geometry=geometry)
         if self.masks:
             write_image(self.output / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
@@ -141,7 +142,7 @@ class Results:
         tick = time.perf_counter()
         probs = predictor.probabilities([image for *_, image in batch], tta=tta, batch_size=len(batch))
         self.model_seconds += time.perf_counter() - tick
-        return [self.add(*item, prob) for item, prob in zip(batch, probs, strict=True)]
+        return [self.add(item, prob) for item, prob in zip(batch, probs, strict=True)]
 
     def summary(self, failed: int = 0) -> PredictSummary:
         return PredictSummary(self.frames, failed, time.perf_counter() - self.start, self.model_seconds)

@@ -60,7 +60,7 @@ def bench(n: int = 200, size: tuple[int, int] = (400, 640), seed: int = 0) -> di
     synthetic = EyeDataset(eyes, size, preprocess_config, augment_config, seed)
     rates["synthetic"] = _pipeline_rates(synthetic, n)
     with tempfile.TemporaryDirectory(prefix="data-bench-") as tmp:
-        write_openeds(tmp, n, seed, size, val_fraction=0)
+        write_openeds(tmp, n, seed=seed, size=size, val_fraction=0)
         folder = EyeDataset(find_pairs(tmp, "train"), size, preprocess_config, augment_config, seed)
         rates["folder"] = _pipeline_rates(folder, n)
     return rates

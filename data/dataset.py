@@ -27,7 +27,7 @@ def resize_pair(image: np.ndarray, label: np.ndarray, size: tuple[int, int]) -> 
     repeated (the label's too, so the two always agree)."""
     if image.shape == tuple(size):
         return image, label
-    return fit_image(image, size)[0], fit_image(label, size, cv2.INTER_NEAREST)[0]
+    return fit_image(image, size)[0], fit_image(label, size, interpolation=cv2.INTER_NEAREST)[0]
 
 
 class EyeDataset(Dataset):

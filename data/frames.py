@@ -69,7 +69,7 @@ def _read_unlabelled(files: tuple[Path, ...], index: int) -> Pair:
     return read_image(files[index]), None
 
 
-def synthetic_frames(n: int, seed: int, size: tuple[int, int], style: str = "full") -> Frames:
+def synthetic_frames(n: int, seed: int, size: tuple[int, int], *, style: str = "full") -> Frames:
     """n synthetic frames of seed `seed` at (H, W) `size`."""
     eyes = SyntheticEyes(n, seed, size, style)
     names = tuple(f"synthetic_{i:05d}" for i in range(n))
@@ -107,7 +107,7 @@ def frames_for(
         return folder_frames(data_dir, split)
     if split not in ("train", "validation", "val"):
         raise ValueError(f"split {split!r} needs a dataset folder; synthetic eyes have train and validation")
-    frames = synthetic_frames(n, seed if split == "train" else seed + VAL_SEED_OFFSET, size, style)
+    frames = synthetic_frames(n, seed if split == "train" else seed + VAL_SEED_OFFSET, size, style=style)
     if split == "train":
         return frames
     where = f"{n} synthetic validation frames of a training run with seed {seed}, {size[0]}x{size[1]}"

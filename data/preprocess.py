@@ -57,7 +57,7 @@ class Fit:
 
 
 def fit_image(
-    image: np.ndarray, size: tuple[int, int], interpolation: int | None = None, fill: int | None = None
+    image: np.ndarray, size: tuple[int, int], *, interpolation: int | None = None, fill: int | None = None
 ) -> tuple[np.ndarray, Fit]:
     """Scale an (H_i, W_i) frame into (H, W) `size` keeping its aspect ratio, pad by repeating its
     edge (or with the constant `fill`, for pictures); returns the input and where the frame sits in

@@ -53,7 +53,7 @@ def write_gallery(
         s = scores[index]
         error = "" if math.isnan(s["ellipse_error"]) else f"  centre {s['ellipse_error']:.1f} px"
         caption = [(frames.names[index], NAME_COLOUR), (f"pupil IoU {s['pupil_iou']:.3f}{error}", IOU_COLOUR)]
-        tiles.append(gallery_tile(image, label, prob > threshold, caption))
+        tiles.append(gallery_tile(image, label, prob > threshold, caption=caption))
     write_image(path, tile_grid(tiles))
 
 

@@ -27,7 +27,9 @@ from metrics import confusion_metrics, mask_counts, set_metrics  # noqa: E402
 
 def stride_prediction(label: np.ndarray, img_size: tuple[int, int], stride: int) -> np.ndarray:
     """The (H, W) bool mask of the ideal stride-`stride` prediction of an (H, W) bool label."""
-    fitted, fit = fit_image(label.astype(np.float32), img_size, cv2.INTER_AREA)  # pupil share per pixel
+    fitted, fit = fit_image(
+        label.astype(np.float32), img_size, interpolation=cv2.INTER_AREA
+    )  # pupil share per pixel
     h, w = img_size
     cells = cv2.resize(fitted, (max(1, w // stride), max(1, h // stride)), interpolation=cv2.INTER_AREA)
     full = cv2.resize(cells, (w, h), interpolation=cv2.INTER_LINEAR)

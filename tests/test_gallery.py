@@ -96,7 +96,7 @@ def test_ellipse_and_centre_are_drawn_when_a_pupil_was_found():
 def test_gallery_tile_is_a_caption_band_over_the_painted_frame():
     image = np.full((200, 200), GREY, np.uint8)
     label, pred = disc(image.shape, (90, 100), 30), disc(image.shape, (110, 100), 30)
-    tile = gallery_tile(image, label, pred, [("frame.png", NAME_COLOUR)])
+    tile = gallery_tile(image, label, pred, caption=[("frame.png", NAME_COLOUR)])
     assert tile.shape == (CAPTION_HEIGHT + TILE_SIZE[0], TILE_SIZE[1], 3)
     assert coloured(tile[:CAPTION_HEIGHT], NAME_COLOUR).any()  # the caption
     picture = tile[CAPTION_HEIGHT:]

@@ -164,7 +164,7 @@ def test_run_training_commits_each_epoch_and_resumes_from_last_pt(tmp_path, expo
     run_dir = tmp_path / "exp" / "run"
     commits: list[bool] = []
     first = modal_app.run_training(
-        tiny(1), "exp/run", tmp_path, lambda: commits.append((run_dir / "last.pt").exists())
+        tiny(1), "exp/run", tmp_path, commit=lambda: commits.append((run_dir / "last.pt").exists())
     )
     assert first["out_dir"] == str(run_dir)
     assert commits == [True, True, True]  # after epoch 1 (checkpoints written), after training, after export
@@ -201,7 +201,7 @@ def test_an_interrupted_run_commits_then_stops_so_the_retry_resumes(tmp_path, mo
     monkeypatch.setattr("train_efficientvit.main", lambda config, on_epoch_end: {"interrupted": True})
     commits: list[int] = []
     with pytest.raises(KeyboardInterrupt, match="resumes from"):
-        modal_app.run_training(tiny(1), "run", tmp_path, lambda: commits.append(1))
+        modal_app.run_training(tiny(1), "run", tmp_path, commit=lambda: commits.append(1))
     assert commits == [1]
 
 

@@ -37,7 +37,7 @@ def frames(tmp_path_factory):
     """A folder of three easy synthetic 100x160 frames, pupils in view, larger than SMALL."""
     folder = tmp_path_factory.mktemp("frames")
     for i in range(3):
-        cv2.imwrite(str(folder / f"eye{i}.png"), render_eye(5, i, (100, 160), EASY)[0])
+        cv2.imwrite(str(folder / f"eye{i}.png"), render_eye(5, i, (100, 160), style=EASY)[0])
     return folder
 
 
@@ -183,7 +183,7 @@ def test_pretrained_model_finds_the_pupil_centre(tmp_path, capsys):
     """Open eyes: fitted centre within 2 px of the generator's (closed eyes: the next test)."""
     truth = {}
     for index in range(40):
-        image, _, info = render_eye(21, index, (96, 160), EASY)
+        image, _, info = render_eye(21, index, (96, 160), style=EASY)
         if info["pupil_visible_fraction"] > 0.95 and len(truth) < 6:
             cv2.imwrite(str(tmp_path / f"{index:03d}.png"), image)
             truth[f"{index:03d}.png"] = info["pupil_center"]
@@ -203,7 +203,7 @@ def test_no_pupil_gives_empty_numbers_a_black_mask_and_a_plain_overlay(tmp_path)
     synthetic closed eyes."""
     folder = tmp_path / "in"
     folder.mkdir()
-    shut = render_eye(5, 0, (100, 160), EASY)[0]
+    shut = render_eye(5, 0, (100, 160), style=EASY)[0]
     cv2.imwrite(str(folder / "shut.png"), shut)
     summary = predict(stand_in(no_pupil), folder, tmp_path)
     assert summary.frames == 1

@@ -59,9 +59,11 @@ def test_exposure_runs_from_dark_to_bright(frames):
 
 def test_styles_take_back_one_randomisation_each():
     assert STYLES["full"] == Randomisation()
-    narrow = np.array([render_eye(7, i, SIZE, STYLES["fixed-framing"])[2]["iris_axes"][1] for i in range(40)])
+    narrow = np.array(
+        [render_eye(7, i, SIZE, style=STYLES["fixed-framing"])[2]["iris_axes"][1] for i in range(40)]
+    )
     assert narrow.min() / SIZE[1] > 0.2
-    plain = [render_eye(7, i, SIZE, STYLES["no-camera"])[0].mean() for i in range(40)]
+    plain = [render_eye(7, i, SIZE, style=STYLES["no-camera"])[0].mean() for i in range(40)]
     full = [render_eye(7, i, SIZE)[0].mean() for i in range(40)]
     assert np.std(plain) < np.std(full)  # no exposure or gamma of its own
     with pytest.raises(ValueError, match="unknown synthetic style 'nope'"):

@@ -23,7 +23,7 @@ from data.synthetic.render import PUPIL, STYLES, render_eye
 
 
 class SyntheticEyes:
-    """`n` synthetic frames of (H, W) `size`; frame i is render_eye(seed, i, size, STYLES[style])."""
+    """`n` synthetic frames of (H, W) `size`; frame i is render_eye(seed, i, size, style=STYLES[style])."""
 
     def __init__(
         self, n: int, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
@@ -48,7 +48,7 @@ class SyntheticEyes:
         """(H, W) uint8 image, (H, W) uint8 OpenEDS label 0..3 and ground truth of frame `index`."""
         if not 0 <= index < self.n:
             raise IndexError(f"frame {index} out of range for {self}")
-        return render_eye(self.seed, index, self.size, STYLES[self.style])
+        return render_eye(self.seed, index, self.size, style=STYLES[self.style])
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H, W) uint8 image and (H, W) uint8 {0, 1} pupil mask of frame `index`."""
@@ -59,6 +59,7 @@ class SyntheticEyes:
 def write_openeds(
     out: str | Path,
     n: int,
+    *,
     seed: int = 0,
     size: tuple[int, int] = (400, 640),
     val_fraction: float = 0.2,
@@ -85,7 +86,7 @@ def write_openeds(
 
 
 def write_preview(
-    out: str | Path, n: int = 16, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
+    out: str | Path, n: int = 16, *, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
 ) -> Path:
     """Write a grid of n frames at half size with the pupil label outlined in green (PNG; JPEG
     for a .jpg `out`)."""

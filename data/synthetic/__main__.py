@@ -36,10 +36,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         if args.out is not None:
-            root = write_openeds(args.out, args.n, args.seed, args.size, args.val_fraction, args.style)
+            root = write_openeds(
+                args.out,
+                args.n,
+                seed=args.seed,
+                size=args.size,
+                val_fraction=args.val_fraction,
+                style=args.style,
+            )
             print(f"wrote {args.n} frames in the OpenEDS layout to {root}")
         else:
-            path = write_preview(args.preview, args.n, args.seed, args.size, args.style)
+            path = write_preview(args.preview, args.n, seed=args.seed, size=args.size, style=args.style)
             rows = math.ceil(args.n / 4)
             print(f"wrote a {rows}x{min(args.n, 4)} preview grid to {path}")
     except ValueError as e:
