@@ -190,18 +190,15 @@ class Subject:
 def prepare(name: str, size: tuple[int, int], plan: Plan, *, threads: int, workdir: Path) -> Subject:
     """Count, export (fp32 and int8), open the onnxruntime sessions and build the training step."""
     # imported here so that the training-memory probe process loads no ONNX machinery
-    from export_onnx import CALIB_SEED, export_fp32, quantize_int8
+    from export_onnx import calibration_frames, export_fp32, exporter_name, quantize_int8
     from inference import load_predictor, prepare_batch
 
     torch.manual_seed(0)
     model = build_model(name).eval()
     figures = {"params": model.get_num_trainable_params(), "macs": count_macs(model, size)}
-    frames = synthetic_frames(max(2, plan.calib_frames), CALIB_SEED, size)
-    inputs = prepare_batch([frames.read(i)[0] for i in range(len(frames))], size, PreprocessConfig())
-    about = {
-        "checkpoint": f"{name}-untrained",
-        "exporter": f"torch {torch.__version__} dynamo, onnx opset {OPSET}",
-    }
+    frames, _ = calibration_frames(None, max(2, plan.calib_frames), size)
+    inputs = prepare_batch(frames, size, PreprocessConfig())  # (N, 1, H, W)
+    about = {"checkpoint": f"{name}-untrained", "exporter": exporter_name(OPSET)}
     metadata = ModelCard.of(model, name, size).to_onnx_metadata(**about)
     files = {"fp32": workdir / f"{name}.onnx", "int8": workdir / f"{name}.int8.onnx"}
     fused = fuse_model(model)

@@ -292,9 +292,3 @@ class ExportConfig(Config):
     )
     calib_n: int = setting(64, "parity and calibration frames", at_least=3)
     val_n: int = setting(64, "int8 validation frames", at_least=1)
-
-
-def __getattr__(name: str):  # TRANSITIONAL: until every caller imports the CLI helpers from cli.py
-    import cli
-
-    return getattr(cli, name)
