@@ -7,7 +7,6 @@ standing in for the runs volume.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import os
 import re
@@ -17,10 +16,9 @@ from pathlib import Path, PurePosixPath
 
 import modal
 import pytest
-from modal._utils.package_utils import get_module_mount_info
 
 import modal_app
-from cli import add_settings, flags
+from cli import flags
 from config import DataConfig, TrainConfig
 from tests.conftest import tiny_config
 
@@ -73,7 +71,17 @@ def test_the_image_carries_every_project_module_the_containers_import():
     files = [f for m in shipped for f in [ROOT / f"{m}.py", *(ROOT / m).glob("**/*.py")] if f.exists()]
     needed = {"data", "train_efficientvit", "export_onnx"}.union(*(project_imports(f) for f in files))
     assert needed <= shipped, f"add to PROJECT_MODULES: {sorted(needed - shipped)}"
-    assert all(get_module_mount_info(m) for m in shipped)  # what Modal runs to upload them
+    assert all((ROOT / f"{m}.py").is_file() or (ROOT / m / "__init__.py").is_file() for m in shipped)
+
+
+def test_the_sweep_container_can_import_this_file():
+    # it has no torch and no project but what the sweep image adds: what modal_app imports at the top
+    body = ast.parse((ROOT / "modal_app.py").read_text()).body
+    top = {n.module for n in body if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in body if isinstance(n, ast.Import) for a in n.names
+    }
+    assert {m for m in top if (ROOT / f"{m}.py").exists() or (ROOT / m).is_dir()} == {"cli", "config"}
+    assert modal_app.SWEEP_FUNCTION["image"] is modal_app.sweep_image
 
 
 def test_main_is_the_default_entrypoint_and_shows_every_training_flag(tmp_path):
@@ -82,7 +90,7 @@ def test_main_is_the_default_entrypoint_and_shows_every_training_flag(tmp_path):
     assert result.returncode == 0, result.stderr
     shown = set(re.findall(r"--[a-z][a-z-]*", result.stdout))
     local_only = {"--out-dir", "--resume", "--init-from", "--device"}
-    training = {action.option_strings[0] for action in train_parser()._actions[1:]}
+    training = {flag.name for flag in flags(TrainConfig)}
     assert training - local_only <= shown and not local_only & shown
     assert {"--run-name", "--gpu", "--models", "--lrs", "--seeds"} <= shown
 
@@ -91,12 +99,6 @@ def test_without_a_token_modal_run_says_to_run_modal_token_new(tmp_path):
     result = modal_cli(tmp_path, "modal_app.py")
     assert result.returncode != 0
     assert "modal token new" in result.stdout + result.stderr
-
-
-def train_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
-    add_settings(parser, TrainConfig)
-    return parser
 
 
 def test_entrypoint_settings_and_defaults_are_the_training_clis():
