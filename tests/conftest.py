@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +44,11 @@ def randomize_batchnorm(model: nn.Module) -> nn.Module:
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.uniform_(m.bias, -0.2, 0.2)
     return model
+
+
+def disc(x: int, y: int, radius: int = 8, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
+    """A (H, W) uint8 mask, 1 on a filled circle: a pupil label or prediction."""
+    return cv2.circle(np.zeros(shape, np.uint8), (x, y), radius, 1, -1)
 
 
 def make_checkpoint(

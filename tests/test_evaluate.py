@@ -25,20 +25,10 @@ from metrics import (
     mask_iou,
 )
 from reports.evaluation import gallery_picks, markdown_report, write_gallery
-from tests.conftest import PRETRAINED_PT, make_checkpoint
+from tests.conftest import PRETRAINED_PT, disc, make_checkpoint
 
 PRETRAINED_ONNX = model_file("pretrained", ".onnx")  # the export of PRETRAINED_PT, and faster here
 FRAMES = 4  # of the pretrained model's synthetic validation frames: one gallery row
-
-
-def square(top: int, left: int, side: int = 10, shape: tuple[int, int] = (40, 60)) -> np.ndarray:
-    mask = np.zeros(shape, np.uint8)
-    mask[top : top + side, left : left + side] = 1
-    return mask
-
-
-def disc(x: int, y: int, radius: int = 8, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
-    return cv2.circle(np.zeros(shape, np.uint8), (x, y), radius, 1, -1)
 
 
 def test_summary_locates_pupils_against_the_label_centroid_and_buckets_by_diameter():

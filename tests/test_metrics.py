@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,16 +20,13 @@ from metrics import (
     mask_iou,
     set_metrics,
 )
+from tests.conftest import disc
 
 
 def square(top: int, left: int, side: int = 10, shape: tuple[int, int] = (40, 60)) -> np.ndarray:
     mask = np.zeros(shape, np.uint8)
     mask[top : top + side, left : left + side] = 1
     return mask
-
-
-def disc(x: int, y: int, radius: int = 8, shape: tuple[int, int] = (60, 80)) -> np.ndarray:
-    return cv2.circle(np.zeros(shape, np.uint8), (x, y), radius, 1, -1)
 
 
 def test_overlapping_squares_give_known_counts_iou_and_dice():
