@@ -8,15 +8,17 @@ import sys
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
-from data import DataConfig, PreprocessConfig
+from data import DataConfig, EyeDataset, PreprocessConfig, synthetic_frames
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 from models import build_model
 from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from tests.conftest import tiny_config
+from tests.conftest import randomize_batchnorm, tiny_config
 from train_efficientvit import TrainingError, main, parse_args, settle
+from training import run_epoch
 
 
 def disc_label(h: int = 32, w: int = 32, r: int = 8) -> torch.Tensor:
@@ -350,3 +352,13 @@ def test_weight_decay_reaches_the_optimiser_and_the_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "last.pt")
     assert state["optimizer_state"]["param_groups"][0]["weight_decay"] == 0.05
     assert state["train_config"]["weight_decay"] == 0.05
+
+
+def test_validation_changes_nothing_in_the_model():
+    model = randomize_batchnorm(build_model("tiny_efficientvit_xs"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frames = EyeDataset(synthetic_frames(4, 0, (48, 64)), (48, 64), PreprocessConfig(), None, seed=0)
+    metrics = run_epoch(model, DataLoader(frames, batch_size=2), CombinedLoss(), alpha=0.5, train=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
+    assert {"val/loss", "val/pupil_iou", "val/images_per_s"} <= set(metrics)
+    assert not any(k.startswith("train/") for k in metrics)
