@@ -53,7 +53,7 @@ from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
 from models.card import ModelCard
 from reports import benchmark as report
-from training import to_device, train_step
+from training import make_optimiser, place, to_device, train_step
 
 TARGET_SIZE = (400, 640)  # the size the project's targets are stated at
 GPU_TRAIN_BATCH = 32
@@ -98,12 +98,11 @@ def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: tor
     """`training.train_step` on one fixed batch, set up as training sets it up (Adam at the
     default learning rate, gradient clipping, AMP and channels_last on CUDA); returns the loss."""
     torch.manual_seed(0)
-    config, cuda = TrainConfig(), device.type == "cuda"
-    model = build_model(name).to(device, memory_format=torch.channels_last if cuda else None).train()
+    config = TrainConfig()
+    model = place(build_model(name), device).train()
     dataset = EyeDataset(synthetic_frames(batch, 0, size), size, PreprocessConfig(), None, seed=0)
     data = to_device(default_collate([dataset[i] for i in range(batch)]), device)  # with loss targets
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = torch.amp.GradScaler(device.type, enabled=cuda)
+    optimizer, _, scaler = make_optimiser(model, config)
     loss_fn, clip = CombinedLoss(), config.grad_clip
 
     def step() -> float:

@@ -72,7 +72,6 @@ def _positive(kind: type) -> Callable[[str], Any]:
 
 size_argument = argument_type(parse_size)  # --img-size, --size
 positive_int_argument = _positive(int)  # --batch-size, frame counts
-positive_float_argument = _positive(float)
 
 
 @dataclass(frozen=True)
@@ -126,29 +125,20 @@ def _default_text(value: Any) -> str:
     return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def add_settings(
-    parser: argparse.ArgumentParser,
-    cls: type,
-    *,
-    modal: bool = False,
-    defaults: Mapping[str, Any] | None = None,
-) -> list[Flag]:
-    """Add a flag per setting of `cls` (a group per nested config); returns them.
-
-    Values not given are left out of the parsed namespace (argparse.SUPPRESS), so `given()` tells
-    what the user asked for; `defaults` (dotted paths) replaces shown defaults (Modal's workers).
-    """
+def add_settings(parser: argparse.ArgumentParser, cls: type) -> list[Flag]:
+    """Add a flag per setting of `cls` (a group per nested config, titled by its field's help);
+    returns them. Values not given are left out of the parsed namespace (argparse.SUPPRESS), so
+    `given()` tells what the user asked for."""
     groups: dict[str, Any] = {}
-    added = flags(cls, modal=modal)
+    added = flags(cls)
     for flag in added:
         head = flag.path.rpartition(".")[0]
         if head not in groups:
-            title = (_nested_class(cls, head).__doc__ or "").split(":")[0].strip().lower() if head else None
+            title = _nested_field(cls, head).metadata.get("help") if head else None
             groups[head] = parser.add_argument_group(title) if head else parser
-        default = (defaults or {}).get(flag.path, flag.field.default)
-        if default is dataclasses.MISSING:
-            default = None
-        metavar = "HxW" if flag.path.endswith("size") else flag.path.rpartition(".")[2].upper()
+        default = None if flag.field.default is dataclasses.MISSING else flag.field.default
+        is_pair = typing.get_origin(flag.hint) is tuple
+        metavar = ("HxW" if flag.path.endswith("size") else "AxB") if is_pair else flag.key.upper()
         kwargs: dict[str, Any] = {"dest": flag.path, "default": argparse.SUPPRESS, "metavar": metavar}
         help_text = flag.field.metadata.get("help", "")
         if flag.hint is bool:
@@ -165,10 +155,12 @@ def add_settings(
     return added
 
 
-def _nested_class(cls: type, path: str) -> type:
-    for part in path.split("."):
+def _nested_field(cls: type, path: str) -> dataclasses.Field:
+    """The dataclass field of a dotted path ("data" of TrainConfig: its `data` field)."""
+    *parents, name = path.split(".")
+    for part in parents:
         cls = base_type(type_hints(cls)[part])
-    return cls
+    return next(f for f in dataclasses.fields(cls) if f.name == name)
 
 
 def given(namespace: argparse.Namespace, added: Sequence[Flag]) -> dict[str, Any]:

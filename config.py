@@ -1,5 +1,6 @@
-"""Every setting of the project in one place: a frozen dataclass per concern, and the command
-lines made from them. Standard library only, so `modal_app.py` imports it without torch or numpy.
+"""Every setting of the project in one place: a frozen dataclass per concern, each field with
+what a command line needs to offer it (cli.py makes them). Standard library only, so
+`modal_app.py` imports it without torch or numpy.
 
     TrainConfig          epochs, optimiser, schedule, run bookkeeping (train_efficientvit.py)
       DataConfig         which frames, at what size
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -72,10 +74,7 @@ def type_hints(cls: type) -> dict[str, Any]:
 def base_type(hint: Any) -> Any:
     """`int | None` -> int; other hints unchanged."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) in (typing.Union, _UnionType) and len(args) == 1 else hint
-
-
-_UnionType = type(int | None)
+    return args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1 else hint
 
 
 def is_config(hint: Any) -> bool:
@@ -266,9 +265,15 @@ class TrainConfig(Config):
     mlflow: bool | None = setting(True, "log to MLflow", on_resume="kept")
     experiment: str = setting("pupil-segmentation", "MLflow experiment name")
     grid_every: int = setting(5, "prediction grid at the first epoch, every K and at the end", at_least=1)
-    data: DataConfig = setting(factory=DataConfig)
-    augment: AugmentConfig = setting(factory=AugmentConfig)
-    preprocess: PreprocessConfig = setting(factory=PreprocessConfig)
+    # nested settings are all fixed on resume (`resumed` looks at this level only; a test checks)
+    data: DataConfig = setting(help="data", factory=DataConfig)
+    augment: AugmentConfig = setting(help="augmentation", factory=AugmentConfig)
+    preprocess: PreprocessConfig = setting(help="preprocessing", factory=PreprocessConfig)
+
+    def started(self) -> TrainConfig:
+        """A new run's settings: "kept" ones left None (the run's own on resume) take their defaults."""
+        kept = [f for f in dataclasses.fields(self) if f.metadata.get("on_resume") == "kept"]
+        return self.replace(**{f.name: f.default for f in kept if getattr(self, f.name) is None})
 
     def resumed(self, stored: TrainConfig) -> TrainConfig:
         """The settings of a resumed run: `stored` (the run's own), with this command line's

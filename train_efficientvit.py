@@ -34,11 +34,11 @@ from data import EyeDataset, build_datasets
 from gallery import prediction_grid
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule
-from models import SegmentationModel, pick_device
+from models import SegmentationModel, build_model, pick_device
 from models.card import ModelCard
-from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from tracking import MlflowRun, TrackingError, plot_curves
-from training import TrainingError, grid_frames, make_loader, run_epoch
+from training import TrainingError, grid_frames, make_loader, make_optimiser, place, run_epoch
 
 # ---- a run: settings, model and optimiser, progress ----
 
@@ -102,34 +102,18 @@ class Run:
     def create(
         cls, config: TrainConfig, device: torch.device, *, resumed: dict | None, source: dict | None
     ) -> Run:
-        stored = resumed or source  # its card rebuilds the same network (widths, depths)
-        card = ModelCard.from_checkpoint(stored, "checkpoint") if stored else None
-        model = (
-            card.build_model() if card else ModelCard(config.model, {}, config.data.img_size).build_model()
-        )
-        if stored:
-            model.load_state_dict(stored["model_state"])
-        model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else None)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
-        )
-        run = cls(
-            config,
-            model,
-            optimizer,
-            scheduler,
-            torch.amp.GradScaler(device.type, enabled=device.type == "cuda"),
-        )
+        """The model (a resumed run's or a fine-tuning source's, weights and all) and its optimiser."""
+        if resumed or source:  # the stored card rebuilds the same network (widths, depths)
+            model = model_from_checkpoint(resumed or source, config.resume or config.init_from)
+        else:
+            model = build_model(config.model)
+        model = place(model, device)
+        run = cls(config, model, *make_optimiser(model, config))
         if resumed:
             for part in ("optimizer", "scheduler", "scaler"):
                 getattr(run, part).load_state_dict(resumed[f"{part}_state"])
             torch.set_rng_state(resumed["rng_state"])
-            run.epoch, run.best, run.best_epoch = (
-                resumed["epoch"],
-                resumed["best_metric"],
-                resumed["best_epoch"],
-            )
+            run.epoch, run.best, run.best_epoch = (resumed[k] for k in ("epoch", "best_metric", "best_epoch"))
             run.history, run.mlflow_run_id = list(resumed["history"]), resumed.get("mlflow_run_id")
         return run
 
@@ -260,7 +244,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
     run = Run.create(config, device, resumed=resumed, source=source)
     tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set)
-    if config.init_from:
+    if source:
         print(f"Starting from the weights of {config.init_from}")
     print(
         f"Training {config.model} ({run.model.get_num_trainable_params():,} params) on {device}, "

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -49,6 +50,24 @@ def to_device(batch: dict, device: torch.device) -> dict:
     if device.type == "cuda":
         out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
     return out
+
+
+def place(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model on `device`: channels_last on CUDA, as `to_device` makes the images."""
+    return model.to(
+        device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format
+    )
+
+
+def make_optimiser(model: nn.Module, config: TrainConfig) -> tuple:
+    """Adam (lr, weight decay), ReduceLROnPlateau on the validation loss, and the AMP gradient
+    scaler (on only on CUDA): (optimizer, scheduler, scaler)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+    )
+    device = next(model.parameters()).device
+    return optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
 
 
 def run_epoch(
