@@ -26,11 +26,11 @@ project load in containers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import itertools
 import os
 import re
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +40,7 @@ from typing import Any
 
 import modal
 
-from cli import build, flags, keyword_parameters, keyword_values
+from cli import flags, keyword_parameters, keyword_values, train_config
 from config import MODEL_NAMES, TrainConfig
 
 APP_NAME = "tiny-pupil-seg"
@@ -52,11 +52,15 @@ TRAIN_CPU, TRAIN_MEMORY_MB = 8.0, 16384  # data loading (decode, augment, distan
 DEFAULT_WORKERS = 6  # DataLoader processes: TRAIN_CPU less the main process and some headroom
 DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and resumes
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
+TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
+MODAL_DEFAULTS = {"workers": DEFAULT_WORKERS}  # where a Modal run's defaults differ from a local one's
+MODAL_OPTIONS = dict(gpu=DEFAULT_GPU, run_name="", mlflow_secret="", models="", lrs="", seeds="")
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)*")  # no "..", no absolute paths
 PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
     "cli", "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
-    "gallery", "train_efficientvit", "export_onnx",
+    "gallery", "reports", "train_efficientvit", "export_onnx",
 )  # fmt: skip
+SWEEP_MODULES = ("cli", "config", "reports")  # this file's and the sweep table's: standard library only
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
     "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
     "mlflow==3.17.2", "matplotlib==3.11.2", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2",
@@ -69,7 +73,9 @@ image = (
     .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
     .add_local_python_source(*PROJECT_MODULES)
 )
-sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source("cli", "config")
+sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source(
+    "cli", "config", "reports"
+)
 datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
 runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
 app = modal.App(APP_NAME, image=image)
@@ -129,29 +135,30 @@ def export_best(run_dir: Path, calib_dir: str | None) -> dict[str, Any]:
 
 
 def run_training(
-    config: dict[str, Any],
+    values: dict[str, Any],
     run_name: str,
     runs_dir: str | Path,
     *,
     commit: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
-    """Train `config` into runs_dir/run_name, resuming from its last.pt when one is there.
-
-    `commit` runs after every epoch's checkpoints are written and at the end (Modal passes
-    `volume.commit`). Returns train_efficientvit.main's summary plus run_name, the wall seconds
-    of each epoch this call ran (the first includes setup) and the ONNX export's outcome.
+    """Train the settings given (dotted paths, from `plan_runs`) into runs_dir/run_name, resuming
+    from its last.pt if there (given settings that differ from the run's own are an error, as with
+    --resume). `commit` runs after each epoch and at the end (Modal's volume.commit). Returns main's
+    summary, run_name, the seconds of each epoch run here (the first with setup) and the export's.
     """
+    from models.checkpoint import load_checkpoint
     from train_efficientvit import main
 
     run_dir = Path(runs_dir) / check_run_name(run_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "last.pt"
-    settings = TrainConfig.from_dict(config)
     if last.exists():
+        stored = TrainConfig.from_dict(load_checkpoint(last)["train_config"])
         print(f"Resuming {run_name} from {last} (its stored model, data and optimiser settings win)")
-        settings = settings.replace(resume=str(last), out_dir=None)
+        values = {**resume_values(values, stored, run_name), "resume": str(last)}
+        settings = train_config(values, TRAIN_FLAGS, MODAL_DEFAULTS).resumed(stored)
     else:
-        settings = settings.replace(resume=None, out_dir=str(run_dir))
+        settings = train_config({**values, "out_dir": str(run_dir)}, TRAIN_FLAGS, MODAL_DEFAULTS)
     ticks = [time.perf_counter()]
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
@@ -169,24 +176,19 @@ def run_training(
     return {**summary, "run_name": run_name, "epoch_seconds": epoch_seconds, "onnx": onnx}
 
 
-def comparison_table(results: list[tuple[dict[str, Any], Any]]) -> str:
-    """One Markdown row per (config, summary or exception): best val pupil IoU, its mIoU, s/epoch."""
-    lines = [
-        "| run | model | lr | seed | val pupil IoU | val mIoU | best epoch | s/epoch |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+def resume_values(values: dict[str, Any], stored: TrainConfig, run_name: str) -> dict[str, Any]:
+    """`values` less the settings a resumed run keeps; a ValueError if they ask for other ones."""
+    fixed = {f.path: f.name for f in TRAIN_FLAGS if f.on_resume == "fixed" and f.path in values}
+    changed = [
+        name
+        for path, name in fixed.items()
+        if functools.reduce(getattr, path.split("."), stored) != values[path]
     ]
-    for job, result in results:
-        head = f"| {job['run_name']} | {job['model']} | {job['lr']:g} | {job['seed']} |"
-        if isinstance(result, BaseException):
-            lines.append(f"{head} failed: {type(result).__name__}: {str(result)[:120]} | | | |")
-            continue
-        best = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
-        seconds = statistics.median(result["epoch_seconds"]) if result["epoch_seconds"] else float("nan")
-        lines.append(
-            f"{head} {best.get('val/pupil_iou', float('nan')):.4f} | {best.get('val/miou', float('nan')):.4f}"
-            f" | {result['best_epoch']} | {seconds:.1f} |"
+    if changed:
+        raise ValueError(
+            f"run {run_name} exists with other settings; drop {', '.join(changed)} or name another run"
         )
-    return "\n".join(lines)
+    return {k: v for k, v in values.items() if k not in fixed}
 
 
 # what each function asks Modal for (tests read these, not Modal's internals)
@@ -212,13 +214,14 @@ def check_data(data_dir: str) -> tuple[bool, str]:
 
 
 @app.function(**TRAIN_FUNCTION)
-def train(config: dict[str, Any], run_name: str) -> dict[str, Any]:
-    """One training run on a GPU, in RUNS_DIR/run_name; a retry resumes from its last.pt."""
+def train(values: dict[str, Any], run_name: str) -> dict[str, Any]:
+    """One training run (the settings given, by dotted path) on a GPU, in RUNS_DIR/run_name; a
+    retry resumes from its last.pt."""
     import torch
 
     if not torch.cuda.is_available():  # e.g. a torch CUDA build newer than the host's driver
         raise RuntimeError(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU here")
-    return run_training(config, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
+    return run_training(values, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
 
 
 def dataset_problem(data_dir: str | None) -> str | None:
@@ -256,12 +259,8 @@ def where_to_find(folder: str, run_names: list[str], mlflow_secret: str) -> str:
     return "\n".join(lines)
 
 
-TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
-MODAL_OPTIONS = dict(gpu=DEFAULT_GPU, run_name="", mlflow_secret="", models="", lrs="", seeds="")
 # the training flags, then Modal's own and the sweep's comma-separated lists
-ENTRYPOINT = inspect.Signature(
-    keyword_parameters(TRAIN_FLAGS, {"workers": DEFAULT_WORKERS}, extra=MODAL_OPTIONS)
-)
+ENTRYPOINT = inspect.Signature(keyword_parameters(TRAIN_FLAGS, extra=MODAL_OPTIONS))
 
 
 def _list(text: str, kind: type, flag: str, choices: tuple[str, ...] = ()) -> list:
@@ -277,8 +276,8 @@ def _list(text: str, kind: type, flag: str, choices: tuple[str, ...] = ()) -> li
 
 
 def plan_runs(keywords: dict[str, Any]) -> tuple[list[tuple[dict[str, Any], str]], bool]:
-    """The runs the entrypoint's flags ask for, as (TrainConfig dict, run name), and whether they
-    are a sweep.
+    """The runs the entrypoint's flags ask for, as (the settings given, by dotted path; run name),
+    and whether they are a sweep. The settings are checked here, before any container starts.
 
     Training flags are train_efficientvit.py's (config.TrainConfig); --data-dir is a folder in the
     datasets volume. --models / --lrs / --seeds make a sweep: a run per combination, in
@@ -286,23 +285,22 @@ def plan_runs(keywords: dict[str, Any]) -> tuple[list[tuple[dict[str, Any], str]
     """
     keywords = {p.name: p.default for p in ENTRYPOINT.parameters.values()} | keywords
     values = keyword_values(keywords, TRAIN_FLAGS)
-    values["data.data_dir"] = dataset_path(values.get("data.data_dir") or "")
-    config = build(TrainConfig, values, TRAIN_FLAGS)
+    if "data.data_dir" in values:
+        values["data.data_dir"] = dataset_path(values["data.data_dir"])
+    config = train_config(values, TRAIN_FLAGS, MODAL_DEFAULTS)
     stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
     axes = {k: keywords[k] for k in ("models", "lrs", "seeds")}
     if not any(axes.values()):
-        return [(config.to_dict(), check_run_name(keywords["run_name"] or f"{config.model}-{stamp}"))], False
+        return [(values, check_run_name(keywords["run_name"] or f"{config.model}-{stamp}"))], False
     name = check_run_name(keywords["run_name"] or f"sweep-{stamp}")
-    if config.experiment == TrainConfig().experiment:
-        config = config.replace(experiment=name)
+    values = {"experiment": name, **values}
     grid = itertools.product(
         _list(axes["models"], str, "--models", MODEL_NAMES) if axes["models"] else [config.model],
         _list(axes["lrs"], float, "--lrs") if axes["lrs"] else [config.lr],
         _list(axes["seeds"], int, "--seeds") if axes["seeds"] else [config.seed],
     )
     runs = [
-        (config.replace(model=m, lr=lr, seed=s).to_dict(), f"{name}/{m}-lr{lr:g}-seed{s}")
-        for m, lr, s in grid
+        ({**values, "model": m, "lr": lr, "seed": s}, f"{name}/{m}-lr{lr:g}-seed{s}") for m, lr, s in grid
     ]
     return runs, True
 
@@ -313,16 +311,16 @@ def main(**keywords: Any) -> None:
         runs, is_sweep = plan_runs(keywords)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
-    if problem := dataset_problem(runs[0][0]["data"]["data_dir"]):
+    if problem := dataset_problem(runs[0][0].get("data.data_dir")):
         sys.exit(f"error: {problem}")
     gpu, secret = keywords.get("gpu", DEFAULT_GPU), keywords.get("mlflow_secret", "")
     if is_sweep:
         print(f"Sweep {runs[0][1].split('/')[0]}: {len(runs)} runs on {gpu} GPUs in parallel...")
         sweep.remote(runs, gpu, secret)
         return
-    ((config, name),) = runs
-    print(f"Training {config['model']} on a {gpu} as run {name!r} (volume {RUNS_VOLUME})...")
-    summary = gpu_train(gpu, secret).remote(config, name)
+    ((values, name),) = runs
+    print(f"Training run {name!r} on a {gpu} (volume {RUNS_VOLUME})...")
+    summary = gpu_train(gpu, secret).remote(values, name)
     print(f"Best validation pupil IoU {summary['best_metric']:.4f} at epoch {summary['best_epoch']}.")
     print(summary["onnx"].get("summary") or f"ONNX export failed: {summary['onnx']['error']}")
     print(where_to_find(name, [name], secret))
@@ -340,8 +338,10 @@ def sweep(runs: list[tuple[dict[str, Any], str]], gpu: str = DEFAULT_GPU, mlflow
     A Modal Function (a small CPU container that waits for the GPUs), so `modal run --detach`
     keeps the whole sweep going after the local process is gone.
     """
+    from reports.sweep import comparison_table
+
     results = list(gpu_train(gpu, mlflow_secret).starmap(runs, return_exceptions=True))
-    jobs = [{"run_name": name, "model": c["model"], "lr": c["lr"], "seed": c["seed"]} for c, name in runs]
+    jobs = [{"run_name": name, "model": v["model"], "lr": v["lr"], "seed": v["seed"]} for v, name in runs]
     table = comparison_table(list(zip(jobs, results, strict=True)))
     folder = runs[0][1].split("/")[0]
     print(f"{table}\n{where_to_find(folder, [name for _, name in runs], mlflow_secret)}")

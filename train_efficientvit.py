@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from cli import add_settings, given, train_config
+from cli import Flag, add_settings, given, train_config
 from config import TrainConfig
 from data import EyeDataset, build_datasets
 from gallery import prediction_grid
@@ -76,6 +76,8 @@ def settle(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
         )
     elif config.model is None:
         raise ValueError("TrainConfig.model is None: name a model, or a checkpoint to start from (init_from)")
+    if not resumed:
+        config = config.started()
     if config.alpha_span is None:
         config = config.replace(alpha_span=min(125, config.epochs))
     if config.data.data_dir:  # absolute, so that export and evaluate find it from anywhere
@@ -246,6 +248,10 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set)
     if source:
         print(f"Starting from the weights of {config.init_from}")
+    if run.epoch >= config.epochs:
+        print(
+            f"{out_dir / 'last.pt'} holds {run.epoch} epochs, --epochs is {config.epochs}: nothing to train"
+        )
     print(
         f"Training {config.model} ({run.model.get_num_trainable_params():,} params) on {device}, "
         f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, "
@@ -296,10 +302,14 @@ def close_run(run: Run, out_dir: Path, *, tracker: MlflowRun | None, status: str
             tracker.end(status)
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """The command line as a TrainConfig: a flag per config.TrainConfig setting."""
+def build_parser() -> tuple[argparse.ArgumentParser, list[Flag]]:
+    """The command line: a flag per config.TrainConfig setting (cli.add_settings)."""
     parser = argparse.ArgumentParser(description="Train a pupil-segmentation model.", allow_abbrev=False)
-    added = add_settings(parser, TrainConfig)
+    return parser, add_settings(parser, TrainConfig)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    parser, added = build_parser()
     try:
         return train_config(given(parser.parse_args(argv), added), added)
     except ValueError as exc:

@@ -53,6 +53,13 @@ class ModelCard:
             model_name, model.config.to_dict(), size, num_params=model.get_num_trainable_params(), **fields
         )
 
+    def completed(self, model: Any) -> ModelCard:
+        """The card with the architecture and parameter count of `model`, the model it describes
+        (files written before the card may lack them)."""
+        return dataclasses.replace(
+            self, model_config=model.config.to_dict(), num_params=model.get_num_trainable_params()
+        )
+
     def build_model(self) -> Any:
         """The architecture this card describes, with fresh weights."""
         from models import build_model
@@ -80,6 +87,9 @@ class ModelCard:
             raise ModelFileError(
                 f"{path} holds unknown model {state['model_name']!r}; known: {', '.join(MODEL_NAMES)}"
             )
+        if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:  # none: written before formats
+            found = state["format"]
+            raise ModelFileError(f"{path}: format {found!r}; this version reads {CHECKPOINT_FORMAT!r}")
         train = state.get("train_config") or {}
         data = train.get("data") if isinstance(train.get("data"), dict) else None
         legacy = {  # before the card: inside train_config; runs from before styles used "narrow"

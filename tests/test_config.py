@@ -10,7 +10,7 @@ import pytest
 
 import cli
 from config import AugmentConfig, Config, DataConfig, PreprocessConfig, SettingError, TrainConfig, setting
-from train_efficientvit import parse_args
+from train_efficientvit import build_parser, parse_args
 
 
 def test_a_train_config_survives_json_with_its_nested_configs():
@@ -64,13 +64,24 @@ def test_a_new_field_is_a_new_flag_with_its_help_default_and_bounds():
         cli.build(Warmup, {"warmup_start": 2.0}, added)
 
 
-def test_every_training_setting_is_a_flag_of_the_training_cli(capsys):
-    with pytest.raises(SystemExit):
-        parse_args(["--help"])
-    shown = capsys.readouterr().out
+def test_every_training_setting_is_a_flag_of_the_training_cli():
+    parser, _ = build_parser()
+    options = {option for action in parser._actions for option in action.option_strings}
     for flag in cli.flags(TrainConfig):
-        assert flag.name in shown, flag.path
-    assert "--no-augment" in shown and "--clahe-tiles" in shown and "--flip-p" not in shown  # cli=False
+        assert flag.name in options, flag.path
+    assert {"--no-augment", "--clahe-tiles", "--weight-decay"} <= options and "--flip-p" not in options
+
+
+def test_nested_settings_are_all_fixed_on_resume():
+    # TrainConfig.resumed carries over top-level settings only: a nested one must not ask for more
+    nested = [f for f in cli.flags(TrainConfig) if "." in f.path]
+    assert nested and all(f.on_resume == "fixed" for f in nested)
+
+
+def test_init_from_refuses_preprocessing_it_would_ignore(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--init-from", "pretrained", "--gamma", "1.0"])
+    assert "--init-from keeps its checkpoint's preprocessing; drop --gamma" in capsys.readouterr().err
 
 
 def test_flags_set_nested_settings_by_path():

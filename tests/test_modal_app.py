@@ -18,9 +18,9 @@ import modal
 import pytest
 
 import modal_app
-from cli import flags
-from config import DataConfig, TrainConfig
-from tests.conftest import tiny_config
+from cli import flags, train_config
+from config import TrainConfig
+from train_efficientvit import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,28 +102,29 @@ def test_without_a_token_modal_run_says_to_run_modal_token_new(tmp_path):
     assert "modal token new" in result.stdout + result.stderr
 
 
-def test_entrypoint_settings_and_defaults_are_the_training_clis():
-    parameters = modal_app.ENTRYPOINT.parameters
-    for flag in flags(TrainConfig, modal=True):
-        default = flag.field.default if flag.key != "workers" else modal_app.DEFAULT_WORKERS
-        shown = parameters[flag.key].default
-        assert (shown if not isinstance(default, tuple) else cli_pair(shown)) == default, flag.key
+def test_a_modal_run_has_the_settings_of_a_local_one_but_workers():
+    [(values, _)], _ = modal_app.plan_runs({})
+    assert values == {}  # nothing given: no setting is sent but what the user asked for
+    modal = train_config(values, modal_app.TRAIN_FLAGS, modal_app.MODAL_DEFAULTS)
+    assert modal == parse_args([]).replace(workers=modal_app.DEFAULT_WORKERS)
+    assert list(modal_app.ENTRYPOINT.parameters)[: len(modal_app.TRAIN_FLAGS)] == [
+        f.key for f in flags(TrainConfig) if not f.field.metadata["local_only"]
+    ]
 
 
-def cli_pair(text: str) -> tuple[int, int]:
-    return tuple(int(v) for v in text.split("x"))
-
-
-def test_flags_become_a_train_config():
+def test_flags_become_the_settings_given():
     runs, sweep = modal_app.plan_runs(
         {"data_dir": "openeds", "img_size": "64x96", "epochs": 3, "model": "shallownet", "augment": False}
     )
-    [(config, name)] = runs
-    train = TrainConfig.from_dict(config)
+    [(values, name)] = runs
     assert not sweep and name.startswith("shallownet-")
-    assert (train.epochs, train.model, train.lr, train.workers) == (3, "shallownet", TrainConfig().lr, 6)
-    assert train.data == DataConfig(data_dir="/datasets/openeds", img_size=(64, 96))
-    assert not train.augment.enabled
+    assert values == {
+        "data.data_dir": "/datasets/openeds",
+        "data.img_size": (64, 96),
+        "epochs": 3,
+        "model": "shallownet",
+        "augment.enabled": False,
+    }
     assert modal_app.dataset_path("/datasets/openeds/") == "/datasets/openeds"
 
 
@@ -146,8 +147,11 @@ def test_bad_flags_are_one_line_errors_naming_the_flag(keywords, message):
         modal_app.plan_runs(keywords)
 
 
-def tiny(epochs: int) -> dict:
-    return tiny_config(Path("unused"), epochs=epochs, max_steps=2).to_dict()
+def tiny(epochs: int | None, **values) -> dict:
+    """The settings of a tiny run as the entrypoint sends them: by dotted path, only those given."""
+    small = {"batch_size": 4, "workers": 0, "mlflow": False, "max_steps": 2, "data.img_size": (48, 64)}
+    small |= {"data.synthetic_train": 8, "data.synthetic_val": 4}
+    return small | ({"epochs": epochs} if epochs else {}) | values
 
 
 @pytest.fixture
@@ -175,6 +179,14 @@ def test_run_training_commits_each_epoch_and_resumes_from_last_pt(tmp_path, expo
     assert [h["epoch"] for h in second["history"]] == [1, 2]
     assert len(second["epoch_seconds"]) == 1  # only epoch 2 ran: epoch 1 came from last.pt
     assert exports == [run_dir, run_dir] and second["onnx"]["summary"] == "exported"
+
+
+def test_running_a_run_again_keeps_its_settings_and_refuses_others(tmp_path, exports):
+    modal_app.run_training(tiny(2, lr=3e-3), "run", tmp_path)
+    again = modal_app.run_training(tiny(None, lr=3e-3), "run", tmp_path)  # the same flags, no --epochs
+    assert [h["epoch"] for h in again["history"]] == [1, 2]  # the run's own epochs: nothing more
+    with pytest.raises(ValueError, match="run run exists with other settings; drop --lr"):
+        modal_app.run_training(tiny(3, lr=1e-3), "run", tmp_path)
 
 
 def test_each_run_gets_its_own_mlflow_store_unless_a_server_is_set(tmp_path, monkeypatch):
@@ -252,7 +264,7 @@ def test_sweep_trains_the_cartesian_product_and_tabulates_every_run(monkeypatch,
     runs, sweep = modal_app.plan_runs(
         {"models": "tiny_efficientvit,shallownet", "lrs": "1e-3,3e-3", "seeds": "0", "run_name": "s1"}
     )
-    assert sweep and {TrainConfig.from_dict(c).experiment for c, _ in runs} == {"s1"}
+    assert sweep and {values["experiment"] for values, _ in runs} == {"s1"}
     table = modal_app.sweep.local(runs, "L4", "")
     assert [name for _, name in fake.calls] == [
         f"s1/{m}-lr{lr}-seed0" for m in ("tiny_efficientvit", "shallownet") for lr in ("0.001", "0.003")
@@ -271,7 +283,7 @@ def test_main_trains_one_run_and_says_where_to_download_it(monkeypatch, capsys):
     monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: fake)
     modal_app.main.info.raw_f(epochs=3, model="shallownet", run_name="first", max_steps=5)
     [(config, run_name)] = fake.calls
-    assert run_name == "first" and TrainConfig.from_dict(config).max_steps == 5
+    assert run_name == "first" and config == {"epochs": 3, "model": "shallownet", "max_steps": 5}
     out = capsys.readouterr().out
     assert "Best validation pupil IoU 0.9000 at epoch 2" in out and "first/best.onnx" in out
     assert "modal volume get pupil-runs first ." in out
