@@ -46,7 +46,7 @@ import torch
 from torch.utils.data import default_collate
 
 from cli import argument_type, size_argument
-from config import PreprocessConfig, TrainConfig
+from config import DataConfig, ExportConfig, PreprocessConfig, TrainConfig
 from data import EyeDataset, synthetic_frames
 from losses import CombinedLoss
 from models import MODEL_NAMES, build_model, fuse_model
@@ -55,10 +55,10 @@ from models.card import ModelCard
 from reports import benchmark as report
 from training import make_optimiser, place, to_device, train_step
 
-TARGET_SIZE = (400, 640)  # the size the project's targets are stated at
+TARGET_SIZE = DataConfig().img_size  # the size the project's targets are stated at: the default input
 GPU_TRAIN_BATCH = 32
 MATMUL_N = 2048
-OPSET = 18
+OPSET = ExportConfig().opset
 PROBE = "import json, sys, benchmark; print(json.dumps(benchmark.training_memory(**json.loads(sys.argv[1]))))"
 
 
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--quick", action="store_true", help="1 repetition, fewer calls, training batch 2")
     parser.add_argument(
-        "--size", type=size_argument, default=TARGET_SIZE, help="input HxW (default: 400x640)"
+        "--size", type=size_argument, default=TARGET_SIZE, help=f"input HxW (default: {TARGET_SIZE[0]}x{TARGET_SIZE[1]})"
     )
     names = argument_type(lambda text: model_names([n.strip() for n in text.split(",") if n.strip()]))
     default = ",".join(MODEL_NAMES)

@@ -58,9 +58,15 @@ def setting(
     checked whenever a config is made.
     """
     metadata = {
-        "help": help, "flag": flag, "on_resume": on_resume, "local_only": local_only, "cli": cli,
-        "at_least": at_least, "above": above, "at_most": at_most,
-    }  # fmt: skip
+        "help": help,
+        "flag": flag,
+        "on_resume": on_resume,
+        "local_only": local_only,
+        "cli": cli,
+        "at_least": at_least,
+        "above": above,
+        "at_most": at_most,
+    }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -248,9 +254,11 @@ class TrainConfig(Config):
         None, "batches per epoch at most (smoke tests)", on_resume="given", at_least=1
     )
     time_limit: float | None = setting(
-        None, "minutes; the epoch running then is cut short, validated and saved, and is the last",
-        on_resume="given", above=0,
-    )  # fmt: skip
+        None,
+        "minutes; the epoch running then is cut short, validated and saved, and is the last",
+        on_resume="given",
+        above=0,
+    )
     grad_clip: float = setting(1.0, "gradient norm clip", above=0)
     early_stop: int = setting(
         0, "stop after this many epochs without a better val pupil IoU; 0 = off", at_least=0

@@ -123,10 +123,16 @@ class Run:
         """The model card, weights and everything resuming needs (models.checkpoint.RESUME_KEYS)."""
         c = self.config
         card = ModelCard.of(
-            self.model, c.model, c.data.img_size, preprocess=c.preprocess, epoch=self.epoch,
-            metrics={k: v for k, v in metrics.items() if k.startswith("val/")}, train_seed=c.seed,
-            train_style=c.data.synthetic_style, train_data_dir=c.data.data_dir,
-        )  # fmt: skip
+            self.model,
+            c.model,
+            c.data.img_size,
+            preprocess=c.preprocess,
+            epoch=self.epoch,
+            metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
+            train_seed=c.seed,
+            train_style=c.data.synthetic_style,
+            train_data_dir=c.data.data_dir,
+        )
         return {
             **card.to_checkpoint(),
             "model_state": self.model.state_dict(),
@@ -199,10 +205,18 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
         loaders = [make_loader(d, config, shuffle=d is train_set, epoch=epoch) for d in (train_set, val_set)]
         try:
             metrics = run_epoch(
-                model, loaders[0], loss_fn, alpha=alpha, train=True, optimizer=run.optimizer,
-                scaler=run.scaler, grad_clip=config.grad_clip, max_steps=config.max_steps,
-                deadline=deadline, desc=f"epoch {epoch + 1} train",
-            )  # fmt: skip
+                model,
+                loaders[0],
+                loss_fn,
+                alpha=alpha,
+                train=True,
+                optimizer=run.optimizer,
+                scaler=run.scaler,
+                grad_clip=config.grad_clip,
+                max_steps=config.max_steps,
+                deadline=deadline,
+                desc=f"epoch {epoch + 1} train",
+            )
         except TrainingError as exc:
             raise TrainingError(f"epoch {epoch + 1}: {exc}") from None
         metrics |= run_epoch(model, loaders[1], loss_fn, alpha=alpha, train=False, max_steps=config.max_steps)

@@ -28,12 +28,17 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
 
 
-def train_step(model, batch: dict, loss_fn, *, alpha: float, optimizer, scaler, grad_clip: float) -> tuple:
-    """Forward (AMP on CUDA), CombinedLoss, backward, clip, Adam: (logits, loss parts)."""
+def forward(model, batch: dict, loss_fn, *, alpha: float) -> tuple:
+    """The model (AMP on CUDA) and CombinedLoss on a batch: (logits, loss parts)."""
     device = batch["image"].device
     with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         logits = model(batch["image"])
-    losses = loss_fn(logits, batch, alpha=alpha)
+    return logits, loss_fn(logits, batch, alpha=alpha)
+
+
+def train_step(model, batch: dict, loss_fn, *, alpha: float, optimizer, scaler, grad_clip: float) -> tuple:
+    """`forward`, then backward, gradient clipping and an Adam step: (logits, loss parts)."""
+    logits, losses = forward(model, batch, loss_fn, alpha=alpha)
     if not torch.isfinite(losses["total"]):
         raise TrainingError("non-finite loss")
     optimizer.zero_grad(set_to_none=True)
@@ -71,9 +76,19 @@ def make_optimiser(model: nn.Module, config: TrainConfig) -> tuple:
 
 
 def run_epoch(
-    model, loader, loss_fn, *, alpha: float, train: bool, optimizer=None, scaler=None,
-    grad_clip: float = 1.0, max_steps: int | None = None, deadline: float = math.inf, desc: str = "",
-) -> dict[str, float]:  # fmt: skip
+    model,
+    loader,
+    loss_fn,
+    *,
+    alpha: float,
+    train: bool,
+    optimizer=None,
+    scaler=None,
+    grad_clip: float = 1.0,
+    max_steps: int | None = None,
+    deadline: float = math.inf,
+    desc: str = "",
+) -> dict[str, float]:
     """One pass over `loader`, training (optimizer and scaler needed) or validating; returns
     train/* or val/* metrics: loss parts averaged per batch, IoUs over all pixels, images/s.
     Training stops early after `max_steps` batches or at `deadline` (a perf_counter time)."""
@@ -89,23 +104,14 @@ def run_epoch(
                 break
             wait += time.perf_counter() - tick  # time spent waiting on the data loader
             batch = to_device(batch, device)
-            if train:
-                try:
-                    logits, losses = train_step(
-                        model,
-                        batch,
-                        loss_fn,
-                        alpha=alpha,
-                        optimizer=optimizer,
-                        scaler=scaler,
-                        grad_clip=grad_clip,
-                    )
-                except TrainingError as exc:
-                    raise TrainingError(f"{exc} at step {step + 1}") from None
-            else:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                    logits = model(batch["image"])
-                losses = loss_fn(logits, batch, alpha=alpha)
+            try:
+                if train:
+                    update = {"optimizer": optimizer, "scaler": scaler, "grad_clip": grad_clip}
+                    logits, losses = train_step(model, batch, loss_fn, alpha=alpha, **update)
+                else:
+                    logits, losses = forward(model, batch, loss_fn, alpha=alpha)
+            except TrainingError as exc:
+                raise TrainingError(f"{exc} at step {step + 1}") from None
             counter.update(logits.detach().argmax(dim=1), batch["label"])
             for key, name in LOSS_PARTS.items():
                 totals[key] += losses[name].item()

@@ -17,7 +17,6 @@ from metrics import (
     error_summary,
     located_share,
     mask_counts,
-    mask_iou,
     set_metrics,
 )
 from tests.conftest import disc
@@ -29,17 +28,21 @@ def square(top: int, left: int, side: int = 10, shape: tuple[int, int] = (40, 60
     return mask
 
 
+def frame_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    return confusion_metrics(*mask_counts(pred, truth))
+
+
 def test_overlapping_squares_give_known_counts_iou_and_dice():
     pred, truth = square(5, 5), square(5, 10)  # half of each square overlaps the other
     assert mask_counts(pred, truth) == (50, 50, 50, 40 * 60 - 150)
-    assert mask_iou(pred, truth) == pytest.approx(1 / 3)
-    assert confusion_metrics(*mask_counts(pred, truth))["pupil_dice"] == pytest.approx(0.5)
+    assert frame_metrics(pred, truth)["pupil_iou"] == pytest.approx(1 / 3)
+    assert frame_metrics(pred, truth)["pupil_dice"] == pytest.approx(0.5)
 
 
 def test_iou_is_one_for_two_empty_masks_and_zero_for_disjoint_ones():
     empty = np.zeros((40, 60), np.uint8)
-    assert mask_iou(empty, empty) == 1.0
-    assert mask_iou(square(0, 0), square(20, 30)) == 0.0
+    assert frame_metrics(empty, empty)["pupil_iou"] == 1.0
+    assert frame_metrics(square(0, 0), square(20, 30))["pupil_iou"] == 0.0
 
 
 def test_mask_counts_refuses_masks_of_different_sizes():

@@ -7,6 +7,7 @@ import pytest
 from cli import parse_size
 from data.synthetic import SyntheticEyes, render_eye, write_preview
 from data.synthetic.render import IRIS, PUPIL, STYLES, Randomisation
+from gallery import GAP, LABEL_COLOUR
 
 SIZE = (100, 160)  # (H, W)
 
@@ -122,11 +123,24 @@ def test_parse_size():
         parse_size("16x640")
 
 
-def test_preview_grid(tmp_path):
-    path = write_preview(tmp_path / "grid.png", n=5, seed=0, size=SIZE)
-    grid = cv2.imread(str(path))
-    assert grid.shape == (2 * SIZE[0] // 2, 4 * SIZE[1] // 2, 3)
-    assert (grid[..., 1] > grid[..., 0] + 100).any()  # the green pupil outline
+def test_preview_outlines_each_pupil_label_in_a_grid(tmp_path):
+    n, (h, w) = 5, (SIZE[0] // 2, SIZE[1] // 2)
+    grid = cv2.imread(str(write_preview(tmp_path / "grid.png", n=n, seed=0, size=SIZE)))
+    assert grid.shape == (2 * h + GAP, 4 * w + 3 * GAP, 3)  # half-size frames, 4 to a row
+    eyes, shown = SyntheticEyes(n, seed=0, size=SIZE), 0
+    for index in range(n):
+        top, left = index // 4 * (h + GAP), index % 4 * (w + GAP)
+        outline = np.all(grid[top : top + h, left : left + w] == LABEL_COLOUR, axis=-1)
+        ys, xs = np.nonzero(eyes.render(index)[1] == PUPIL)
+        if len(xs) == 0:
+            assert not outline.any()
+            continue
+        assert outline.any(), f"frame {index}: no label outline"
+        oy, ox = np.nonzero(outline)
+        assert xs.min() // 2 - 1 <= ox.min() and ox.max() <= xs.max() // 2 + 1  # around the pupil
+        assert ys.min() // 2 - 1 <= oy.min() and oy.max() <= ys.max() // 2 + 1
+        shown += 1
+    assert 0 < shown < n  # frame 1 is closed
 
 
 def test_cli_writes_preview_and_dataset_in_the_style_asked(tmp_path, capsys):

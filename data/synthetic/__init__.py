@@ -88,25 +88,22 @@ def write_openeds(
 def write_preview(
     out: str | Path, n: int = 16, *, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
 ) -> Path:
-    """Write a grid of n frames at half size with the pupil label outlined in green (PNG; JPEG
+    """Write n frames at half size, 4 to a row (`gallery.tile_grid`), the pupil label outlined in
+    green by `gallery.paint` and the index noted on each, "closed" when no pupil shows (PNG; JPEG
     for a .jpg `out`)."""
+    import gallery  # not at the top: gallery imports data.preprocess, whose package imports this one
+
     eyes = SyntheticEyes(n, seed, size, style)
-    columns = min(n, 4)
+    half = (size[1] // 2, size[0] // 2)  # (W, H), as cv2 takes it
     tiles = []
     for index in range(n):
         image, label, info = eyes.render(index)
-        tile = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        contours, _ = cv2.findContours(
-            (label == PUPIL).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-        )
-        cv2.drawContours(tile, contours, -1, (0, 255, 0), max(1, size[1] // 320))
-        tile = cv2.resize(tile, (size[1] // 2, size[0] // 2), interpolation=cv2.INTER_AREA)
+        pupil = cv2.resize((label == PUPIL).astype(np.uint8), half, interpolation=cv2.INTER_NEAREST)
+        tile = gallery.paint(cv2.resize(image, half, interpolation=cv2.INTER_AREA), label=pupil)
         note = f"{index}{' closed' if info['closed'] else ''}"
         cv2.putText(tile, note, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
         tiles.append(tile)
-    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
-    rows = [np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)]
     path = Path(out).absolute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(path, np.vstack(rows))
+    write_image(path, gallery.tile_grid(tiles, columns=4))
     return path

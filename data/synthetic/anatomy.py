@@ -1,6 +1,9 @@
 """The parts of a synthetic eye, each drawn into a float image in place: eyelids, the eyeball
 (sclera, iris with its fibres and limbus, pupil), skin under uneven light, lashes, corneal glints;
 and the sub-pixel drawing helpers they share. `render.render_eye` composes them into a frame.
+A function that draws into an image takes `(image, rng, ...)`, and everything past the third
+parameter by keyword. The order of the random draws inside each fixes the frames: change it and
+every (seed, index) renders differently.
 """
 
 import functools
@@ -18,7 +21,7 @@ def fixed(points: np.ndarray) -> np.ndarray:
     return np.round(points * (1 << SHIFT)).astype(np.int32)
 
 
-def draw_lines(image: np.ndarray, curves: np.ndarray, value: float, thickness: int) -> None:
+def draw_lines(image: np.ndarray, curves: np.ndarray, value: float, *, thickness: int) -> None:
     """Anti-aliased open polylines, (N, points, 2) float (x, y), into the image in place."""
     cv2.polylines(image, list(fixed(curves)), False, value, thickness, cv2.LINE_AA, SHIFT)
 
@@ -51,7 +54,7 @@ def ellipse_pixels(box: tuple) -> int:
 
 
 def eyelids(
-    rng: np.random.Generator, centre: np.ndarray, radius: float, drop: float, openness: float
+    rng: np.random.Generator, centre: np.ndarray, radius: float, *, drop: float, openness: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Upper lid, lower lid, upper crease and lower fold: (48, 2) points, corner to corner."""
     half_width = radius * rng.uniform(2.1, 2.6)
@@ -89,7 +92,7 @@ def iris_texture(rng: np.random.Generator, pupil_ratio: float, value: float) -> 
 
 
 def draw_iris(
-    image: np.ndarray, rng: np.random.Generator, box: tuple, pupil_ratio: float, value: float
+    image: np.ndarray, rng: np.random.Generator, box: tuple, *, pupil_ratio: float, value: float
 ) -> None:
     """Paint the textured iris ellipse `box` (a cv2 RotatedRect) into the float image in place."""
     (cx, cy), (minor, major), angle = box
@@ -114,9 +117,10 @@ def draw_iris(
 
 
 def eyeball(
-    rng: np.random.Generator,
     image: np.ndarray,
+    rng: np.random.Generator,
     opening: np.ndarray,
+    *,
     lids: tuple[np.ndarray, np.ndarray],
     iris_box: tuple,
     pupil: np.ndarray,
@@ -150,7 +154,7 @@ def eyeball(
         np.exp(-((ys - inner[1]) ** 2) / spread), np.exp(-((xs - inner[0]) ** 2) / spread)
     )
     eye = cv2.resize(shade, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    draw_iris(eye, rng, ((icx - x0, icy - y0), axes, angle), pupil_ratio, iris_value)
+    draw_iris(eye, rng, ((icx - x0, icy - y0), axes, angle), pupil_ratio=pupil_ratio, value=iris_value)
     np.copyto(eye, np.float32(pupil_value), where=pupil[y0:y1, x0:x1].view(bool))
     np.copyto(image[y0:y1, x0:x1], eye, where=opening[y0:y1, x0:x1].view(bool))
 
@@ -159,6 +163,7 @@ def skin_and_light(
     rng: np.random.Generator,
     shape: tuple[int, int],
     folds: list[np.ndarray],
+    *,
     radius: float,
     brightness: float,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -185,14 +190,14 @@ def skin_and_light(
     socket = fixed(np.concatenate([crease, fold[::-1]]))
     cv2.fillPoly(dark, [socket], rng.uniform(0.03, 0.12), cv2.LINE_AA, SHIFT)
     thickness = max(1, round(0.3 * radius / COARSE))
-    draw_lines(dark, crease[None], rng.uniform(0.1, 0.3), thickness)
-    draw_lines(dark, fold[None], rng.uniform(0.04, 0.12), thickness)
+    draw_lines(dark, crease[None], rng.uniform(0.1, 0.3), thickness=thickness)
+    draw_lines(dark, fold[None], rng.uniform(0.04, 0.12), thickness=thickness)
     light *= 1 - cv2.GaussianBlur(dark, (0, 0), 1.5)
     skin, light = (cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR) for a in (skin, light))
     return skin, light
 
 
-def lashes(image: np.ndarray, rng: np.random.Generator, lid: np.ndarray, unit: float, upper: bool) -> None:
+def lashes(image: np.ndarray, rng: np.random.Generator, lid: np.ndarray, *, unit: float, upper: bool) -> None:
     """Draw curved, tapering lashes rooted along `lid` into the float image in place."""
     n = int(rng.uniform(50, 120) if upper else rng.uniform(10, 30))
     t = rng.uniform(0.05, 0.95, n)
@@ -210,15 +215,16 @@ def lashes(image: np.ndarray, rng: np.random.Generator, lid: np.ndarray, unit: f
     across = np.stack([-np.sin(angle), np.cos(angle)], 1)[:, None, :]
     curves = roots[:, None] + length[:, None, None] * k * along + curl[:, None, None] * k**2 * across
     value = rng.uniform(10, 40) if upper else rng.uniform(50, 90)
-    draw_lines(image, curves, value, 1)
+    draw_lines(image, curves, value, thickness=1)
     if upper:  # thicker towards the root
-        draw_lines(image, curves[:, :2], value, max(1, round(2 * unit)))
+        draw_lines(image, curves[:, :2], value, thickness=max(1, round(2 * unit)))
 
 
 def draw_glints(
     image: np.ndarray,
     rng: np.random.Generator,
     opening: np.ndarray,
+    *,
     iris_box: tuple,
     pupil_box: tuple,
     eye_centre: np.ndarray,
@@ -245,15 +251,15 @@ def draw_glints(
     drawn = []
     for (x, y), size in zip(points, sizes, strict=True):
         if 0 <= x < w and 0 <= y < h and opening[int(y), int(x)]:
-            draw_glint(image, (x, y), size, peak)
+            draw_glint(image, (x, y), size, peak=peak)
             drawn.append((float(x), float(y)))
     if rng.random() < 0.3:  # reflections off the skin or a lens, anywhere
         for x, y in rng.uniform(0, 1, (int(rng.integers(1, 3)), 2)) * (w, h):
-            draw_glint(image, (x, y), unit * rng.uniform(1.5, 4), rng.uniform(120, 255))
+            draw_glint(image, (x, y), unit * rng.uniform(1.5, 4), peak=rng.uniform(120, 255))
     return drawn
 
 
-def draw_glint(image: np.ndarray, at: tuple[float, float], size: float, peak: float) -> None:
+def draw_glint(image: np.ndarray, at: tuple[float, float], size: float, *, peak: float) -> None:
     x, y = at
     centre = tuple(fixed(np.array([x, y])))
     halo = (float(image[int(y), int(x)]) + peak) / 2

@@ -105,7 +105,7 @@ def pose_eye(rng: np.random.Generator, size: tuple[int, int], style: Randomisati
     draw = rng.random()  # lids closed, half-closed (blinking) or open
     low, high = (0.0, 0.0) if draw < CLOSED_P else (0.1, 0.55) if draw < 0.2 else (0.75, 1.05)
     openness = rng.uniform(low, high)
-    lids = eyelids(rng, centre, radius, iris_centre[1] - centre[1], openness)
+    lids = eyelids(rng, centre, radius, drop=iris_centre[1] - centre[1], openness=openness)
     # the camera's roll about the eye: mostly level, now and then well tilted
     roll = rng.uniform(-35, 35) if rng.random() < style.roll_p else rng.uniform(-8, 8)
     lids = tuple(rotate(lid, centre, roll) for lid in lids)
@@ -114,6 +114,16 @@ def pose_eye(rng: np.random.Generator, size: tuple[int, int], style: Randomisati
     iris_box = (tuple(iris_centre), (2 * radius * facing, 2 * radius), angle)
     pupil_box = (tuple(pupil_centre), (2 * radius * pupil_ratio * facing, 2 * radius * pupil_ratio), angle)
     return Pose(radius, radius / 100, centre, openness, lids, iris_box, pupil_box, pupil_ratio)
+
+
+def eye_grey_levels(
+    rng: np.random.Generator, skin: float, style: Randomisation
+) -> tuple[float, float, float]:
+    """Sclera, iris and pupil grey levels before exposure, the iris anywhere from bright to as dark
+    as the pupil."""
+    sclera = min(230, skin * rng.uniform(*style.sclera))
+    pupil = rng.uniform(3, 30)
+    return sclera, pupil + (sclera - pupil) * rng.uniform(*style.iris_shade), pupil
 
 
 def render_eye(
@@ -137,25 +147,36 @@ def render_eye(
     cv2.ellipse(pupil, pose.pupil_box, 1, -1)
     label = opening * (SCLERA + iris + pupil)
 
-    # grey levels before exposure: the iris anywhere from bright to as dark as the pupil
-    skin_value = math.exp(rng.uniform(*np.log(style.skin)))
-    image, light = skin_and_light(rng, size, [crease, fold], pose.radius, skin_value)
+    skin_value = math.exp(rng.uniform(*np.log(style.skin)))  # grey level before exposure
+    image, light = skin_and_light(rng, size, [crease, fold], radius=pose.radius, brightness=skin_value)
     if pose.openness > 0:
-        sclera = min(230, skin_value * rng.uniform(*style.sclera))
-        pupil_value = rng.uniform(3, 30)
-        iris_value = pupil_value + (sclera - pupil_value) * rng.uniform(*style.iris_shade)
-        values = (sclera, iris_value, pupil_value)
-        eyeball(rng, image, opening, (upper, lower), pose.iris_box, pupil, pose.pupil_ratio, values)
+        eyeball(
+            image,
+            rng,
+            opening,
+            lids=(upper, lower),
+            iris_box=pose.iris_box,
+            pupil=pupil,
+            pupil_ratio=pose.pupil_ratio,
+            values=eye_grey_levels(rng, skin_value, style),
+        )
     margin = max(1, round(3 * unit))  # the lid margins, the upper one dark with lash roots
-    draw_lines(image, upper[None], skin_value * rng.uniform(0.3, 0.5), margin)
-    draw_lines(image, lower[None], skin_value * rng.uniform(0.6, 0.85), max(1, margin - 1))
+    draw_lines(image, upper[None], skin_value * rng.uniform(0.3, 0.5), thickness=margin)
+    draw_lines(image, lower[None], skin_value * rng.uniform(0.6, 0.85), thickness=max(1, margin - 1))
     if pose.openness > 0 and rng.random() < 0.5:  # wet lower lid margin catching the light
-        draw_lines(image, lower[None] - (0, 2 * unit), 200, 1)
+        draw_lines(image, lower[None] - (0, 2 * unit), 200, thickness=1)
     image *= light
-    lashes(image, rng, upper, unit, upper=True)
-    lashes(image, rng, lower, unit, upper=False)
+    lashes(image, rng, upper, unit=unit, upper=True)
+    lashes(image, rng, lower, unit=unit, upper=False)
     glints = draw_glints(
-        image, rng, opening, pose.iris_box, pose.pupil_box, pose.centre, unit, style.large_glint_p
+        image,
+        rng,
+        opening,
+        iris_box=pose.iris_box,
+        pupil_box=pose.pupil_box,
+        eye_centre=pose.centre,
+        unit=unit,
+        large_p=style.large_glint_p,
     )
     headset(image, rng, style.camera)
     image = expose(image, rng, style.camera)
