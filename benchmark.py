@@ -308,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--quick", action="store_true", help="1 repetition, fewer calls, training batch 2")
     parser.add_argument(
-        "--size", type=size_argument, default=TARGET_SIZE, help=f"input HxW (default: {TARGET_SIZE[0]}x{TARGET_SIZE[1]})"
+        "--size",
+        type=size_argument,
+        default=TARGET_SIZE,
+        help=f"input HxW (default: {TARGET_SIZE[0]}x{TARGET_SIZE[1]})",
     )
     names = argument_type(lambda text: model_names([n.strip() for n in text.split(",") if n.strip()]))
     default = ",".join(MODEL_NAMES)
