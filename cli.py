@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -184,8 +185,8 @@ def train_config(
     """The TrainConfig of the settings given on a command line (dotted paths -> values).
 
     With --resume the run's stored settings win: "fixed" ones may not be given, "kept" ones not
-    given stay None (the run's own, filled in by training). With --init-from and no --model, the
-    model is the checkpoint's (None here).
+    given stay None (the run's own, filled in by training). With --init-from the model and its
+    preprocessing are the checkpoint's: no --model means None here, preprocessing flags are refused.
     """
     if values.get("resume"):
         fixed = [f.name for f in added if f.path in values and f.on_resume == "fixed" and f.path != "resume"]
@@ -196,44 +197,41 @@ def train_config(
         }
         return build(TrainConfig, values, added, TrainConfig(**kept, model=None))
     base = TrainConfig().updated(defaults or {})
-    if values.get("init_from") and "model" not in values:
-        base = base.replace(model=None)
+    if values.get("init_from"):
+        preprocessing = [f.name for f in added if f.path in values and f.path.startswith("preprocess.")]
+        if preprocessing:
+            raise ValueError(
+                f"--init-from keeps its checkpoint's preprocessing; drop {', '.join(preprocessing)}"
+            )
+        base = base if "model" in values else base.replace(model=None)
     return build(TrainConfig, values, added, base)
 
 
+KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
 def keyword_parameters(
-    added: Sequence[Flag],
-    defaults: Mapping[str, Any] | None = None,
-    *,
-    extra: Mapping[str, str] | None = None,
+    added: Sequence[Flag], *, extra: Mapping[str, str] | None = None
 ) -> list[inspect.Parameter]:
-    """The flags as keyword parameters with plain annotations (str for a pair such as "400x640"),
-    for command lines made from a function signature (Modal's); `extra` adds string options."""
+    """The flags as keyword parameters defaulting to None (not given), annotated with plain types
+    (str for a pair such as "400x640"), for command lines made from a function signature (Modal's);
+    `extra` adds string options with their defaults."""
     parameters = []
     for flag in added:
-        default = (defaults or {}).get(flag.path, flag.field.default)
-        annotation = str if typing.get_origin(flag.hint) is tuple else flag.hint
-        if isinstance(default, tuple):
-            default = "x".join(map(str, default))
-        if default is None:
-            annotation = annotation | None
-        parameters.append(
-            inspect.Parameter(
-                flag.key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
-            )
-        )
+        kind = typing.get_origin(flag.hint)
+        annotation = str if kind is tuple else flag.hint if kind is Literal else flag.hint | None  # Modal's
+        parameters.append(inspect.Parameter(flag.key, KEYWORD, default=None, annotation=annotation))
     for name, default in (extra or {}).items():
-        parameters.append(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=str)
-        )
+        parameters.append(inspect.Parameter(name, KEYWORD, default=default, annotation=str))
     return parameters
 
 
 def keyword_values(keywords: Mapping[str, Any], added: Sequence[Flag]) -> dict[str, Any]:
-    """Keyword arguments named as in `keyword_parameters` -> settings by dotted path (pairs parsed)."""
+    """Keyword arguments named as in `keyword_parameters` -> the settings given (not None) by dotted
+    path, pairs parsed."""
     values = {}
     for flag in added:
-        if flag.key in keywords:
+        if keywords.get(flag.key) is not None:
             value = keywords[flag.key]
             if typing.get_origin(flag.hint) is tuple and isinstance(value, str):
                 try:
@@ -242,3 +240,69 @@ def keyword_values(keywords: Mapping[str, Any], added: Sequence[Flag]) -> dict[s
                     raise ValueError(f"argument {flag.name}: {exc}") from None
             values[flag.path] = value
     return values
+
+
+def add_checkpoint_argument(
+    parser: argparse.ArgumentParser,
+    *,
+    convert: Callable[[str], Any],
+    default: str | None = None,
+    help: str = "a .pt checkpoint or a .onnx export",
+) -> argparse.Action:
+    """--checkpoint FILE, the model file a command runs, turned into a path by `convert` (such as
+    `inference.model_file`, which also takes "pretrained"); required without a `default`. Returns
+    its action, for `deprecated_alias`."""
+    if default is not None:
+        help += " (default: %(default)s)"
+    return parser.add_argument(
+        "--checkpoint", type=convert, default=default, required=default is None, metavar="FILE", help=help
+    )
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of another flag: it does what that flag does, and says so on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, target: argparse.Action, **kwargs: Any):
+        super().__init__(option_strings, dest, **kwargs)
+        self.target = target
+        self.new = next((s for s in target.option_strings if s.startswith("--")), target.option_strings[0])
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        print(f"{option_string} is deprecated, use {self.new}", file=sys.stderr)
+        self.target(parser, namespace, values, self.new)
+
+
+def deprecated_alias(parser: argparse.ArgumentParser, old: str, target: argparse.Action) -> argparse.Action:
+    """Keep `old` working as a spelling of the flag `target` (what `add_argument` returned): same
+    value, same destination, a one-line note on stderr to use the new name. It stays out of --help;
+    the target's help names it."""
+    if target.required or not target.option_strings:
+        raise ValueError(f"{old}: only an optional flag can have a deprecated alias, not {target.dest}")
+    if target.help not in (None, argparse.SUPPRESS):
+        target.help += f"; {old} is its deprecated spelling"
+    return parser.add_argument(
+        old,
+        action=_DeprecatedAlias,
+        target=target,
+        dest=target.dest,
+        nargs=target.nargs,
+        const=target.const,
+        type=target.type,
+        choices=target.choices,
+        metavar=target.metavar,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+    )
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+fraction_argument = argument_type(_fraction)  # --threshold

@@ -1,15 +1,15 @@
 """Score a checkpoint or ONNX export on a dataset split: overlap, pupil centre, detection, speed.
 
-    python evaluate.py --data-dir my_eyes/ --out eval/                  # the shipped pretrained model
+    python evaluate.py --data-dir my_eyes/ --output eval/               # the shipped pretrained model
     python evaluate.py --checkpoint runs/<run>/best.pt                  # trained on synthetic eyes
-    python evaluate.py --checkpoint best.onnx --data-dir /data/openeds --tta --out eval/
+    python evaluate.py --checkpoint best.onnx --data-dir /data/openeds --tta --output eval/
 
 Frames of any size and shape are fitted into the model's input without stretching and its pupil
 probability mapped back onto the label's own pixels (`inference.Predictor`), where everything is
-scored; pupil = probability > 0.5. Reported over the split: per-class IoU, mIoU, pupil Dice,
-precision and recall (pixels summed over the split, `metrics.confusion_metrics`); pupil-centre
-error in pixels, fitted-ellipse centre and centroid of the largest blob
-(`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils
+scored; pupil = probability > 0.5 (`inference.PUPIL_THRESHOLD`). Reported over the split:
+per-class IoU, mIoU, pupil Dice, precision and recall (pixels summed over the split,
+`metrics.confusion_metrics`); pupil-centre error in pixels, fitted-ellipse centre and centroid of
+the largest blob (`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils
 located: the share of labelled pupils whose predicted ellipse centre lies within 5 px of the label
 mask's centroid, a missed pupil never located, and the median of that error (as scripts/peers.py
 scores other detectors); pupil IoU by label pupil diameter (where in the size range overlap is
@@ -19,10 +19,10 @@ MB; images/s of resizing, preprocessing, model and resizing back.
 --tta adds the same figures with horizontal-flip test-time augmentation.
 Without --data-dir the frames are the synthetic ones the model's training run used for the split
 (`data.frames.frames_for`: its validation frames by default).
---out DIR gets metrics.json, report.md, frames.csv (per-frame scores) and gallery_best.png /
-gallery_worst.png: the 16 best and worst frames by pupil IoU in a grid as wide as a full-HD screen (4
-columns, 1920x1364), each frame with the label outlined in green, the prediction in red, its name
-and pupil IoU above it (written by `reports.evaluation`).
+--output DIR (--out: its deprecated spelling) gets metrics.json, report.md, frames.csv (per-frame
+scores) and gallery_best.png / gallery_worst.png: the 16 best and worst frames by pupil IoU in a
+grid as wide as a full-HD screen (4 columns, 1920x1364), each frame with the label outlined in
+green, the prediction in red, its name and pupil IoU above it (written by `reports.evaluation`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from cli import positive_int_argument
+from cli import add_checkpoint_argument, deprecated_alias, positive_int_argument
 from config import DataConfig
 from data.folders import SPLITS
 from data.frames import Frames, frames_for
-from inference import Predictor, load_predictor, model_file, pupil_geometry
+from inference import PUPIL_THRESHOLD, Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
     WITHIN_PX,
     centre_error,
@@ -59,13 +59,12 @@ from metrics import (
 )
 from reports.evaluation import markdown_table, write_outputs
 
-THRESHOLD = 0.5  # pupil where its probability is above this
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
 
 def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
     """Counts, pupil IoU, pupil found in label / prediction and centre errors of one frame."""
-    pred = prob > THRESHOLD
+    pred = prob > PUPIL_THRESHOLD
     counts = mask_counts(pred, label)
     mine, truth = pupil_geometry(pred), pupil_geometry(label.astype(bool))
     both = mine["found"] and truth["found"]
@@ -156,14 +155,15 @@ def evaluate(
     split: str = "validation",
     *,
     tta: bool = False,
-    out: str | Path | None = None,
+    output: str | Path | None = None,
     synthetic_n: int = DataConfig().synthetic_val,
     seed: int | None = None,
     batch_size: int = 8,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Score `checkpoint` (.pt or .onnx) on a split; returns the figures (see the module docstring).
+    """Score `checkpoint` (.pt or .onnx) on a split; returns the figures (see the module docstring),
+    and writes the report files to the `output` folder when given.
 
     `seed` picks the synthetic frames: default the model's training seed (stored in .pt and .onnx), else 0.
     Synthetic frames (no `data_dir`) only for a model trained on them or of unknown origin: one
@@ -174,8 +174,8 @@ def evaluate(
     if synthetic_n < 1 or batch_size < 1:
         raise ValueError(f"synthetic_n and batch_size must be >= 1, got {synthetic_n} and {batch_size}")
     checkpoint = Path(checkpoint)
-    if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the frames
+    if output is not None:
+        Path(output).mkdir(parents=True, exist_ok=True)  # a bad --output fails now, not after the frames
     predictor = load_predictor(checkpoint, device=device)
     card = predictor.card
     frames, seed = frames_to_score(predictor, data_dir, split, n=synthetic_n, seed=seed)
@@ -201,13 +201,13 @@ def evaluate(
             "with_pupil": sum(s["label_pupil"] for s in scores["plain"]),
             "without_pupil": sum(not s["label_pupil"] for s in scores["plain"]),
         },
-        "threshold": THRESHOLD,
+        "threshold": PUPIL_THRESHOLD,
         "diameter_edges_px": list(DIAMETER_EDGES),
         "batch_size": batch_size,
         **{mode: summarize(scores[mode], seconds[mode], predictor.file_bytes) for mode in modes},
     }
-    if out is not None:
-        write_outputs(Path(out), result, predictor, frames=frames, scores=scores)
+    if output is not None:
+        write_outputs(Path(output), result, predictor, frames=frames, scores=scores)
     return result
 
 
@@ -215,11 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Score a checkpoint or ONNX export: IoU, pupil-centre error, detection, challenge score."
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=model_file,
+    add_checkpoint_argument(
+        parser,
+        convert=model_file,
         default="pretrained",
-        help="a .pt checkpoint or a .onnx export (default: pretrained, the model in pretrained/)",
+        help="a .pt checkpoint or a .onnx export, or pretrained: the model in pretrained/",
     )
     parser.add_argument(
         "--data-dir", type=Path, help="OpenEDS or pupil-mask dataset root (default: synthetic)"
@@ -244,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames per model call (default: %(default)s)",
     )
     parser.add_argument("--device", default="cpu", help="for .pt checkpoints: cpu, cuda, ... (default: cpu)")
-    parser.add_argument("--out", type=Path, help="folder for metrics.json, report.md, frames.csv, galleries")
+    output = parser.add_argument(
+        "--output", type=Path, metavar="DIR", help="folder for metrics.json, report.md, frames.csv, galleries"
+    )
+    deprecated_alias(parser, "--out", output)
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser
 
@@ -257,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_dir,
             args.split,
             tta=args.tta,
-            out=args.out,
+            output=args.output,
             synthetic_n=args.synthetic_n,
             seed=args.seed,
             batch_size=args.batch_size,
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(markdown_table(result))
     if "outputs" in result:
-        print(f"report, metrics and galleries in {args.out}")
+        print(f"report, metrics and galleries in {args.output}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
     python export_onnx.py --checkpoint runs/<run>/best.pt            # -> runs/<run>/best.onnx
     python export_onnx.py --checkpoint best.pt --int8 --calib-dir /data/openeds
+    python export_onnx.py --checkpoint pretrained --int8   # the shipped .pt -> ./tiny_efficientvit.onnx
 
 The model is rebuilt from the checkpoint, its BatchNorms folded, and exported with torch's dynamo
 exporter: input `image` (batch, 1, H, W) float32, preprocessed, at the checkpoint's size; output
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 import tempfile
 import timeit
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +37,17 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from cli import add_settings, build, given
+from cli import add_checkpoint_argument, add_settings, build, given
 from config import ExportConfig
 from data import Frames, frames_for, synthetic_frames, unlabelled_frames
 from data.folders import split_folder
-from inference import Predictor, load_predictor, prepare_batch
+from inference import PRETRAINED_DIR, PUPIL_THRESHOLD, Predictor, load_predictor, model_file, prepare_batch
 from metrics import mask_counts, set_metrics
 from models import fuse_model
 from models.card import ModelCard
 from models.checkpoint import load_checkpoint, model_from_checkpoint
+from reports.export import ExportReport, FileFigures, Parity
 
-MAX_ABS_DIFF, MIN_ARGMAX_AGREEMENT = 1e-4, 0.9999  # parity: logits; share of pixels, same argmax
 PARITY_BATCHES = (1, 3)
 CALIB_SEED = 7  # synthetic calibration frames: a seed of their own, neither training's nor validation's
 INT8_SCHEME = {"format": "QDQ", "weights": "uint8 per-channel", "activations": "uint8"}  # quantize_int8's
@@ -55,59 +56,6 @@ Images = list[np.ndarray]  # (H, W) uint8 frames, or their {0, 1} pupil labels
 
 class ExportError(ValueError):
     """The export failed verification; nothing was written under the output name."""
-
-
-@dataclass(frozen=True)
-class Parity:
-    batch: int
-    max_abs_diff: float
-    argmax_agreement: float  # share of pixels, 0..1
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= MAX_ABS_DIFF and self.argmax_agreement >= MIN_ARGMAX_AGREEMENT
-
-    def __str__(self) -> str:
-        diff, agreement = self.max_abs_diff, 100 * self.argmax_agreement
-        return f"batch {self.batch}: max |diff| {diff:.2e}, argmax agrees on {agreement:.4f}%"
-
-
-@dataclass
-class FileFigures:
-    path: Path
-    size_kb: float
-    weights_kb: float  # stored tensors: weights, constants, quantisation parameters
-    latency_ms: float  # onnxruntime CPU, one frame, median
-    pupil_iou: float | None = None  # on the validation frames (--int8 only)
-
-
-@dataclass
-class ExportReport:
-    img_size: tuple[int, int]
-    opset: int
-    frames: str  # where the parity and calibration frames came from
-    parity: list[Parity]
-    fp32: FileFigures
-    int8: FileFigures | None = None
-    validation: str = ""  # the frames of the IoU comparison
-
-    def summary(self) -> str:
-        h, w, fp32 = *self.img_size, self.fp32
-        lines = [
-            f"{fp32.path}: {fp32.size_kb:.1f} KB (weights {fp32.weights_kb:.1f} KB), opset {self.opset}, "
-            f"image (batch, 1, {h}, {w}) -> logits (batch, 2, {h}, {w})",
-            f"parity with PyTorch on {self.frames}: " + "; ".join(map(str, self.parity)),
-            f"onnxruntime CPU latency, 1 frame: {fp32.latency_ms:.1f} ms (median)",
-        ]
-        if (int8 := self.int8) is not None:
-            size, weights = int8.size_kb / fp32.size_kb, int8.weights_kb / fp32.weights_kb
-            lines += [
-                f"{int8.path}: {int8.size_kb:.1f} KB ({size:.2f}x fp32; weights {int8.weights_kb:.1f} KB, "
-                f"{weights:.2f}x), latency {int8.latency_ms:.1f} ms",
-                f"pupil IoU on {self.validation}: fp32 {fp32.pupil_iou:.4f}, int8 {int8.pupil_iou:.4f} "
-                f"({100 * (int8.pupil_iou - fp32.pupil_iou):+.2f} points)",
-            ]
-        return "\n".join(lines)
 
 
 def frames_folder(calib_dir: str | Path | None, card: ModelCard) -> Path | None:
@@ -169,9 +117,15 @@ def export_fp32(model: nn.Module, sample: torch.Tensor, path: Path, *, opset: in
     sizes, silently exports a fixed batch of 1. ExportErrors leave `path` (temporary) unnamed.
     """
     program = torch.onnx.export(
-        model, (sample,), input_names=["image"], output_names=["logits"], opset_version=opset,
-        dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False,
-    )  # fmt: skip
+        model,
+        (sample,),
+        input_names=["image"],
+        output_names=["logits"],
+        opset_version=opset,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        verbose=False,
+    )
     proto = program.model_proto
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
     if not batch_dim.dim_param:
@@ -220,9 +174,14 @@ def quantize_int8(fp32_path: Path, int8_path: Path, inputs: np.ndarray, *, metad
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(fp32_path, prepared)  # shape inference and graph optimisation first
         quantize_static(
-            prepared, quantized, _FrameReader(inputs), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-        )  # fmt: skip
+            prepared,
+            quantized,
+            _FrameReader(inputs),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QUInt8,
+        )
         proto = onnx.load(quantized)
         shorten_names(proto.graph)
         finish(proto, metadata, int8_path)
@@ -248,9 +207,11 @@ def measure(predictor: Predictor, path: Path, frame: np.ndarray, *, runs: int = 
 
 
 def pupil_iou(predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray]) -> float:
-    """Pupil IoU of the whole set (`metrics.set_metrics`: pixels summed, then divided), predictions at 0.5."""
+    """Pupil IoU of the whole set (`metrics.set_metrics`: pixels summed, then divided), pupil where the
+    probability is above PUPIL_THRESHOLD."""
     probs = predictor.probabilities(images)
-    return set_metrics([mask_counts(p > 0.5, y) for p, y in zip(probs, labels, strict=True)])["pupil_iou"]
+    counts = [mask_counts(p > PUPIL_THRESHOLD, y) for p, y in zip(probs, labels, strict=True)]
+    return set_metrics(counts)["pupil_iou"]
 
 
 def write_verified(
@@ -328,16 +289,27 @@ def export_onnx(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt checkpoint from training")
-    parser.add_argument("--output", type=Path, help="ONNX file to write (default: the checkpoint's, .onnx)")
+    add_checkpoint_argument(
+        parser,
+        convert=functools.partial(model_file, suffix=".pt"),
+        help="a .pt checkpoint from training, or pretrained: the one in pretrained/",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="ONNX file to write (default: the checkpoint's, .onnx; for pretrained/ the current folder's)",
+    )
     added = add_settings(parser, ExportConfig)
     args = parser.parse_args(argv)
     try:
         config = build(ExportConfig, given(args, added), added)
     except ValueError as exc:  # a setting out of its bounds, named by its flag
         parser.error(str(exc))
+    output = args.output
+    if output is None and args.checkpoint.resolve().parent == PRETRAINED_DIR:  # never over the shipped export
+        output = Path(args.checkpoint.with_suffix(".onnx").name)
     try:
-        report = export_onnx(args.checkpoint, args.output, config, log=print)
+        report = export_onnx(args.checkpoint, output, config, log=print)
     except (ValueError, OSError) as exc:  # CheckpointError, DataError, ExportError; unwritable output
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
     predictor = load_predictor("best.onnx")        # or "best.pt"
     probs = predictor.probabilities([image_u8])    # [(H, W) pupil probability] at the image's size
-    geometry = pupil_geometry(probs[0] > 0.5, probs[0])
+    geometry = pupil_geometry(probs[0] > PUPIL_THRESHOLD, probs[0])
 
 Frames are fitted into the model's input size without changing their aspect ratio (scaled,
 edges repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
@@ -46,6 +46,9 @@ def prepare_batch(
     """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: fit (`data.fit_image`), then
     preprocess. `Fit.of(image.shape, img_size)` says where each frame went."""
     return np.stack([preprocess(fit_image(image, img_size)[0], config)[None] for image in images])
+
+
+PUPIL_THRESHOLD = 0.5  # pupil where its probability is above this: predicting, evaluating, exporting
 
 
 def pupil_probability(logits: np.ndarray) -> np.ndarray:
@@ -115,6 +118,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
 
     state = load_checkpoint(path)
     model = model_from_checkpoint(state, path)
+    card = ModelCard.from_checkpoint(state, path).completed(model)  # counted before BN folding
     device = pick_device(device)  # a bad or missing device is a ValueError, as in training
     model = fuse_model(model).to(device)
 
@@ -122,7 +126,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
     def run(batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
-    return Predictor(run, ModelCard.from_checkpoint(state, path), path, "pytorch")
+    return Predictor(run, card, path, "pytorch")
 
 
 def _static_size(shape: list) -> tuple[int, int] | None:

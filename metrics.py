@@ -74,11 +74,6 @@ def set_metrics(counts: Sequence[Sequence[int]]) -> dict[str, float]:
     return confusion_metrics(tp, fp, fn, tn)
 
 
-def mask_iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Pupil IoU of one frame; 1.0 when neither mask has a pupil pixel."""
-    return confusion_metrics(*mask_counts(pred, truth))["pupil_iou"]
-
-
 def centre_error(pred: tuple[float, float], truth: tuple[float, float]) -> float:
     """Euclidean distance in pixels between two (x, y) points."""
     return math.hypot(pred[0] - truth[0], pred[1] - truth[1])

@@ -35,17 +35,33 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
-from cli import add_settings, build, flags, given, positive_int_argument, size_argument
+from cli import (
+    add_checkpoint_argument,
+    add_settings,
+    build,
+    deprecated_alias,
+    flags,
+    fraction_argument,
+    given,
+    positive_int_argument,
+    size_argument,
+)
 from config import PreprocessConfig
 from data import DataError, read_image
 from data.folders import IMAGE_SUFFIXES, list_images, write_image
 from gallery import ELLIPSE_COLOUR, FONT, paint
-from inference import MissingMetadataError, Predictor, load_predictor, model_file, pupil_geometry
+from inference import (
+    PUPIL_THRESHOLD,
+    MissingMetadataError,
+    Predictor,
+    load_predictor,
+    model_file,
+    pupil_geometry,
+)
 
 CSV_COLUMNS = (
     "frame", "pupil_found", "centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px",
@@ -188,7 +204,7 @@ def predict(
     source: str | Path,
     output: str | Path,
     *,
-    threshold: float = 0.5,
+    threshold: float = PUPIL_THRESHOLD,
     tta: bool = False,
     batch_size: int = 8,
     video_masks: bool = False,
@@ -227,7 +243,9 @@ def predict(
     return results.summary(len(failures))
 
 
-def live_view(predictor: Predictor, camera: int, output: Path, *, threshold: float = 0.5) -> PredictSummary:
+def live_view(
+    predictor: Predictor, camera: int, output: Path, *, threshold: float = PUPIL_THRESHOLD
+) -> PredictSummary:
     """Show camera `camera` with the pupil overlay and frames/s until q or Esc; pupil.csv in `output`."""
     unix = sys.platform.startswith(("linux", "freebsd", "openbsd"))  # macOS and Windows have a display
     if unix and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # X11, Wayland
@@ -257,45 +275,26 @@ def live_view(predictor: Predictor, camera: int, output: Path, *, threshold: flo
     return results.summary()
 
 
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"threshold must be between 0 and 1, got {text!r}")
-    return value
-
-
-class _CheckpointFlag(argparse.Action):
-    """--checkpoint, also under --model, its old name, for one release: that says so on stderr."""
-
-    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option: Any = None) -> None:
-        if option == "--model":
-            print("--model is deprecated, use --checkpoint", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Segment the pupil and fit its ellipse in images, a folder, a video or a camera."
     )
-    parser.add_argument(
-        "--checkpoint",
-        "--model",  # the old name, deprecated
-        action=_CheckpointFlag,
-        metavar="FILE",
-        type=model_file,
+    checkpoint = add_checkpoint_argument(
+        parser,
+        convert=model_file,
         default="pretrained",
-        help="a .pt checkpoint or a .onnx export (default: pretrained, the model in pretrained/); "
-        "--model is its deprecated old name",
+        help="a .pt checkpoint or a .onnx export, or pretrained: the model in pretrained/",
     )
+    deprecated_alias(parser, "--model", checkpoint)  # the old name, for one release
     parser.add_argument("--input", required=True, help="image, folder of images, video file or camera index")
     parser.add_argument(
         "--output", type=Path, default=Path("predictions"), help="results folder (default: %(default)s)"
     )
     parser.add_argument(
-        "--threshold", type=_threshold, default=0.5, help="pupil probability (default: %(default)s)"
+        "--threshold",
+        type=fraction_argument,
+        default=PUPIL_THRESHOLD,
+        help="pupil probability (default: %(default)s)",
     )
     parser.add_argument("--tta", action="store_true", help="average with the horizontally mirrored frame")
     parser.add_argument(

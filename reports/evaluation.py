@@ -1,4 +1,4 @@
-"""What `evaluate.py --out DIR` writes: metrics.json (the figures), report.md (them as Markdown),
+"""What `evaluate.py --output DIR` writes: metrics.json (the figures), report.md (them as Markdown),
 frames.csv (a row of scores per frame) and gallery_best.png / gallery_worst.png (the best and worst
 frames by pupil IoU, `gallery.tile_grid`). Everything here reads evaluate.py's result dict and
 per-frame scores; nothing is scored here.
@@ -181,15 +181,19 @@ def write_frames_csv(path: Path, names: tuple[str, ...], scores: dict[str, list[
 
 
 def write_outputs(
-    out: Path, result: dict, predictor: Predictor, *, frames: Frames, scores: dict[str, list[dict]]
+    output: Path, result: dict, predictor: Predictor, *, frames: Frames, scores: dict[str, list[dict]]
 ) -> dict[str, str]:
-    """metrics.json, report.md, frames.csv and the galleries in `out`; sets and returns
+    """metrics.json, report.md, frames.csv and the galleries in the `output` folder; sets and returns
     result["outputs"], their paths."""
-    paths = {"metrics": out / "metrics.json", "report": out / "report.md", "frames": out / "frames.csv"}
+    paths = {
+        "metrics": output / "metrics.json",
+        "report": output / "report.md",
+        "frames": output / "frames.csv",
+    }
     best, worst = gallery_picks(scores["plain"])
     for name, picks in (("gallery_best", best), ("gallery_worst", worst)):
         if picks:  # none when no frame has a pupil in label or prediction
-            paths[name] = out / f"{name}.png"
+            paths[name] = output / f"{name}.png"
             write_gallery(
                 paths[name],
                 predictor,

@@ -50,11 +50,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cli import positive_int_argument
+from cli import add_checkpoint_argument, deprecated_alias, positive_int_argument
 from data.folders import SPLITS
 from data.frames import folder_frames
-from evaluate import THRESHOLD
-from inference import load_predictor, model_file, pupil_geometry
+from inference import PUPIL_THRESHOLD, load_predictor, model_file, pupil_geometry
 from metrics import WITHIN_PX, located_error, located_median, located_share, mask_counts, set_metrics
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # OpenCV's: centre, full axes, degrees
@@ -147,17 +146,17 @@ class Tool:
     params: int | None
 
 
-def ours(model: Path, tta: bool = False) -> Tool:
+def ours(checkpoint: Path, tta: bool = False) -> Tool:
     """Our model (.pt or .onnx) as predict.py runs it, on one thread."""
-    if not model.is_file():
-        raise ToolUnavailable(f"model file not found: {model} (pass --checkpoint)")
-    predictor = load_predictor(model, device="cpu", threads=1)
+    if not checkpoint.is_file():
+        raise ToolUnavailable(f"model file not found: {checkpoint} (pass --checkpoint)")
+    predictor = load_predictor(checkpoint, device="cpu", threads=1)
 
     def detect(image: np.ndarray) -> np.ndarray:
-        return predictor.probabilities([image], tta=tta)[0] > THRESHOLD
+        return predictor.probabilities([image], tta=tta)[0] > PUPIL_THRESHOLD
 
     flip = ", flip TTA" if tta else ""
-    label = f"ours: {predictor.card.model_name} ({model.name}, {predictor.backend}{flip})"
+    label = f"ours: {predictor.card.model_name} ({checkpoint.name}, {predictor.backend}{flip})"
     return Tool(label, detect, predictor.file_bytes, predictor.card.num_params)
 
 
@@ -169,7 +168,7 @@ def peer_packages(*names: str) -> list[Any]:
         raise ToolUnavailable(f"{e} (see requirements-peers.txt)") from None
 
 
-def pupil_labs(model: Path) -> Tool:
+def pupil_labs(checkpoint: Path) -> Tool:
     (pupil_detectors,) = peer_packages("pupil_detectors")
     detector = pupil_detectors.Detector2D()
 
@@ -183,7 +182,7 @@ def pupil_labs(model: Path) -> Tool:
     return Tool(f"Pupil Labs 2D (pupil-detectors {pupil_detectors.__version__})", detect, None, None)
 
 
-def meyelens(model: Path) -> Tool:
+def meyelens(checkpoint: Path) -> Tool:
     (meye,) = peer_packages("meyelens")
     with tempfile.TemporaryDirectory() as config:  # it writes a settings file; keep ~/.meyelens clean
         segmenter = meye.Meye(config_path=Path(config) / "meye.toml", gpu_device="cpu", verbose=False)
@@ -197,7 +196,7 @@ def meyelens(model: Path) -> Tool:
     return Tool(f"MEYElens {meye.__version__} ({weights.name})", detect, weights.stat().st_size, params)
 
 
-def deepvog(model: Path) -> Tool:
+def deepvog(checkpoint: Path) -> Tool:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     dv, tf = peer_packages("deepvog", "tensorflow")
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -224,15 +223,16 @@ UNAVAILABLE = {"pure": "pupil-detectors 2.0.2 ships only Pupil Labs 2D; the pack
 NAMES = (*TOOLS, *UNAVAILABLE)
 
 
-def load_tools(names: Sequence[str], model: Path, log: Callable[[str], None]) -> tuple[dict, dict]:
-    """(name -> Tool) for those that load, (name -> why not) for the others, in the order of NAMES."""
+def load_tools(names: Sequence[str], checkpoint: Path, log: Callable[[str], None]) -> tuple[dict, dict]:
+    """(name -> Tool) for those that load, (name -> why not) for the others, in the order of NAMES;
+    `checkpoint`: our model file (the peers bring their own)."""
     tools, missing = {}, {}
     # DeepVOG last: after TensorFlow's libraries, triton (torch loads it for MEYElens) crashes as it loads
     for name in sorted(set(names), key=NAMES.index):
         try:
             if name in UNAVAILABLE:
                 raise ToolUnavailable(UNAVAILABLE[name])
-            tools[name] = TOOLS[name](model)
+            tools[name] = TOOLS[name](checkpoint)
         except ToolUnavailable as e:
             missing[name] = str(e)
             log(f"{name}: not run: {e}")
@@ -259,7 +259,7 @@ def compare(
     split: str,
     names: Sequence[str],
     *,
-    model: Path,
+    checkpoint: Path,
     limit: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -267,7 +267,7 @@ def compare(
     load = os.getloadavg()[0]  # other work on the machine slows every tool
     frames = folder_frames(data_dir, split)
     count = min(len(frames), limit or len(frames))
-    tools, missing = load_tools(names, model, log)
+    tools, missing = load_tools(names, checkpoint, log)
     log(f"{count} {split} frames of {Path(data_dir).absolute()}; tools: {', '.join(tools) or 'none'}")
     scores: dict[str, list[FrameScore]] = {name: [] for name in tools}
     seconds = {name: np.zeros(2) for name in tools}  # wall-clock, CPU
@@ -321,10 +321,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tools", type=parse_tools, help=f"comma list among {','.join(NAMES)} (default: all)"
     )
-    parser.add_argument(  # --model: the old spelling, deprecated: it goes in the next release
-        "--checkpoint", "--model", dest="checkpoint", type=model_file, default="pretrained",
-        help="ours: .pt / .onnx (default: pretrained/; --model: deprecated spelling of --checkpoint)",
-    )  # fmt: skip
+    checkpoint = add_checkpoint_argument(
+        parser, convert=model_file, default="pretrained", help="ours: a .pt or .onnx, or pretrained/'s"
+    )
+    deprecated_alias(parser, "--model", checkpoint)  # the old spelling: it goes in the next release
     parser.add_argument("--out", type=Path, help="folder for results.json and table.md (default: none)")
     parser.add_argument("--limit", type=positive_int_argument, help="first N frames only (default: all)")
     args = parser.parse_args(argv)
@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the frames
         names = args.tools or NAMES
-        result = compare(args.data_dir, args.split, names, model=args.checkpoint, limit=args.limit)
+        result = compare(args.data_dir, args.split, names, checkpoint=args.checkpoint, limit=args.limit)
     except (ValueError, OSError) as e:  # DataError, ModelFileError, CheckpointError: one line each
         print(f"error: {e}", file=sys.stderr)
         return 1

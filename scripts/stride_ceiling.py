@@ -4,7 +4,7 @@
 
 Each label is fitted into the model input as inference fits frames (`data.fit_image`), averaged
 down to the output stride (the ideal soft prediction: each cell the pupil's share of its pixels),
-upsampled bilinearly as the model's output is, mapped back onto the label's pixels and cut at 0.5.
+upsampled bilinearly as the model's output is, mapped back onto the label's pixels and cut at PUPIL_THRESHOLD.
 Pupil IoU summed over the set (and the worst frame) against the label says how much a coarse
 output alone would cost: if the ceiling is far above a model's IoU, the output stride is not what
 limits it.
@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 
 from cli import size_argument  # noqa: E402
 from data import fit_image, folder_frames  # noqa: E402
+from inference import PUPIL_THRESHOLD  # noqa: E402
 from metrics import confusion_metrics, mask_counts, set_metrics  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def stride_prediction(label: np.ndarray, img_size: tuple[int, int], stride: int)
     cells = cv2.resize(fitted, (max(1, w // stride), max(1, h // stride)), interpolation=cv2.INTER_AREA)
     full = cv2.resize(cells, (w, h), interpolation=cv2.INTER_LINEAR)
     back = cv2.resize(fit.crop(full), label.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    return back > 0.5
+    return back > PUPIL_THRESHOLD
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,14 +15,14 @@ import pytest
 
 from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
-from evaluate import evaluate, main, score_frame, summarize
+from evaluate import build_parser, evaluate, main, score_frame, summarize
 from gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
-from inference import load_predictor, model_file
+from inference import PUPIL_THRESHOLD, load_predictor, model_file
 from metrics import (
     MB,
     confusion_metrics,
     mask_counts,
-    mask_iou,
+    set_metrics,
 )
 from reports.evaluation import gallery_picks, markdown_report, write_gallery
 from tests.conftest import PRETRAINED_PT, disc, make_checkpoint
@@ -131,7 +131,7 @@ def test_report_leaves_the_last_diameter_bucket_open_and_says_n_a_for_missing_fi
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    return evaluate(PRETRAINED_ONNX, synthetic_n=FRAMES, tta=True, out=tmp_path_factory.mktemp("eval"))
+    return evaluate(PRETRAINED_ONNX, synthetic_n=FRAMES, tta=True, output=tmp_path_factory.mktemp("eval"))
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,9 @@ def test_out_folder_has_metrics_report_frames_and_galleries(result):
     assert [r["frame"] for r in rows] == [f"synthetic_{i:05d}" for i in range(FRAMES)]
     image, label = frames_for(None, "validation", n=FRAMES, seed=0, size=(256, 416), style="full").read(1)
     prob = load_predictor(PRETRAINED_ONNX).probabilities([image])[0]
-    assert float(rows[1]["pupil_iou"]) == pytest.approx(mask_iou(prob > 0.5, label), abs=1e-4)
+    assert float(rows[1]["pupil_iou"]) == pytest.approx(
+        set_metrics([mask_counts(prob > PUPIL_THRESHOLD, label)])["pupil_iou"], abs=1e-4
+    )
 
 
 def test_onnx_export_scores_like_its_checkpoint():
@@ -193,7 +195,8 @@ def test_folder_frames_are_scored_at_the_label_size(tmp_path):
     images = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(root.glob("validation/images/*"))]
     labels = [(np.load(p) == 3) for p in sorted(root.glob("validation/labels/*.npy"))]
     probs = predictor.probabilities(images)
-    counts = np.sum([mask_counts(p > 0.5, label) for p, label in zip(probs, labels, strict=True)], axis=0)
+    counts = [mask_counts(p > PUPIL_THRESHOLD, label) for p, label in zip(probs, labels, strict=True)]
+    counts = np.sum(counts, axis=0)
     assert figures["data"]["frames"] == 2 and figures["data"]["seed"] is None
     assert figures["plain"]["pupil_iou"] > 0.5  # pupils found, so the comparison below says something
     assert figures["plain"]["pupil_iou"] == pytest.approx(confusion_metrics(*counts)["pupil_iou"])
@@ -213,6 +216,15 @@ def test_cli_writes_json_and_prints_the_table(tmp_path, capsys):
     written = json.loads((tmp_path / "m.json").read_text())
     assert written["data"]["frames"] == 2 and "tta" not in written
     assert f"| mIoU | {written['plain']['miou']:.4f} |" in capsys.readouterr().out
+
+
+def test_out_is_the_old_spelling_of_output_and_says_so(tmp_path, capsys):
+    argv = ["--checkpoint", str(PRETRAINED_ONNX), "--synthetic-n", "1", "--out", str(tmp_path / "old")]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == "--out is deprecated, use --output\n"
+    assert (tmp_path / "old" / "metrics.json").is_file() and (tmp_path / "old" / "report.md").is_file()
+    assert build_parser().parse_args(["--output", "new"]).output == Path("new")
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize(

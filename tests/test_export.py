@@ -28,9 +28,6 @@ from data.synthetic import SyntheticEyes, render_eye, write_openeds
 from export_onnx import (
     INT8_SCHEME,
     ExportError,
-    ExportReport,
-    FileFigures,
-    Parity,
     calibration_frames,
     export_fp32,
     export_onnx,
@@ -39,9 +36,10 @@ from export_onnx import (
     pupil_iou,
     validation_set,
 )
-from inference import load_predictor, model_file
+from inference import PUPIL_THRESHOLD, load_predictor, model_file
 from models.card import ONNX_FORMAT, ModelCard
 from models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from reports.export import ExportReport, FileFigures, Parity
 
 SIZE = SMALL  # (64, 96), non-square: a height / width swap anywhere changes the output shape
 PREPROCESS = PreprocessConfig(gamma=0.9, clahe_clip=2.0)  # not the defaults: the stored one must travel
@@ -171,8 +169,8 @@ def test_int8_iou_is_that_of_every_validation_pixel(report, dataset):
         probs = load_predictor(figures.path).probabilities([image for image, _ in pairs])
         tp = fp_fn = 0
         for prob, (_, label) in zip(probs, pairs, strict=True):
-            tp += np.count_nonzero((prob > 0.5) & (label > 0))
-            fp_fn += np.count_nonzero((prob > 0.5) != (label > 0))
+            tp += np.count_nonzero((prob > PUPIL_THRESHOLD) & (label > 0))
+            fp_fn += np.count_nonzero((prob > PUPIL_THRESHOLD) != (label > 0))
         assert figures.pupil_iou == pytest.approx(tp / (tp + fp_fn))
 
 
@@ -299,6 +297,18 @@ def test_cli_passes_the_settings_and_prints_the_report(report, checkpoint, monke
     assert main(["--checkpoint", str(checkpoint), "--int8", "--calib-n", "16", "--calib-dir", "x"]) == 0
     assert calls == [(checkpoint, None, ExportConfig(int8=True, calib_n=16, calib_dir="x"))]
     assert capsys.readouterr().out.strip() == report.summary()
+
+
+def test_cli_exports_the_shipped_checkpoint_into_the_current_folder(report, monkeypatch):
+    calls = []
+    monkeypatch.setattr(export_module, "export_onnx", lambda *args, **kwargs: calls.append(args) or report)
+    assert main(["--checkpoint", "pretrained"]) == 0
+    assert main(["--checkpoint", "pretrained", "--output", "here.onnx"]) == 0
+    shipped = model_file("pretrained", ".pt")  # the .pt, not the shipped .onnx; never written over
+    assert calls == [
+        (shipped, Path("tiny_efficientvit.onnx"), ExportConfig()),
+        (shipped, Path("here.onnx"), ExportConfig()),
+    ]
 
 
 def test_cli_setting_out_of_bounds_names_its_flag(checkpoint, capsys):

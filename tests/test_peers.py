@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from data.synthetic import render_eye
-from inference import load_predictor, model_file
+from inference import PUPIL_THRESHOLD, load_predictor, model_file
 from metrics import mask_centroid
 from scripts import peers
 from scripts.peers import (
@@ -162,13 +162,22 @@ def test_model_is_the_old_spelling_of_checkpoint(tmp_path, capsys):
     write_mask_folder(tmp_path / "ds", n=1)
     argv = ["--data-dir", str(tmp_path / "ds"), "--tools", "ours", "--model", str(tmp_path / "none.pt")]
     assert main(argv) == 1  # ours named by the old flag: its missing file is why it did not run
-    assert f"model file not found: {tmp_path / 'none.pt'}" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"model file not found: {tmp_path / 'none.pt'}" in out
+    assert err == "--model is deprecated, use --checkpoint\n"
+
+
+def test_compare_runs_our_model_from_the_checkpoint_it_is_given(tmp_path):
+    write_mask_folder(tmp_path / "ds", n=1)
+    result = peers.compare(tmp_path / "ds", "validation", ["ours"], checkpoint=PRETRAINED_ONNX, log=print)
+    (row,) = result["results"]
+    assert row["name"] == "ours" and row["model_bytes"] == PRETRAINED_ONNX.stat().st_size
 
 
 def test_ours_tta_is_our_model_with_the_flip():
     tools, missing = load_tools(["ours", "ours-tta"], PRETRAINED_ONNX, print)
     assert not missing and "flip TTA" in tools["ours-tta"].label and "TTA" not in tools["ours"].label
     frame = render_eye(3, 1, (96, 160), style=EASY)[0]
-    expected = load_predictor(PRETRAINED_ONNX).probabilities([frame], tta=True)[0] > 0.5
+    expected = load_predictor(PRETRAINED_ONNX).probabilities([frame], tta=True)[0] > PUPIL_THRESHOLD
     assert np.array_equal(tools["ours-tta"].detect(frame), expected)
     assert not np.array_equal(tools["ours"].detect(frame), expected)  # the flip changes a few pixels

@@ -1,13 +1,21 @@
 """The measuring scripts: stride_ceiling.py (the ideal coarse prediction loses what its stride
-cannot draw) and score_line.py (one line of real-eyes figures)."""
+cannot draw), score_line.py (one line of real-eyes figures) and the shell scripts' evaluate.py calls."""
+
+import shlex
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from metrics import mask_iou
+import evaluate
+from metrics import mask_counts, set_metrics
 from scripts.score_line import score_line
 from scripts.stride_ceiling import main, stride_prediction
+
+
+def mask_iou(pred, truth) -> float:
+    return set_metrics([mask_counts(pred, truth)])["pupil_iou"]
 
 
 def disc(radius: int, shape: tuple[int, int] = (200, 200)) -> np.ndarray:
@@ -74,3 +82,28 @@ def test_score_line_gives_each_figure_and_survives_missing_ones():
     assert "within 5 px 90.0%" in line and "1.25 px" in line and "detected 90.0%" in line
     assert "median centre error missed" in score_line(figures(0.2, None), "x")
     assert "no labelled pupil" in score_line(figures(None, None, with_pupil=0, missed=0), "x")
+
+
+SHELL_SCRIPTS = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.sh"))
+
+
+def evaluate_calls(script: Path) -> list[list[str]]:
+    """The arguments of each evaluate.py command in a shell script, up to its first redirection."""
+    calls = []
+    for line in script.read_text().splitlines():
+        words = shlex.split(line, comments=True) if "evaluate.py" in line else []
+        if "evaluate.py" in words:
+            rest = words[words.index("evaluate.py") + 1 :]
+            calls.append(list(next((rest[:i] for i, w in enumerate(rest) if w.startswith(">")), rest)))
+    return calls
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts_call_evaluate_with_its_current_flags(script, capsys):
+    for args in evaluate_calls(script):
+        evaluate.build_parser().parse_args(args)  # an unknown flag exits
+        assert capsys.readouterr().err == "", f"{script.name}: evaluate.py {shlex.join(args)}"
+
+
+def test_the_scripts_that_score_on_real_eyes_call_evaluate():
+    assert {p.name for p in SHELL_SCRIPTS if evaluate_calls(p)} >= {"few_shot.sh", "ablate_synthetic.sh"}
