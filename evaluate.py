@@ -8,7 +8,7 @@ Frames of any size and shape are fitted into the model's input without stretchin
 probability mapped back onto the label's own pixels (`inference.Predictor`), where everything is
 scored; pupil = probability > 0.5 (`inference.PUPIL_THRESHOLD`). Reported over the split:
 per-class IoU, mIoU, pupil Dice, precision and recall (pixels summed over the split,
-`metrics.confusion_metrics`); pupil-centre error in pixels, fitted-ellipse centre and centroid of
+`metrics.set_metrics`); pupil-centre error in pixels, fitted-ellipse centre and centroid of
 the largest blob (`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils
 located: the share of labelled pupils whose predicted ellipse centre lies within 5 px of the label
 mask's centroid, a missed pupil never located, and the median of that error (as scripts/peers.py

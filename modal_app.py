@@ -17,10 +17,11 @@ openeds`; --data-dir names a folder in it); every run writes `best.pt`, `last.pt
 curves and its own MLflow store (`mlflow.db` + `mlruns/`) to `<run-name>/` in the Volume
 `pupil-runs`, a sweep's runs to `<run-name>/<model>-lr<lr>-seed<seed>/`. The volume is committed
 after every epoch, so a retried or preempted container resumes from `last.pt`; running again with
-the same `--run-name` resumes or extends those runs. A Modal Secret holding MLFLOW_TRACKING_URI
+the same `--run-name` resumes or extends those runs with their own settings (flags that ask for
+other ones are refused, as with --resume). A Modal Secret holding MLFLOW_TRACKING_URI
 (`--mlflow-secret NAME`) sends the runs to that MLflow server instead. Only the standard library,
-`modal` and the project's standard-library `config` are imported here: torch and the rest of the
-project load in containers.
+`modal` and the project's standard-library `config.py` and `cli.py` are imported here: torch and
+the rest of the project load in containers.
 """
 
 from __future__ import annotations
