@@ -248,6 +248,19 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
             return
 
 
+def close_run(run: Run, out_dir: Path, *, tracker: MlflowRun | None, status: str) -> None:
+    """Curves, and for a finished run best.pt, to MLflow; the MLflow run ends whatever happens."""
+    try:
+        curves = plot_curves(run.history, out_dir / "curves.png") if run.history else None
+        if tracker and curves:
+            tracker.log_artifact(curves)
+        if tracker and status == "FINISHED" and (out_dir / "best.pt").exists():
+            tracker.log_artifact(out_dir / "best.pt", "checkpoints")
+    finally:  # whatever failed above, the MLflow run must not stay RUNNING
+        if tracker:
+            tracker.end(status)
+
+
 def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train; returns a summary (out_dir, best_metric, best_epoch, metrics, history,
     mlflow_run_id, interrupted). `on_epoch_end(epoch, metrics)` runs after each epoch's
@@ -266,11 +279,12 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         print(
             f"{out_dir / 'last.pt'} holds {run.epoch} epochs, --epochs is {config.epochs}: nothing to train"
         )
-    print(
-        f"Training {config.model} ({run.model.get_num_trainable_params():,} params) on {device}, "
-        f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, "
-        f"epochs {run.epoch + 1}-{config.epochs}, out {out_dir}"
-    )
+    else:
+        print(
+            f"Training {config.model} ({run.model.get_num_trainable_params():,} params) on {device}, "
+            f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, "
+            f"epochs {run.epoch + 1}-{config.epochs}, out {out_dir}"
+        )
     status = "FAILED"
     try:
         train_epochs(run, train_set, val_set, out_dir=out_dir, tracker=tracker, on_epoch_end=on_epoch_end)
@@ -301,19 +315,6 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
         "mlflow_run_id": run.mlflow_run_id,
         "interrupted": status == "KILLED",
     }
-
-
-def close_run(run: Run, out_dir: Path, *, tracker: MlflowRun | None, status: str) -> None:
-    """Curves, and for a finished run best.pt, to MLflow; the MLflow run ends whatever happens."""
-    try:
-        curves = plot_curves(run.history, out_dir / "curves.png") if run.history else None
-        if tracker and curves:
-            tracker.log_artifact(curves)
-        if tracker and status == "FINISHED" and (out_dir / "best.pt").exists():
-            tracker.log_artifact(out_dir / "best.pt", "checkpoints")
-    finally:  # whatever failed above, the MLflow run must not stay RUNNING
-        if tracker:
-            tracker.end(status)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list[Flag]]:
