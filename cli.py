@@ -1,5 +1,6 @@
 """Command lines made from the config dataclasses (config.py): argparse flags, and keyword
-parameters for Modal's entrypoint; argparse types shared by every CLI. Standard library only.
+parameters for Modal's entrypoint; the argparse types, the `--checkpoint` flag and the deprecated
+spellings that every command line shares. Standard library only.
 
 A field's flag is `--<name>` (dashed), or `--no-<name>` for a switch that defaults to on; nested
 configs (TrainConfig.data, .augment, .preprocess) add their fields under their own names, so
@@ -69,6 +70,19 @@ def _positive(kind: type) -> Callable[[str], Any]:
         return value
 
     return argument_type(parse)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+fraction_argument = argument_type(_fraction)  # --threshold
 
 
 size_argument = argument_type(parse_size)  # --img-size, --size
@@ -170,7 +184,7 @@ def given(namespace: argparse.Namespace, added: Sequence[Flag]) -> dict[str, Any
     return {flag.path: values[flag.path] for flag in added if flag.path in values}
 
 
-def build(cls: type, values: Mapping[str, Any], added: Sequence[Flag], base: Any = None) -> Any:
+def build(cls: type, values: Mapping[str, Any], added: Sequence[Flag], *, base: Any = None) -> Any:
     """`cls()` (or `base`) with `values` set; an out-of-bounds value is a ValueError naming its flag."""
     try:
         return (base if base is not None else cls()).updated(values)
@@ -195,7 +209,7 @@ def train_config(
         kept = {
             f.name: None for f in dataclasses.fields(TrainConfig) if f.metadata.get("on_resume") == "kept"
         }
-        return build(TrainConfig, values, added, TrainConfig(**kept, model=None))
+        return build(TrainConfig, values, added, base=TrainConfig(**kept, model=None))
     base = TrainConfig().updated(defaults or {})
     if values.get("init_from"):
         preprocessing = [f.name for f in added if f.path in values and f.path.startswith("preprocess.")]
@@ -204,7 +218,7 @@ def train_config(
                 f"--init-from keeps its checkpoint's preprocessing; drop {', '.join(preprocessing)}"
             )
         base = base if "model" in values else base.replace(model=None)
-    return build(TrainConfig, values, added, base)
+    return build(TrainConfig, values, added, base=base)
 
 
 KEYWORD = inspect.Parameter.KEYWORD_ONLY
@@ -293,16 +307,3 @@ def deprecated_alias(parser: argparse.ArgumentParser, old: str, target: argparse
         default=argparse.SUPPRESS,
         help=argparse.SUPPRESS,
     )
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
-fraction_argument = argument_type(_fraction)  # --threshold
