@@ -33,8 +33,9 @@ CLASS_NAMES = ("background", "pupil")  # what every model predicts, in logit ord
 # data.synthetic.render.STYLES: the full randomisation, its ablations, and the first renderer's range
 SyntheticStyle = Literal["full", "no-camera", "bright-iris", "fixed-framing", "small-glints", "narrow"]
 # What a resumed run does with a setting: "fixed" keeps the run's value and refuses the flag;
-# "kept" keeps the run's value unless the flag is given; "given" takes this command line's value.
-OnResume = Literal["fixed", "kept", "given"]
+# "kept" keeps the run's value unless the flag is given; "given" takes this command line's value;
+# "moved" is fixed, but takes a new folder when the run's own is gone (train_efficientvit.settle).
+OnResume = Literal["fixed", "kept", "given", "moved"]
 
 
 def setting(
@@ -213,7 +214,9 @@ class AugmentConfig(Config):
 class DataConfig(Config):
     """Data: a dataset folder or the built-in synthetic eyes."""
 
-    data_dir: str | None = setting(None, "OpenEDS or pupil-mask dataset root (default: synthetic eyes)")
+    data_dir: str | None = setting(
+        None, "OpenEDS or pupil-mask dataset root (default: synthetic eyes)", on_resume="moved"
+    )
     img_size: tuple[int, int] = setting(
         (400, 640), "HxW the model sees; frames are fitted", at_least=MIN_SIZE
     )

@@ -134,6 +134,19 @@ def _static_size(shape: list) -> tuple[int, int] | None:
     return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
 
+def _non_finite_initializers(path: Path) -> list[str]:
+    """Names of an ONNX file's floating-point weights (initializers, Constant nodes) that hold a
+    NaN or an infinity."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" for a in n.attribute]
+    named = [(t.name, t) for t in graph.initializer] + [(name, t) for name, t in constants if t.dims]
+    arrays = ((name, numpy_helper.to_array(t)) for name, t in named)
+    return [name for name, array in arrays if array.dtype.kind == "f" and not np.isfinite(array).all()]
+
+
 def _onnx_predictor(
     path: Path,
     providers: Sequence[str] | None,
@@ -153,6 +166,13 @@ def _onnx_predictor(
     except Exception as exc:  # onnxruntime raises its own pybind exception types
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: not a loadable ONNX model ({reason})") from None
+    bad = _non_finite_initializers(path)
+    if bad:
+        count = f"{len(bad)} tensor{'s' * (len(bad) > 1)}"
+        raise ModelFileError(
+            f"{path} holds non-finite weights ({count}, e.g. {bad[0]}): a diverged run? "
+            "Export an earlier checkpoint"
+        )
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1 or len(outputs) != 1:
         shapes = [i.shape for i in inputs]

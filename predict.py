@@ -18,7 +18,8 @@ Written to --output:
     overlays/<name>.png  the frame painted (`gallery.paint`): pupil tinted, its ellipse and centre
     overlay.mp4          the same for a video (mp4v; overlay.avi with MJPG where mp4v is missing)
 A camera shows the overlay and frames/s in a window (q or Esc stops) and writes pupil.csv only.
-An unreadable image in a folder is named on stderr and skipped, and the failures are counted.
+An unreadable image in a folder is named on stderr and skipped, and the failures are counted; a
+video that ends before the frame count its header announces (truncated) gets a warning there.
 Exit status 1 when nothing could be processed (bad model or input, every image unreadable), else 0.
 """
 
@@ -31,7 +32,6 @@ import math
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +52,7 @@ from cli import (
 )
 from config import PreprocessConfig
 from data import DataError, read_image
-from data.folders import IMAGE_SUFFIXES, list_images, write_image
+from data.folders import IMAGE_SUFFIXES, list_images, output_names, write_image
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import (
     PUPIL_THRESHOLD,
@@ -172,13 +172,6 @@ def image_files(path: Path) -> list[Path]:
     return files
 
 
-def output_names(files: list[Path]) -> list[str]:
-    """Output name per file: its stem, or, when any two stems clash, every file's full name."""
-    stems = Counter(p.stem.lower() for p in files)  # a.png and A.jpg collide on some file systems
-    # full names are unique in a folder; mixing them with stems is not (a.png.png's stem is a.png)
-    return [p.stem for p in files] if max(stems.values(), default=1) == 1 else [p.name for p in files]
-
-
 def read_images(files: list[Path], failures: list[Path]) -> Iterator[Frame]:
     """(file name, output name, grey frame) per readable file; the others are named on stderr and listed."""
     for path, name in zip(files, output_names(files), strict=True):
@@ -189,11 +182,16 @@ def read_images(files: list[Path], failures: list[Path]) -> Iterator[Frame]:
             failures.append(path)
 
 
-def read_video(capture: cv2.VideoCapture) -> Iterator[Frame]:
-    """(frame index, zero-padded index, grey frame) until the video ends."""
+def read_video(capture: cv2.VideoCapture, source: object = "video") -> Iterator[Frame]:
+    """(frame index, zero-padded index, grey frame) until the video ends; a warning on stderr when
+    that is before the frame count its header announces (a truncated file)."""
+    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # 0 or -1 when unknown (a camera)
     for index in itertools.count():
         ok, frame = capture.read()
         if not ok:
+            if 0 < index < announced:
+                read = f"read {index} of the {announced} frames the header announces"
+                print(f"warning: {source}: {read}; the file may be truncated", file=sys.stderr)
             return
         grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         yield str(index), f"{index:06d}", grey
@@ -222,7 +220,7 @@ def predict(
         capture = cv2.VideoCapture(str(source))
         if not capture.isOpened():
             raise InputError(f"{source}: cannot open as a video (not a video file OpenCV can decode)")
-        frames = read_video(capture)
+        frames = read_video(capture, source)
         fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         results = Results(output, masks=video_masks, overlays=False, threshold=threshold, video_fps=fps)
     else:

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing tracking loads no torch
+    from data import EyeDataset
+    from training import Run
 
 
 class TrackingError(RuntimeError):
@@ -69,6 +75,24 @@ class MlflowRun:
             raise TrackingError(f"MLflow tracking store {uri} is not usable: {first}") from None
         self.run_id = self.run.info.run_id
         self.uri = uri
+        self.broken: str | None = None  # why logging stopped, after a failure mid-run
+        self.skipped = 0  # calls not made since
+
+    def _mid_run(self, what: str, call: Callable[[], object]) -> None:
+        """Make a logging call; after the store fails once, training goes on without it: one
+        warning, then the calls are counted, not made (the run folder still gets every file)."""
+        if self.broken is not None:
+            self.skipped += 1
+            return
+        try:
+            call()
+        except Exception as exc:
+            self.broken = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            print(
+                f"warning: MLflow ({self.uri}) failed to {what}: {self.broken}; training goes on, "
+                "its checkpoints, curves and grids are still written to the run folder",
+                file=sys.stderr,
+            )
 
     def log_params(self, params: dict) -> None:
         # A resumed run already holds its params; MLflow refuses to change them.
@@ -81,13 +105,50 @@ class MlflowRun:
         self.mlflow.set_tags(tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(metrics, step=step)
+        self._mid_run("log metrics", lambda: self.mlflow.log_metrics(metrics, step=step))
 
     def log_artifact(self, path: Path, folder: str | None = None) -> None:
-        self.mlflow.log_artifact(str(path), artifact_path=folder)
+        self._mid_run(f"log {path.name}", lambda: self.mlflow.log_artifact(str(path), artifact_path=folder))
 
     def end(self, status: str = "FINISHED") -> None:
-        self.mlflow.end_run(status=status)
+        """End the run as `status`, tried even after a failure (the store may be back)."""
+        broken, self.broken = self.broken, None
+        self._mid_run(f"end the run as {status}", lambda: self.mlflow.end_run(status=status))
+        if broken is not None:
+            print(f"MLflow: {self.skipped} logging calls after the failure were not made", file=sys.stderr)
+
+
+def start_tracking(
+    run: Run, out_dir: Path, *, train_set: EyeDataset, val_set: EyeDataset
+) -> MlflowRun | None:
+    """The MLflow run (continued on resume) with the settings, sizes and environment as params."""
+    import platform
+
+    import torch
+
+    config = run.config
+    if not config.mlflow:
+        return None
+    tracker = MlflowRun(config.experiment, out_dir.name, run.mlflow_run_id)
+    try:
+        dataset = {"source": train_set.source_name, "train": len(train_set), "val": len(val_set)}
+        env = {"device": str(next(run.model.parameters()).device), "torch": torch.__version__}
+        tracker.log_params(
+            {
+                **config.to_dict(),
+                "params_trainable": run.model.get_num_trainable_params(),
+                "params_total": run.model.get_num_total_params(),
+                "dataset": dataset,
+                "env": {**env, "python": platform.python_version()},
+            }
+        )
+        tags = {"model": config.model, "dataset": train_set.source_name}
+        tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    run.mlflow_run_id = tracker.run_id
+    return tracker
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> Path:

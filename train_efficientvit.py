@@ -18,29 +18,71 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from cli import Flag, add_settings, given, train_config
-from config import TrainConfig
-from data import EyeDataset, build_datasets
+from config import DataConfig, TrainConfig
+from data import build_datasets, folder_frames
+from data.folders import is_folder
 from gallery import prediction_grid
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule
-from models import SegmentationModel, build_model, pick_device
+from models import pick_device
 from models.card import ModelCard
-from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from tracking import MlflowRun, TrackingError, plot_curves
-from training import TrainingError, grid_frames, make_loader, make_optimiser, place, run_epoch
+from models.checkpoint import CheckpointError, load_checkpoint
+from runfolder import claim, new_run_folder, no_second_interrupt, sigterm_as_interrupt
+from tracking import MlflowRun, TrackingError, plot_curves, start_tracking
+from training import (
+    Run,
+    TrainingError,
+    check_memory,
+    finite_weights,
+    grid_frames,
+    make_loader,
+    one_line,
+    run_epoch,
+)
 
 # ---- a run: settings, model and optimiser, progress ----
+
+
+def relocated(stored: DataConfig, given: str, counts: dict | None) -> str:
+    """The folder a resumed run's data moved to: allowed when its own folder is gone, and only to
+    one with the same splits (and, where the run recorded them, the same numbers of frames)."""
+    is_folder(Path(given))  # a symlink loop is a DataError naming it
+    new = str(Path(given).resolve())
+    if new == stored.data_dir:
+        return new
+    if stored.data_dir is None:
+        raise ValueError(f"--data-dir {given}: the run trained on synthetic eyes; drop --data-dir")
+    if Path(stored.data_dir).exists():
+        raise ValueError(f"--data-dir {given}: the run's data is still at {stored.data_dir}; drop --data-dir")
+    found = {split: len(folder_frames(new, split)) for split in ("train", "validation")}
+    if counts and found != counts:
+        raise ValueError(f"--data-dir {given}: {found} frames, but the run trained on {counts}")
+    return new
+
+
+def resumed_settings(config: TrainConfig) -> tuple[TrainConfig, dict]:
+    """A resumed run's settings, its stored ones (older runs' gaps filled) with what this command
+    line may change, and its checkpoint."""
+    state = load_checkpoint(config.resume)
+    if "optimizer_state" not in state:
+        raise CheckpointError(f"{config.resume} holds weights only, not a training state to resume")
+    if config.epochs is not None and config.epochs < state["epoch"]:
+        raise ValueError(f"--epochs {config.epochs}: {config.resume} already holds {state['epoch']} epochs")
+    stored = TrainConfig.from_dict(state["train_config"])
+    if stored.alpha_span is None:  # from before alpha_span: its decay ran over its epochs
+        stored = stored.replace(alpha_span=min(125, stored.epochs))
+    data = stored.data.replace(synthetic_style=ModelCard.from_checkpoint(state, config.resume).train_style)
+    if config.data.data_dir is not None:  # the run's data moved
+        data = data.replace(data_dir=relocated(data, config.data.data_dir, state.get("data_counts")))
+    return config.resumed(stored.replace(data=data)).replace(out_dir=str(Path(config.resume).parent)), state
 
 
 def settle(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
@@ -53,15 +95,7 @@ def settle(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
         raise ValueError("--init-from starts a new run and --resume continues one; give only one")
     resumed = source = None
     if config.resume:
-        resumed = load_checkpoint(config.resume)
-        if "optimizer_state" not in resumed:
-            raise CheckpointError(f"{config.resume} holds weights only, not a training state to resume")
-        stored = TrainConfig.from_dict(resumed["train_config"])
-        if stored.alpha_span is None:  # from before alpha_span: its decay ran over its epochs
-            stored = stored.replace(alpha_span=min(125, stored.epochs))
-        style = ModelCard.from_checkpoint(resumed, config.resume).train_style  # "narrow" for old runs
-        stored = stored.replace(data=stored.data.replace(synthetic_style=style))
-        config = config.resumed(stored).replace(out_dir=str(Path(config.resume).parent))
+        config, resumed = resumed_settings(config)
     elif config.init_from:
         path = model_file(config.init_from, ".pt")
         source = load_checkpoint(path)
@@ -81,112 +115,9 @@ def settle(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
     if config.alpha_span is None:
         config = config.replace(alpha_span=min(125, config.epochs))
     if config.data.data_dir:  # absolute, so that export and evaluate find it from anywhere
+        is_folder(Path(config.data.data_dir))  # a symlink loop is a DataError, not resolve's RuntimeError
         config = config.replace(data=config.data.replace(data_dir=str(Path(config.data.data_dir).resolve())))
     return config, resumed, source
-
-
-@dataclass
-class Run:
-    """A training run's model, optimiser and progress: what a checkpoint saves and resume restores."""
-
-    config: TrainConfig
-    model: SegmentationModel
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
-    scaler: torch.amp.GradScaler
-    epoch: int = 0  # epochs finished
-    best: float = -1.0
-    best_epoch: int = 0
-    history: list[dict] = field(default_factory=list)
-    mlflow_run_id: str | None = None
-
-    @classmethod
-    def create(
-        cls, config: TrainConfig, device: torch.device, *, resumed: dict | None, source: dict | None
-    ) -> Run:
-        """The model (a resumed run's or a fine-tuning source's, weights and all) and its optimiser."""
-        if resumed or source:  # the stored card rebuilds the same network (widths, depths)
-            model = model_from_checkpoint(resumed or source, config.resume or config.init_from)
-        else:
-            model = build_model(config.model)
-        model = place(model, device)
-        run = cls(config, model, *make_optimiser(model, config))
-        if resumed:
-            for part in ("optimizer", "scheduler", "scaler"):
-                getattr(run, part).load_state_dict(resumed[f"{part}_state"])
-            torch.set_rng_state(resumed["rng_state"])
-            run.epoch, run.best, run.best_epoch = (resumed[k] for k in ("epoch", "best_metric", "best_epoch"))
-            run.history, run.mlflow_run_id = list(resumed["history"]), resumed.get("mlflow_run_id")
-        return run
-
-    def checkpoint(self, metrics: dict) -> dict:
-        """The model card, weights and everything resuming needs (models.checkpoint.RESUME_KEYS)."""
-        c = self.config
-        card = ModelCard.of(
-            self.model,
-            c.model,
-            c.data.img_size,
-            preprocess=c.preprocess,
-            epoch=self.epoch,
-            metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
-            train_seed=c.seed,
-            train_style=c.data.synthetic_style,
-            train_data_dir=c.data.data_dir,
-        )
-        return {
-            **card.to_checkpoint(),
-            "model_state": self.model.state_dict(),
-            "train_config": c.to_dict(),
-            **{
-                f"{part}_state": getattr(self, part).state_dict()
-                for part in ("optimizer", "scheduler", "scaler")
-            },
-            "rng_state": torch.get_rng_state(),
-            "best_metric": self.best,
-            "best_epoch": self.best_epoch,
-            "history": self.history,
-            "mlflow_run_id": self.mlflow_run_id,
-        }
-
-    def finish_epoch(self, metrics: dict, out_dir: Path) -> bool:
-        """Record an epoch, write last.pt (and best.pt if it is the best); True if it is."""
-        self.epoch += 1
-        self.history.append(metrics)
-        improved = metrics["val/pupil_iou"] > self.best
-        if improved:
-            self.best, self.best_epoch = metrics["val/pupil_iou"], self.epoch
-            save_checkpoint(self.checkpoint(metrics), out_dir / "best.pt")
-        save_checkpoint(self.checkpoint(metrics), out_dir / "last.pt")
-        return improved
-
-
-def start_tracking(
-    run: Run, out_dir: Path, *, train_set: EyeDataset, val_set: EyeDataset
-) -> MlflowRun | None:
-    """The MLflow run (continued on resume) with the settings, sizes and environment as params."""
-    config = run.config
-    if not config.mlflow:
-        return None
-    tracker = MlflowRun(config.experiment, out_dir.name, run.mlflow_run_id)
-    try:
-        dataset = {"source": train_set.source_name, "train": len(train_set), "val": len(val_set)}
-        env = {"device": str(next(run.model.parameters()).device), "torch": torch.__version__}
-        tracker.log_params(
-            {
-                **config.to_dict(),
-                "params_trainable": run.model.get_num_trainable_params(),
-                "params_total": run.model.get_num_total_params(),
-                "dataset": dataset,
-                "env": {**env, "python": platform.python_version()},
-            }
-        )
-        tags = {"model": config.model, "dataset": train_set.source_name}
-        tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
-    except BaseException:
-        tracker.end("FAILED")
-        raise
-    run.mlflow_run_id = tracker.run_id
-    return tracker
 
 
 # ---- the training loop ----
@@ -220,6 +151,10 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
         except TrainingError as exc:
             raise TrainingError(f"epoch {epoch + 1}: {exc}") from None
         metrics |= run_epoch(model, loaders[1], loss_fn, alpha=alpha, train=False, max_steps=config.max_steps)
+        if not math.isfinite(metrics["val/loss"]) or not finite_weights(run.model):  # never checkpointed
+            raise TrainingError(
+                f"epoch {epoch + 1}: the run diverged (non-finite validation loss or weights)"
+            )
         metrics |= {"lr": run.optimizer.param_groups[0]["lr"], "alpha": alpha, "epoch": epoch + 1}
         # The total falls by itself as alpha shifts weight from Dice to the (negative) surface
         # term, which would hide a plateau: watch the alpha-free part of the validation loss.
@@ -249,16 +184,43 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
 
 
 def close_run(run: Run, out_dir: Path, *, tracker: MlflowRun | None, status: str) -> None:
-    """Curves, and for a finished run best.pt, to MLflow; the MLflow run ends whatever happens."""
+    """Curves, and for a finished run best.pt, to MLflow; the MLflow run ends whatever happens.
+    After a failure, a problem here is a warning: the error that stopped the run is the one to see."""
     try:
         curves = plot_curves(run.history, out_dir / "curves.png") if run.history else None
         if tracker and curves:
             tracker.log_artifact(curves)
         if tracker and status == "FINISHED" and (out_dir / "best.pt").exists():
             tracker.log_artifact(out_dir / "best.pt", "checkpoints")
+    except Exception as exc:
+        if status == "FINISHED":
+            raise
+        print(f"warning: closing the run: {one_line(exc)}", file=sys.stderr)
     finally:  # whatever failed above, the MLflow run must not stay RUNNING
         if tracker:
             tracker.end(status)
+
+
+def resume_command(config: TrainConfig, last: Path) -> str:
+    """The command that continues an interrupted run as it was going (its step and time limits too)."""
+    extra = "".join(
+        f" --{k.replace('_', '-')} {getattr(config, k):g}"
+        for k in ("max_steps", "time_limit")
+        if getattr(config, k)
+    )
+    return f"python train_efficientvit.py --resume {last}{extra}"
+
+
+def stopped(run: Run, out_dir: Path) -> None:
+    """Say what an interrupted run kept; last.pt holds the last finished epoch, the one cut short is
+    redone on resume, so a resumed run still ends as an uninterrupted one would."""
+    if run.epoch > 0:
+        last = out_dir / "last.pt"
+        print(
+            f"\nInterrupted; {last} holds epoch {run.epoch}. Resume with: {resume_command(run.config, last)}"
+        )
+    else:
+        print("\nInterrupted during the first epoch: no checkpoint to resume from.")
 
 
 def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
@@ -267,49 +229,50 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     checkpoints are written (Modal commits its volume there)."""
     config, resumed, source = settle(config)
     device = pick_device(config.device)
-    out_dir = Path(config.out_dir or Path("runs") / f"{config.model}-{datetime.now():%Y%m%d-%H%M%S}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(config.out_dir) if config.out_dir else new_run_folder(Path("runs"), config.model)
+    with claim(out_dir, resuming=resumed is not None), sigterm_as_interrupt():
+        return train(config, device, out_dir, resumed=resumed, source=source, on_epoch_end=on_epoch_end)
+
+
+def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, source, on_epoch_end) -> dict:
+    """main's body, in a folder it holds: model, data, tracking, the epochs, and the end of the run."""
     torch.manual_seed(config.seed)
-    train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
     run = Run.create(config, device, resumed=resumed, source=source)
+    check_memory(run, device)
+    train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
+    run.data_counts = {"train": len(train_set), "validation": len(val_set)}
     tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set)
     if source:
         print(f"Starting from the weights of {config.init_from}")
+    where = f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, out {out_dir}"
     if run.epoch >= config.epochs:
         print(
             f"{out_dir / 'last.pt'} holds {run.epoch} epochs, --epochs is {config.epochs}: nothing to train"
         )
     else:
-        print(
-            f"Training {config.model} ({run.model.get_num_trainable_params():,} params) on {device}, "
-            f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, "
-            f"epochs {run.epoch + 1}-{config.epochs}, out {out_dir}"
-        )
+        params, epochs = run.model.get_num_trainable_params(), f"{run.epoch + 1}-{config.epochs}"
+        print(f"Training {config.model} ({params:,} params) on {device}, {where}, epochs {epochs}")
     status = "FAILED"
     try:
         train_epochs(run, train_set, val_set, out_dir=out_dir, tracker=tracker, on_epoch_end=on_epoch_end)
         status = "FINISHED"
     except KeyboardInterrupt:
-        # last.pt holds the last finished epoch; the one cut short is redone on resume, so a
-        # resumed run still ends as an uninterrupted one would.
         status = "KILLED"
-        if run.epoch > 0:
-            print(
-                f"\nInterrupted; {out_dir / 'last.pt'} holds epoch {run.epoch}. "
-                f"Resume with: python train_efficientvit.py --resume {out_dir / 'last.pt'}"
-            )
-        else:
-            print("\nInterrupted during the first epoch: no checkpoint to resume from.")
+        stopped(run, out_dir)
     except TrainingError as exc:
-        raise TrainingError(f"{exc}; the last good checkpoint is kept in {out_dir}") from None
+        kept = (
+            f"{out_dir / 'last.pt'} holds epoch {run.epoch}, the last with finite weights"
+            if run.epoch
+            else "no checkpoint was written"
+        )
+        raise TrainingError(f"{exc}; {kept}") from None
     finally:
-        close_run(run, out_dir, tracker=tracker, status=status)
+        with no_second_interrupt():
+            close_run(run, out_dir, tracker=tracker, status=status)
     if status == "FINISHED":
         print(f"Best validation pupil IoU {run.best:.4f} at epoch {run.best_epoch}: {out_dir / 'best.pt'}")
-    return {
-        "out_dir": str(out_dir),
-        "best_metric": run.best,
-        "best_epoch": run.best_epoch,
+    summary = {"out_dir": str(out_dir), "best_metric": run.best, "best_epoch": run.best_epoch}
+    return summary | {
         "metrics": run.history[-1] if run.history else {},
         "history": run.history,
         "mlflow_run_id": run.mlflow_run_id,
@@ -333,6 +296,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 if __name__ == "__main__":
     try:
-        main(parse_args())
+        summary = main(parse_args())
     except (ValueError, OSError, TrackingError, TrainingError) as exc:  # CheckpointError, DataError too
-        sys.exit(f"error: {exc}")
+        sys.exit(f"error: {one_line(exc)}")
+    except KeyboardInterrupt:  # before the first epoch started: nothing to keep
+        sys.exit(130)
+    sys.exit(130 if summary["interrupted"] else 0)

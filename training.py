@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ from tqdm import tqdm
 from config import TrainConfig
 from data import EyeDataset
 from metrics import ConfusionCounter
+from models import SegmentationModel, build_model
+from models.card import ModelCard
+from models.checkpoint import model_from_checkpoint, save_checkpoint
 
 LOSS_PARTS = {"loss": "total", "ce": "ce", "dice": "dice", "surface": "surface"}  # metric -> loss key
 
@@ -73,6 +78,53 @@ def make_optimiser(model: nn.Module, config: TrainConfig) -> tuple:
     )
     device = next(model.parameters()).device
     return optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+
+
+def finite_weights(model: nn.Module) -> bool:
+    """No NaN or infinity in the parameters or buffers (BatchNorm statistics)."""
+    return all(
+        bool(torch.isfinite(t).all())
+        for t in (*model.parameters(), *model.buffers())
+        if t.is_floating_point()
+    )
+
+
+def step_bytes(model: nn.Module, img_size: tuple[int, int], batch: int) -> int:
+    """About what one training step holds at (H, W) `img_size`: the batch with its loss targets
+    (data.EyeDataset: 24 bytes a pixel) and, twice over for their gradients, the float32 outputs
+    of every module, counted on a small frame and scaled by area."""
+    small, counted = (64, 96), []
+    hooks = [m.register_forward_hook(lambda m, i, o: counted.append(o.numel())) for m in model.modules()
+             if not list(m.children())]  # fmt: skip
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 1, *small, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_pixel = 24 + 2 * 4 * sum(counted) / (small[0] * small[1])
+    return int(batch * img_size[0] * img_size[1] * per_pixel)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory of a CUDA device, or the machine's available memory (Linux); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line: a DataLoader worker's error carries the worker's whole
+    traceback; keep its last line, the error itself."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def run_epoch(
@@ -154,3 +206,92 @@ def grid_frames(model, dataset: EyeDataset, n: int = 6) -> tuple[np.ndarray, np.
     shown = ((x[:, 0].cpu().numpy() * p.std + p.mean) * 255).clip(0, 255).astype(np.uint8)
     labels = torch.stack([it["label"] for it in items]).numpy().astype(np.uint8)
     return shown, labels, preds
+
+
+@dataclass
+class Run:
+    """A training run's model, optimiser and progress: what a checkpoint saves and resume restores."""
+
+    config: TrainConfig
+    model: SegmentationModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler
+    epoch: int = 0  # epochs finished
+    best: float = -1.0
+    best_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+    data_counts: dict[str, int] | None = None  # frames per split: a resumed run's data checked by it
+
+    @classmethod
+    def create(
+        cls, config: TrainConfig, device: torch.device, *, resumed: dict | None, source: dict | None
+    ) -> Run:
+        """The model (a resumed run's or a fine-tuning source's, weights and all) and its optimiser."""
+        if resumed or source:  # the stored card rebuilds the same network (widths, depths)
+            model = model_from_checkpoint(resumed or source, config.resume or config.init_from)
+        else:
+            model = build_model(config.model)
+        model = place(model, device)
+        run = cls(config, model, *make_optimiser(model, config))
+        if resumed:
+            for part in ("optimizer", "scheduler", "scaler"):
+                getattr(run, part).load_state_dict(resumed[f"{part}_state"])
+            torch.set_rng_state(resumed["rng_state"])
+            run.epoch, run.best, run.best_epoch = (resumed[k] for k in ("epoch", "best_metric", "best_epoch"))
+            run.history, run.mlflow_run_id = list(resumed["history"]), resumed.get("mlflow_run_id")
+        return run
+
+    def checkpoint(self, metrics: dict) -> dict:
+        """The model card, weights and everything resuming needs (models.checkpoint.RESUME_KEYS)."""
+        c = self.config
+        card = ModelCard.of(
+            self.model,
+            c.model,
+            c.data.img_size,
+            preprocess=c.preprocess,
+            epoch=self.epoch,
+            metrics={k: v for k, v in metrics.items() if k.startswith("val/")},
+            train_seed=c.seed,
+            train_style=c.data.synthetic_style,
+            train_data_dir=c.data.data_dir,
+        )
+        return {
+            **card.to_checkpoint(),
+            "model_state": self.model.state_dict(),
+            "train_config": c.to_dict(),
+            **{
+                f"{part}_state": getattr(self, part).state_dict()
+                for part in ("optimizer", "scheduler", "scaler")
+            },
+            "rng_state": torch.get_rng_state(),
+            "best_metric": self.best,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+            "mlflow_run_id": self.mlflow_run_id,
+            "data_counts": self.data_counts,
+        }
+
+    def finish_epoch(self, metrics: dict, out_dir: Path) -> bool:
+        """Record an epoch, write last.pt (and best.pt if it is the best); True if it is."""
+        self.epoch += 1
+        self.history.append(metrics)
+        improved = metrics["val/pupil_iou"] > self.best
+        if improved:
+            self.best, self.best_epoch = metrics["val/pupil_iou"], self.epoch
+            save_checkpoint(self.checkpoint(metrics), out_dir / "best.pt")
+        save_checkpoint(self.checkpoint(metrics), out_dir / "last.pt")
+        return improved
+
+
+def check_memory(run: Run, device: torch.device) -> None:
+    """Refuse a size and batch whose training step cannot fit here, before the kernel kills it."""
+    c = run.config
+    needed, free = step_bytes(run.model, c.data.img_size, c.batch_size), available_bytes(device)
+    if free is not None and needed > free:
+        (h, w), gb = c.data.img_size, 1e9
+        raise ValueError(
+            f"--img-size {h}x{w} with --batch-size {c.batch_size} needs about {needed / gb:.1f} GB for one "
+            f"training step, and {device} has {free / gb:.1f} GB free: use a smaller size or batch"
+        )

@@ -3,7 +3,8 @@
 python -m data check DIR
     decode every file of DIR, print per-split statistics and every problem with its file;
     exit status 0 when the dataset is usable for training or for evaluation only (a test set
-    without a train split), 1 when it is usable for neither or any file is broken
+    without a train split), 1 when it is usable for neither or any file is broken; a DIR that is
+    missing or a symlink loop is one error line
 python -m data bench [--n 200] [--size 400x640]
     samples per second of the whole training pipeline (decode, augment, preprocess, loss
     targets) on one core, as one DataLoader worker runs it, for synthetic eyes and for a
@@ -24,7 +25,7 @@ from cli import size_argument
 from data.augment import AugmentConfig
 from data.check import check_dataset
 from data.dataset import EyeDataset
-from data.folders import find_pairs
+from data.folders import DataError, dataset_root, find_pairs
 from data.preprocess import PreprocessConfig
 from data.synthetic import SyntheticEyes, write_openeds
 
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "check":
+        try:
+            dataset_root(args.root)  # a missing folder or a symlink loop: one line, not a report
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         report = check_dataset(args.root)
         print(report.format())
         return 0 if report.usable_for else 1

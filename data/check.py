@@ -23,6 +23,7 @@ from data.folders import (
     Layout,
     Sample,
     check_shapes,
+    dataset_root,
     read_image,
     read_raw_label,
     scan_split,
@@ -195,8 +196,10 @@ def _check_split(root: Path, split: str, report: CheckReport) -> None:
 def check_dataset(root: str | Path) -> CheckReport:
     """Decode every pair of every split under `root`; the report lists all problems found."""
     report = CheckReport(Path(root).absolute())
-    if not report.root.is_dir():
-        report.problems.append(f"{report.root}: dataset root not found")
+    try:
+        dataset_root(report.root)
+    except DataError as e:  # missing, or a symlink loop
+        report.problems.append(str(e))
         return report
     for split in _SPLITS:
         _check_split(report.root, split, report)

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from config import AugmentConfig, DataConfig, PreprocessConfig
 from data.augment import augment
-from data.frames import Frames, frames_for
+from data.frames import Frames, frames_for, verify
 from data.preprocess import fit_image, preprocess
 from data.targets import boundary_weight, distance_maps
 
@@ -106,6 +106,7 @@ def build_datasets(
             config.data_dir, split, n=n, seed=seed, size=config.img_size, style=config.synthetic_style
         )
         frames.read(0)  # one decode now catches a wrong format before any worker starts
+        verify(frames)  # and every file is whole, before epoch 1 rather than during it
         made.append(frames)
     return (
         EyeDataset(made[0], config.img_size, preprocess_config, augment_config, seed),

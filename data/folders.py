@@ -9,6 +9,8 @@ OpenEDS classes are 0 background, 1 sclera, 2 iris, 3 pupil; the task is binary,
 rest. Every problem raises DataError with a one-line message that starts with the path concerned.
 """
 
+import errno
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -118,6 +120,13 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def output_names(files: list[Path]) -> list[str]:
+    """Output name per file: its stem, or, when any two stems clash, every file's full name."""
+    stems = Counter(p.stem.lower() for p in files)  # a.png and A.jpg collide on some file systems
+    # full names are unique in a folder; mixing them with stems is not (a.png.png's stem is a.png)
+    return [p.stem for p in files] if max(stems.values(), default=1) == 1 else [p.name for p in files]
+
+
 def _read_openeds_label(path: Path) -> np.ndarray:
     try:
         label = np.load(path, allow_pickle=False)
@@ -191,12 +200,32 @@ class SplitFiles:
     labels_without_image: list[Path]
 
 
+def is_folder(path: Path) -> bool:
+    """Whether `path` is a folder (links followed); a symlink loop is a DataError naming it."""
+    try:
+        path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # Path.is_dir says False, Path.resolve raises RuntimeError
+            raise DataError(
+                f"{path}: a symlink loop (a link that leads back to itself), not a folder"
+            ) from None
+    return path.is_dir()
+
+
+def dataset_root(root: str | Path) -> Path:
+    """`root` made absolute; a DataError naming it unless it is a folder (missing, a symlink loop)."""
+    root = Path(root).absolute()
+    if not is_folder(root):
+        raise DataError(f"{root}: dataset root not found")
+    return root
+
+
 def split_folder(root: str | Path, split: Split) -> Path | None:
     """The folder of `split` under `root`, or None when it has none (`val` = `validation`)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     found = [Path(root).absolute() / n for n in _SPLIT_FOLDERS[split]]
-    found = [f for f in found if f.is_dir()]
+    found = [f for f in found if is_folder(f)]
     if len(found) > 1:
         raise DataError(f"{found[0]} and {found[1]}: both exist, keep one of them")
     return found[0] if found else None
@@ -215,16 +244,14 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
 
 def scan_split(root: str | Path, split: Split) -> SplitFiles:
     """Find the layout and pair images with labels by stem; a missing folder is a DataError."""
-    root = Path(root).absolute()
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset root not found")
+    root = dataset_root(root)
     folder = split_folder(root, split)
     if folder is None:
         names = " or ".join(_SPLIT_FOLDERS[split])
         raise DataError(f"{root}: no {names} folder (expected {root / names.split()[0]}/images)")
-    if not (folder / "images").is_dir():
+    if not is_folder(folder / "images"):
         raise DataError(f"{folder}: no images/ folder")
-    layouts = [lay for lay, (name, _) in _LABEL_FOLDERS.items() if (folder / name).is_dir()]
+    layouts = [lay for lay, (name, _) in _LABEL_FOLDERS.items() if is_folder(folder / name)]
     if len(layouts) != 1:
         problem = "both labels/ and masks/" if layouts else "no labels/ (OpenEDS .npy) or masks/"
         raise DataError(f"{folder}: {problem} folder, expected exactly one")

@@ -41,6 +41,7 @@ class Frames:
     reader: Callable[[int], Pair]  # a picklable callable (functools.partial or a bound method)
     description: str
     kind: str
+    files: tuple[Path, ...] = ()  # the files read, images and labels: what `verify` checks
 
     def __len__(self) -> int:
         return len(self.names)
@@ -69,6 +70,31 @@ def _read_unlabelled(files: tuple[Path, ...], index: int) -> Pair:
     return read_image(files[index]), None
 
 
+_ENDS = {  # what a whole file of each kind starts and ends with: a cut-off copy does not end so
+    ".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"),
+    ".jpg": (b"\xff\xd8", b"\xff\xd9"),
+    ".jpeg": (b"\xff\xd8", b"\xff\xd9"),
+    ".npy": (b"\x93NUMPY", b""),
+}
+
+
+def verify(frames: Frames) -> None:
+    """Check every file of `frames` is there and whole (its first and last bytes), without
+    decoding: a broken file is a DataError naming it before training starts, not an epoch later."""
+    for path in frames.files:
+        start, end = _ENDS.get(path.suffix.lower(), (b"", b""))
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(len(start))
+                f.seek(max(0, size - len(end)))
+                tail = f.read()
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        if size == 0 or head != start or not tail.endswith(end):
+            raise DataError(f"{path}: empty, truncated or not a {path.suffix} file")
+
+
 def synthetic_frames(n: int, seed: int, size: tuple[int, int], *, style: str = "full") -> Frames:
     """n synthetic frames of seed `seed` at (H, W) `size`."""
     eyes = SyntheticEyes(n, seed, size, style)
@@ -82,7 +108,9 @@ def folder_frames(data_dir: str | Path, split: str) -> Frames:
     samples = tuple(find_pairs(data_dir, split))
     kind = label_layout(samples[0].label)
     where = f"{len(samples)} {split} frames of {Path(data_dir).absolute()} ({kind})"
-    return Frames(tuple(s.image.name for s in samples), functools.partial(_read_sample, samples), where, kind)
+    files = tuple(path for s in samples for path in (s.image, s.label))
+    reader = functools.partial(_read_sample, samples)
+    return Frames(tuple(s.image.name for s in samples), reader, where, kind, files)
 
 
 def unlabelled_frames(folder: str | Path) -> Frames:
@@ -94,7 +122,8 @@ def unlabelled_frames(folder: str | Path) -> Frames:
         files = tuple(list_images(where)) if where.is_dir() else ()
         if files:
             names = tuple(p.name for p in files)
-            return Frames(names, functools.partial(_read_unlabelled, files), f"images of {where}", "images")
+            reader = functools.partial(_read_unlabelled, files)
+            return Frames(names, reader, f"images of {where}", "images", files)
     raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it, images/ or train/images/")
 
 

@@ -19,7 +19,7 @@ from models.common import SegmentationModel
 
 RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoints
     "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state",
-    "best_metric", "best_epoch", "history", "mlflow_run_id",
+    "best_metric", "best_epoch", "history", "mlflow_run_id", "data_counts",
 )  # fmt: skip
 
 
@@ -28,11 +28,15 @@ class CheckpointError(ModelFileError):
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write `state` to `path` via a temporary file and a rename: a kill never leaves half a file."""
+    """Write `state` to `path` via a temporary file and a rename: a kill never leaves half a file.
+    The file gets the permissions the user's umask gives any new file (mkstemp's are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -86,8 +90,18 @@ def weights_only(state: dict) -> dict:
     return {key: state[key] for key in state if key in keep}
 
 
+def non_finite_tensors(weights: dict) -> list[str]:
+    """Names of the floating-point tensors in `weights` that hold a NaN or an infinity."""
+    return [
+        name
+        for name, value in weights.items()
+        if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+    ]
+
+
 def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> SegmentationModel:
-    """Rebuild the stored model with its weights, in eval mode."""
+    """Rebuild the stored model with its weights, in eval mode; weights holding a NaN or an
+    infinity (a diverged run) are a `CheckpointError`, so nothing scores or resumes them."""
     card = ModelCard.from_checkpoint(state, path)
     try:
         model = card.build_model()
@@ -95,4 +109,11 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> Segme
     except (ValueError, RuntimeError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit model {card.model_name!r} ({first})") from None
+    bad = non_finite_tensors(state["model_state"])
+    if bad:
+        count = f"{len(bad)} tensor{'s' * (len(bad) > 1)}"
+        raise CheckpointError(
+            f"{path} holds non-finite weights ({count}, e.g. {bad[0]}): a diverged run? "
+            "Use, or resume from, an earlier checkpoint"
+        )
     return model.eval()

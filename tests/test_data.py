@@ -234,6 +234,33 @@ def test_label_shape_differs_from_image(tmp_path):
     assert str(root / "train" / "labels" / "001.npy") in str(error.value)
 
 
+def symlink_loop(path: Path) -> Path:
+    path.symlink_to(path.name)  # ln -s loop loop
+    return path
+
+
+def test_symlink_loop_is_a_data_error_naming_it(tmp_path):
+    loop = symlink_loop(tmp_path / "loop")
+    with pytest.raises(DataError, match=f"{loop}: a symlink loop"):
+        find_pairs(loop, "train")
+    (tmp_path / "eyes").mkdir()
+    split = symlink_loop(tmp_path / "eyes" / "train")
+    with pytest.raises(DataError, match=f"{split}: a symlink loop"):
+        find_pairs(tmp_path / "eyes", "train")
+    looping = "a symlink loop (a link that leads back to itself), not a folder"
+    assert check_dataset(tmp_path / "eyes").problems == [f"{split}: {looping}"]
+
+
+def test_training_on_a_symlink_loop_is_a_data_error_naming_it(tmp_path):
+    from tests.conftest import tiny_config
+    from train_efficientvit import main as train_main
+
+    loop = symlink_loop(tmp_path / "loop")
+    config = tiny_config(tmp_path / "run", data=DataConfig(img_size=SIZE, data_dir=str(loop)))
+    with pytest.raises(DataError, match=f"{loop}: a symlink loop"):
+        train_main(config)
+
+
 def test_file_broken_mid_training_names_it(tmp_path):
     root = make_openeds(tmp_path, n=2)
     data = dataset(folder_frames(root, "train"))
@@ -458,6 +485,17 @@ def test_check_empty_or_missing_folder_is_not_usable(tmp_path, capsys):
         "(or val/) split, evaluation any one of train/, validation/ (or val/), test/\n"
     )
     assert check_dataset(tmp_path / "missing").usable_for is None
+
+
+def test_check_symlink_loop_is_one_line(tmp_path, capsys):
+    loop = symlink_loop(tmp_path / "loop")
+    assert check_main(["check", str(loop)]) == 1
+    out, err = capsys.readouterr()
+    assert (
+        out == ""
+        and err == f"error: {loop}: a symlink loop (a link that leads back to itself), not a folder\n"
+    )
+    assert check_dataset(loop).usable_for is None
 
 
 def test_check_broken_file_in_an_evaluation_set_is_not_usable(tmp_path):

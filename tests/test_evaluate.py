@@ -11,7 +11,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
@@ -24,6 +26,7 @@ from metrics import (
     mask_counts,
     set_metrics,
 )
+from models.checkpoint import load_checkpoint, save_checkpoint
 from reports.evaluation import gallery_picks, markdown_report, write_gallery
 from tests.conftest import PRETRAINED_PT, disc, make_checkpoint
 
@@ -243,6 +246,33 @@ def test_bad_input_is_a_one_line_error(untrained, tmp_path, capsys, args, named)
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and named in err and "\n" not in err
+
+
+def diverged_checkpoint(path: Path) -> Path:
+    """A checkpoint whose first weight tensor went NaN, as a diverged run leaves it."""
+    state = load_checkpoint(make_checkpoint(path))
+    next(v for v in state["model_state"].values() if v.is_floating_point()).fill_(math.nan)
+    return save_checkpoint(state, path)
+
+
+def diverged_onnx(path: Path) -> Path:
+    """The pretrained export with an infinity in its first weight."""
+    model = onnx.load(PRETRAINED_ONNX)
+    weight = model.graph.initializer[0]
+    array = numpy_helper.to_array(weight).copy()
+    array.flat[0] = np.inf
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize(("write", "name"), [(diverged_checkpoint, "best.pt"), (diverged_onnx, "best.onnx")])
+def test_non_finite_weights_are_refused_not_scored(tmp_path, capsys, write, name):
+    path = write(tmp_path / name)
+    assert main(["--checkpoint", str(path), "--synthetic-n", "1", "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} holds non-finite weights (1 tensor, e.g. ") and err.count("\n") == 1
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_model_trained_on_a_folder_is_not_scored_on_synthetic_eyes(tmp_path, capsys):

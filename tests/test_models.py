@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from models import MODEL_NAMES, PARAM_LIMIT, build_model, fuse_model
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from models.efficientvit import CascadedGroupAttention, LocalWindowAttention, relative_index
-from tests.conftest import randomize_batchnorm
+from tests.conftest import make_checkpoint, randomize_batchnorm
 
 
 @pytest.fixture(autouse=True)
@@ -190,3 +190,18 @@ def test_checkpoint_of_objects_a_safe_load_refuses_names_them(tmp_path):
     with pytest.raises(CheckpointError, match="safe load refuses") as exc:
         load_checkpoint(path)
     assert str(path) in str(exc.value) and "numpy" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_checkpoint_with_non_finite_weights_is_refused_with_what_to_do(tmp_path):
+    path = make_checkpoint(tmp_path / "last.pt")
+    state = load_checkpoint(path)
+    weights = state["model_state"]
+    floats = [name for name, value in weights.items() if value.is_floating_point()]
+    weights[floats[0]].fill_(float("nan"))  # a diverged run
+    weights[floats[1]].view(-1)[0] = float("inf")
+    save_checkpoint(state, path)
+    with pytest.raises(CheckpointError) as exc:
+        model_from_checkpoint(load_checkpoint(path), path)  # evaluate, predict, export, resume
+    message = str(exc.value)
+    assert message.startswith(f"{path} holds non-finite weights (2 tensors, e.g. {floats[0]})")
+    assert "earlier checkpoint" in message and "\n" not in message

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 from data import EyeDataset, PreprocessConfig, synthetic_frames
 from data.dataset import resize_pair
@@ -20,7 +21,7 @@ from data.preprocess import Fit
 from data.synthetic import render_eye
 from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
 from models.card import ModelCard
-from models.checkpoint import save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 from predict import CSV_COLUMNS, main, predict
 from tests.conftest import EASY, PRETRAINED_PT, SMALL, make_checkpoint
 
@@ -243,14 +244,31 @@ def test_video_gives_overlay_video_and_csv(checkpoint, tmp_path, capsys):
     for i in range(4):
         writer.write(cv2.cvtColor(render_eye(6, i, (100, 160))[0], cv2.COLOR_GRAY2BGR))
     writer.release()
-    code, out, _ = run_cli(
+    code, out, err = run_cli(
         capsys, "--checkpoint", checkpoint, "--input", video, "--output", tmp_path / "out", "--masks"
     )
-    assert code == 0 and "4 frames" in out
+    assert code == 0 and "4 frames" in out and err == ""  # all the frames its header announces
     assert [r["frame"] for r in read_csv(tmp_path / "out" / "pupil.csv")] == ["0", "1", "2", "3"]
     assert len(list((tmp_path / "out" / "masks").iterdir())) == 4
     capture = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+
+
+def test_truncated_video_is_processed_as_far_as_it_decodes_with_a_warning(checkpoint, tmp_path, capsys):
+    video = tmp_path / "eyes.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(10):  # noise: every MJPG frame about the same size
+        writer.write(np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    writer.release()
+    video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # the header still says 10
+    code, out, err = run_cli(
+        capsys, "--checkpoint", checkpoint, "--input", video, "--output", tmp_path / "out"
+    )
+    read = len(read_csv(tmp_path / "out" / "pupil.csv"))
+    assert code == 0 and 0 < read < 10 and f"{read} frames" in out
+    assert err == (
+        f"warning: {video}: read {read} of the 10 frames the header announces; the file may be truncated\n"
+    )
 
 
 def test_onnx_without_metadata_asks_for_preprocessing(bare_onnx, frames, tmp_path, capsys):
@@ -319,6 +337,24 @@ def write_unknown_model(path):
     return save_checkpoint(state, path)
 
 
+def write_diverged_checkpoint(path):
+    """A checkpoint whose first weight tensor went NaN, as a diverged run leaves it."""
+    state = load_checkpoint(make_checkpoint(path))
+    next(v for v in state["model_state"].values() if v.is_floating_point()).fill_(math.nan)
+    return save_checkpoint(state, path)
+
+
+def write_diverged_onnx(path):
+    """The pretrained export with a NaN in its first weight."""
+    model = onnx.load(PRETRAINED_ONNX)
+    weight = model.graph.initializer[0]
+    array = numpy_helper.to_array(weight).copy()
+    array.flat[0] = np.nan
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(model, path)
+    return path
+
+
 @pytest.mark.parametrize(
     ("model", "message"),
     [
@@ -327,8 +363,10 @@ def write_unknown_model(path):
         (lambda d: write_garbage(d / "model.onnx"), "not a loadable ONNX model"),
         (lambda d: write_garbage(d / "model.pt"), "corrupt or not a readable PyTorch checkpoint"),
         (lambda d: write_unknown_model(d / "model.pt"), "unknown model 'resnet50'"),
+        (lambda d: write_diverged_checkpoint(d / "model.pt"), "holds non-finite weights (1 tensor"),
+        (lambda d: write_diverged_onnx(d / "model.onnx"), "holds non-finite weights (1 tensor"),
     ],
-    ids=["missing-onnx", "missing-pt", "corrupt-onnx", "corrupt-pt", "unknown-model"],
+    ids=["missing-onnx", "missing-pt", "corrupt-onnx", "corrupt-pt", "unknown-model", "nan-pt", "nan-onnx"],
 )
 def test_bad_model_is_one_line_error(frames, tmp_path, capsys, model, message):
     path = model(tmp_path)

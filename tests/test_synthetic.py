@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cli import parse_size
-from data.synthetic import SyntheticEyes, render_eye, write_preview
+from data.synthetic import SyntheticEyes, render_eye, write_openeds, write_preview
 from data.synthetic.render import IRIS, PUPIL, STYLES, Randomisation
 from gallery import GAP, LABEL_COLOUR
 
@@ -156,3 +156,22 @@ def test_cli_writes_preview_and_dataset_in_the_style_asked(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--preview", str(tmp_path / "x.png"), "--style", "cartoon"])
     assert "invalid choice: 'cartoon'" in capsys.readouterr().err
+
+
+def test_out_folder_that_is_not_empty_is_refused_unless_overwrite(tmp_path, capsys):
+    from data.synthetic.__main__ import main
+
+    real = tmp_path / "eyes" / "train" / "images" / "000000.png"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"a real frame")
+    args = ["--out", str(tmp_path / "eyes"), "--n", "2", "--size", "64x96"]
+    assert main(args) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{tmp_path / 'eyes'}: folder is not empty" in error
+    assert real.read_bytes() == b"a real frame" and list(tmp_path.rglob("*.npy")) == []
+    with pytest.raises(FileExistsError, match=str(tmp_path / "eyes")):  # the library call too
+        write_openeds(tmp_path / "eyes", 2, size=(64, 96))
+    with pytest.raises(NotADirectoryError, match=str(real)):
+        write_openeds(real, 2, size=(64, 96))
+    assert main([*args, "--overwrite"]) == 0
+    assert real.read_bytes() != b"a real frame" and len(list(tmp_path.rglob("*.npy"))) == 2

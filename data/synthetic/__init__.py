@@ -5,7 +5,8 @@ command line (data/synthetic/__main__.py):
 
     python -m data.synthetic --out DIR --n 500 --seed 0 [--size 400x640] [--val-fraction 0.2] [--style full]
         writes the frames in the OpenEDS layout (train/ and validation/, images/*.png with
-        labels/*.npy), to inspect them or to use them like real data;
+        labels/*.npy), to inspect them or to use them like real data; DIR must be new or empty
+        unless --overwrite is given (real frames and synthetic ones would mix);
     python -m data.synthetic --preview grid.png [--n 16] [--style full]
         writes a grid of frames with the pupil label outlined, for a person to look at: the
         range of framing, iris, exposure, glints, headset and camera effects a model sees.
@@ -64,15 +65,22 @@ def write_openeds(
     size: tuple[int, int] = (400, 640),
     val_fraction: float = 0.2,
     style: str = "full",
+    overwrite: bool = False,
 ) -> Path:
     """Write n frames as ROOT/{train,validation}/{images/*.png, labels/*.npy}; returns ROOT.
 
-    The last round(n * val_fraction) frames go to validation, at least one frame to train.
+    The last round(n * val_fraction) frames go to validation, at least one frame to train. ROOT
+    must be new or empty: a folder that holds anything is refused (FileExistsError naming it,
+    nothing written) unless `overwrite`, which writes over same-named frames and keeps the rest.
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     root = Path(out).absolute()
     eyes = SyntheticEyes(n, seed, size, style)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{root}: exists and is not a folder; give a new or empty folder")
+    if root.is_dir() and not overwrite and any(root.iterdir()):
+        raise FileExistsError(f"{root}: folder is not empty; give a new or empty one, or --overwrite")
     n_val = min(n - 1, round(n * val_fraction))
     for split, indices in (("train", range(n - n_val)), ("validation", range(n - n_val, n))):
         for folder in ("images", "labels"):

@@ -2,13 +2,14 @@
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 from cli import size_argument
 from data.synthetic import STYLES, write_openeds, write_preview
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m data.synthetic",
         description="Write synthetic near-infrared eye frames with OpenEDS-style labels.",
@@ -33,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
         default=0.2,
         help="share of frames written to validation (default 0.2)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that is not empty (default: refuse it)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.out is not None:
@@ -43,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
                 size=args.size,
                 val_fraction=args.val_fraction,
                 style=args.style,
+                overwrite=args.overwrite,
             )
             print(f"wrote {args.n} frames in the OpenEDS layout to {root}")
         else:
@@ -51,7 +58,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"wrote a {rows}x{min(args.n, 4)} preview grid to {path}")
     except ValueError as e:
         parser.error(str(e))
+    except OSError as e:  # --out not empty (nothing written), or not writable: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

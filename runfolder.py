@@ -1,0 +1,103 @@
+"""A training run's folder and lifetime: the folder named so that two runs never share one, claimed
+while a run writes to it, checked before the first epoch rather than found broken after it; and
+the signals that stop a run (SIGTERM as Ctrl-C, a second Ctrl-C ignored while it saves).
+
+    with claim(out_dir, resuming=False):   # OSError / ValueError naming the folder
+        ...train...
+
+A folder holding another run's checkpoints is refused unless the run resumes from it; a folder a
+live run holds (its `.lock`, an advisory lock the kernel drops when the process dies) is refused
+whatever the run. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+CHECKPOINTS = ("last.pt", "best.pt")
+
+
+def new_run_folder(parent: Path, model: str) -> Path:
+    """parent/<model>-<time>, with -2, -3, ... when a run started in the same second has it."""
+    stem = f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir()  # atomic: of two runs, one gets the name
+            return folder
+        except FileExistsError:
+            continue
+    raise OSError(f"{parent}: no free run folder name for {stem}")
+
+
+def check_writable(folder: Path) -> None:
+    """A file can be written in `folder` now, not only after the first epoch; OSError naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise OSError(f"{folder}: cannot write the run's files there ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def claim(folder: Path, *, resuming: bool) -> Iterator[None]:
+    """Hold `folder` for one run: refuse another run's checkpoints (unless resuming them) and a
+    folder another live process holds."""
+    check_writable(folder)
+    found = [name for name in CHECKPOINTS if (folder / name).exists()]
+    if found and not resuming:
+        raise ValueError(
+            f"{folder} holds another run's {found[0]}: continue it with --resume {folder / 'last.pt'}, "
+            "or give another --out-dir"
+        )
+    with open(folder / ".lock", "a") as handle:
+        if os.name == "posix":
+            import fcntl
+
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"{folder} is in use by another training run (its .lock is held)") from None
+        yield
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (what `docker stop`, Slurm and Modal's preemption send) raises KeyboardInterrupt in
+    the main thread, so a run stopped that way ends as a Ctrl-C'd one: the last finished epoch
+    kept, the resume command printed, the MLflow run KILLED."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def no_second_interrupt() -> Iterator[None]:
+    """While a stopped run saves its state, a second Ctrl-C (or SIGTERM) is ignored, not a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
