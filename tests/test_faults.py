@@ -263,3 +263,34 @@ def test_checkpoints_get_the_permissions_of_the_users_umask(tmp_path):
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_the_error_that_stopped_a_run_is_not_hidden_by_its_cleanup(tmp_path, monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("training.save_checkpoint", disk_full)
+    monkeypatch.setattr("train_efficientvit.plot_curves", lambda *a, **k: disk_full())
+    with pytest.raises(OSError, match="No space left on device"):
+        main(tiny_config(tmp_path, epochs=1, max_steps=1))
+    assert "warning: closing the run: No space left on device" in capsys.readouterr().err
+
+
+def test_a_dataloader_workers_error_is_told_in_one_line():
+    from training import one_line
+
+    text = (
+        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    read()\ndata.folders.DataError: /eyes/a.png: truncated PNG'
+    )
+    assert one_line(ValueError(text)) == "/eyes/a.png: truncated PNG"
+    assert one_line(ValueError("plain: message")) == "plain: message"
+
+
+def test_a_second_interrupt_while_saving_is_ignored():
+    from runfolder import no_second_interrupt
+
+    with no_second_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt outside
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
