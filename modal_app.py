@@ -18,50 +18,58 @@ curves and its own MLflow store (`mlflow.db` + `mlruns/`) to `<run-name>/` in th
 `pupil-runs`, a sweep's runs to `<run-name>/<model>-lr<lr>-seed<seed>/`. The volume is committed
 after every epoch, so a retried or preempted container resumes from `last.pt`; running again with
 the same `--run-name` resumes or extends those runs with their own settings (flags that ask for
-other ones are refused, as with --resume). A Modal Secret holding MLFLOW_TRACKING_URI
+other ones are refused, as with --resume). Only what may not happen again is retried (preemption,
+a volume or network error); a failure that would (bad settings or data, a bad checkpoint, a
+non-finite loss, out of GPU memory) ends the run with one line, `error: run NAME failed: <Type>:
+<message>`, or a row of the sweep's table. A Modal Secret holding MLFLOW_TRACKING_URI
 (`--mlflow-secret NAME`) sends the runs to that MLflow server instead. Only the standard library,
-`modal` and the project's standard-library `config.py` and `cli.py` are imported here: torch and
-the rest of the project load in containers.
+`modal` and the project's standard-library `config.py`, `cli.py` and `modal_runs.py` (the planning
+of runs) are imported here: torch and the rest of the project load in containers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import itertools
 import os
-import re
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import modal
 
-from cli import flags, keyword_parameters, keyword_values, train_config
-from config import MODEL_NAMES, TrainConfig
+from cli import train_config
+from config import TrainConfig
+from modal_runs import (
+    DATASETS_DIR,
+    DATASETS_VOLUME,
+    DEFAULT_GPU,
+    ENTRYPOINT,
+    MODAL_DEFAULTS,
+    RUNS_DIR,
+    RUNS_VOLUME,
+    TRAIN_FLAGS,
+    check_run_name,
+    plan_runs,
+    resume_values,
+    where_to_find,
+)
 
 APP_NAME = "tiny-pupil-seg"
 PYTHON_VERSION = "3.11"
-DATASETS_VOLUME, RUNS_VOLUME = "pupil-datasets", "pupil-runs"
-DATASETS_DIR, RUNS_DIR = PurePosixPath("/datasets"), PurePosixPath("/runs")
-DEFAULT_GPU = "L4"  # 24 GB and cheap per hour; --gpu T4, A10G, L40S, A100 or H100 also work
 TRAIN_CPU, TRAIN_MEMORY_MB = 8.0, 16384  # data loading (decode, augment, distance maps) is CPU-bound
-DEFAULT_WORKERS = 6  # DataLoader processes: TRAIN_CPU less the main process and some headroom
 DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and resumes
+# retried: an exception raised by `train` (infrastructure: a volume, the network, a bad host); a
+# failure that would repeat comes back as a summary with an "error", and a preemption restarts the call
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
-TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
-MODAL_DEFAULTS = {"workers": DEFAULT_WORKERS}  # where a Modal run's defaults differ from a local one's
-MODAL_OPTIONS = dict(gpu=DEFAULT_GPU, run_name="", mlflow_secret="", models="", lrs="", seeds="")
-RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)*")  # no "..", no absolute paths
 PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
     "cli", "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
-    "gallery", "reports", "train_efficientvit", "export_onnx",
+    "gallery", "reports", "runfolder", "train_efficientvit", "export_onnx", "modal_runs",
 )  # fmt: skip
-SWEEP_MODULES = ("cli", "config", "reports")  # this file's and the sweep table's: standard library only
+SWEEP_MODULES = ("cli", "config", "modal_runs", "reports")  # this file's and the table's: standard library
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
     "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
     "mlflow==3.17.2", "matplotlib==3.11.2", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2",
@@ -74,51 +82,48 @@ image = (
     .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
     .add_local_python_source(*PROJECT_MODULES)
 )
-sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source(
-    "cli", "config", "reports"
-)
+sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source(*SWEEP_MODULES)
 datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
 runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
 app = modal.App(APP_NAME, image=image)
 
 
-def check_run_name(name: str) -> str:
-    """A run name is a relative folder on the runs volume: letters, digits, '.', '_', '-', '/'."""
-    if not RUN_NAME.fullmatch(name):
-        raise ValueError(f"run name {name!r} must be like 'my-run' or 'sweep-1/shallownet-lr0.001'")
-    return name
-
-
-def dataset_path(data: str) -> str | None:
-    """--data-dir as the container sees it: '' -> None (synthetic eyes), 'openeds' -> /datasets/openeds."""
-    if not data:
-        return None
-    path = PurePosixPath(data)
-    if path.is_absolute():
-        if not path.is_relative_to(DATASETS_DIR) or path == DATASETS_DIR:
-            raise ValueError(f"--data-dir {data!r} must be a folder in the datasets volume, e.g. 'openeds'")
-        path = path.relative_to(DATASETS_DIR)
-    if ".." in path.parts:
-        raise ValueError(f"--data-dir {data!r} must stay inside the datasets volume")
-    return str(DATASETS_DIR / path)
+def move_artifact_paths(db: Path, old: str, new: str) -> None:
+    """In a SQLite MLflow store, the artifact paths of experiments and runs that start with `old`
+    start with `new` instead."""
+    if not db.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            connection.execute(
+                f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                (new, len(old) + 1, len(old), old),
+            )
 
 
 @contextlib.contextmanager
-def mlflow_store(run_dir: Path) -> Iterator[str]:
+def mlflow_store(runs_dir: Path, run_name: str) -> Iterator[str]:
     """MLflow's tracking URI for a run: MLFLOW_TRACKING_URI if set (a server), else a store of its
-    own (run_dir/mlflow.db; artifacts in ./mlruns of the working directory, hence the chdir), so
-    parallel runs never share one SQLite file on the volume."""
+    own (runs_dir/run_name/mlflow.db, so parallel runs never share one SQLite file on the volume;
+    artifacts in ./mlruns of the working directory, hence the chdir).
+
+    MLflow records absolute artifact paths; outside this context they are relative to runs_dir
+    (run_name/mlruns/...), so a download of the runs volume opens from the folder downloaded into.
+    """
     if uri := os.environ.get("MLFLOW_TRACKING_URI"):
         yield uri
         return
-    uri, cwd = f"sqlite:///{run_dir / 'mlflow.db'}", Path.cwd()
-    os.environ["MLFLOW_TRACKING_URI"] = uri
+    run_dir, cwd = (Path(runs_dir) / run_name).resolve(), Path.cwd()
+    db, here, there = run_dir / "mlflow.db", f"{run_dir}/mlruns/", f"{run_name}/mlruns/"
+    move_artifact_paths(db, there, here)  # a resumed run logs to its artifacts where they are
+    uri = os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
     os.chdir(run_dir)
     try:
         yield uri
     finally:
         os.chdir(cwd)
         del os.environ["MLFLOW_TRACKING_URI"]
+        move_artifact_paths(db, here, there)
 
 
 def export_best(run_dir: Path, calib_dir: str | None) -> dict[str, Any]:
@@ -135,6 +140,19 @@ def export_best(run_dir: Path, calib_dir: str | None) -> dict[str, Any]:
     return {"path": str(report.fp32.path), "summary": report.summary()}
 
 
+def failure(exc: Exception) -> tuple[str, bool]:
+    """'<ExceptionType>: <first line>', and whether a retry would fail the same way: bad settings,
+    data or checkpoint (ValueError: DataError, CheckpointError), a non-finite loss (TrainingError),
+    out of GPU memory; not a volume or network error or a bad host, which Modal retries."""
+    import torch
+
+    from training import TrainingError
+
+    text = str(exc).strip()
+    repeats = isinstance(exc, ValueError | TrainingError | torch.OutOfMemoryError) or "out of memory" in text
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip(), repeats
+
+
 def run_training(
     values: dict[str, Any],
     run_name: str,
@@ -142,6 +160,23 @@ def run_training(
     *,
     commit: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
+    """`train_run` for Modal, giving back only plain data (the sweep's container has neither torch
+    nor the project to unpickle more). A failure a retry would repeat is returned, so Modal does
+    not retry it: {"run_name", "error": "<Type>: <first line>"}. Any other is raised as a
+    RuntimeError of that text, which Modal retries; a preemption stays a KeyboardInterrupt, which
+    stops the container, and Modal restarts the call. Either way the retry resumes from last.pt."""
+    try:
+        return train_run(values, run_name, Path(runs_dir), commit=commit)
+    except Exception as exc:
+        error, repeats = failure(exc)
+        if not repeats:
+            raise RuntimeError(error) from exc
+    commit()  # what the failed run leaves: its checkpoints, its MLflow run marked FAILED
+    print(f"{run_name} failed, not retried (a retry would fail the same way): {error}")
+    return {"run_name": run_name, "error": error}
+
+
+def train_run(values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: Callable[[], None]) -> dict:
     """Train the settings given (dotted paths, from `plan_runs`) into runs_dir/run_name, resuming
     from its last.pt if there (given settings that differ from the run's own are an error, as with
     --resume). `commit` runs after each epoch and at the end (Modal's volume.commit). Returns main's
@@ -150,7 +185,7 @@ def run_training(
     from models.checkpoint import load_checkpoint
     from train_efficientvit import main
 
-    run_dir = Path(runs_dir) / check_run_name(run_name)
+    run_dir = runs_dir / check_run_name(run_name)
     run_dir.mkdir(parents=True, exist_ok=True)
     last = run_dir / "last.pt"
     if last.exists():
@@ -166,7 +201,7 @@ def run_training(
         ticks.append(time.perf_counter())
         commit()
 
-    with mlflow_store(run_dir) if settings.mlflow else contextlib.nullcontext():
+    with mlflow_store(runs_dir, run_name) if settings.mlflow else contextlib.nullcontext():
         summary = main(settings, on_epoch_end=on_epoch_end)
     commit()
     if summary["interrupted"]:  # preempted or cancelled: last.pt is safe, let the container stop
@@ -175,21 +210,6 @@ def run_training(
     commit()
     epoch_seconds = [b - a for a, b in itertools.pairwise(ticks)]
     return {**summary, "run_name": run_name, "epoch_seconds": epoch_seconds, "onnx": onnx}
-
-
-def resume_values(values: dict[str, Any], stored: TrainConfig, run_name: str) -> dict[str, Any]:
-    """`values` less the settings a resumed run keeps; a ValueError if they ask for other ones."""
-    fixed = {f.path: f.name for f in TRAIN_FLAGS if f.on_resume == "fixed" and f.path in values}
-    changed = [
-        name
-        for path, name in fixed.items()
-        if functools.reduce(getattr, path.split("."), stored) != values[path]
-    ]
-    if changed:
-        raise ValueError(
-            f"run {run_name} exists with other settings; drop {', '.join(changed)} or name another run"
-        )
-    return {k: v for k, v in values.items() if k not in fixed}
 
 
 # what each function asks Modal for (tests read these, not Modal's internals)
@@ -216,8 +236,8 @@ def check_data(data_dir: str) -> tuple[bool, str]:
 
 @app.function(**TRAIN_FUNCTION)
 def train(values: dict[str, Any], run_name: str) -> dict[str, Any]:
-    """One training run (the settings given, by dotted path) on a GPU, in RUNS_DIR/run_name; a
-    retry resumes from its last.pt."""
+    """One training run (the settings given, by dotted path) on a GPU, in RUNS_DIR/run_name:
+    `run_training`'s summary, with an "error" for a failure not worth retrying."""
     import torch
 
     if not torch.cuda.is_available():  # e.g. a torch CUDA build newer than the host's driver
@@ -249,63 +269,6 @@ def gpu_train(gpu: str, mlflow_secret: str) -> modal.Function:
     return train.with_options(gpu=gpu, secrets=[secret])
 
 
-def where_to_find(folder: str, run_names: list[str], mlflow_secret: str) -> str:
-    """How to download `folder` of the runs volume and browse each run's MLflow store."""
-    lines = [f"Download: modal volume get {RUNS_VOLUME} {folder} .  (checkpoints, ONNX, curves, MLflow)"]
-    if mlflow_secret:
-        return "\n".join([*lines, f"Browse:   the MLflow server of secret {mlflow_secret!r}"])
-    for run in run_names:
-        db = PurePosixPath(PurePosixPath(folder).name, PurePosixPath(run).relative_to(folder), "mlflow.db")
-        lines.append(f"Browse:   mlflow ui --backend-store-uri sqlite:///{db}")
-    return "\n".join(lines)
-
-
-# the training flags, then Modal's own and the sweep's comma-separated lists
-ENTRYPOINT = inspect.Signature(keyword_parameters(TRAIN_FLAGS, extra=MODAL_OPTIONS))
-
-
-def _list(text: str, kind: type, flag: str, choices: tuple[str, ...] = ()) -> list:
-    """'1e-3,3e-3' -> [0.001, 0.003]; a malformed list (or a value not in `choices`) is a ValueError."""
-    try:
-        values = [kind(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or (choices and not set(values) <= set(choices)):
-        wanted = f"names from {', '.join(choices)}" if choices else f"{kind.__name__} values"
-        raise ValueError(f"{flag} must be comma-separated {wanted}, got {text!r}")
-    return values
-
-
-def plan_runs(keywords: dict[str, Any]) -> tuple[list[tuple[dict[str, Any], str]], bool]:
-    """The runs the entrypoint's flags ask for, as (the settings given, by dotted path; run name),
-    and whether they are a sweep. The settings are checked here, before any container starts.
-
-    Training flags are train_efficientvit.py's (config.TrainConfig); --data-dir is a folder in the
-    datasets volume. --models / --lrs / --seeds make a sweep: a run per combination, in
-    RUN-NAME/<model>-lr<lr>-seed<seed>, logged to the MLflow experiment RUN-NAME unless given.
-    """
-    keywords = {p.name: p.default for p in ENTRYPOINT.parameters.values()} | keywords
-    values = keyword_values(keywords, TRAIN_FLAGS)
-    if "data.data_dir" in values:
-        values["data.data_dir"] = dataset_path(values["data.data_dir"])
-    config = train_config(values, TRAIN_FLAGS, MODAL_DEFAULTS)
-    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
-    axes = {k: keywords[k] for k in ("models", "lrs", "seeds")}
-    if not any(axes.values()):
-        return [(values, check_run_name(keywords["run_name"] or f"{config.model}-{stamp}"))], False
-    name = check_run_name(keywords["run_name"] or f"sweep-{stamp}")
-    values = {"experiment": name, **values}
-    grid = itertools.product(
-        _list(axes["models"], str, "--models", MODEL_NAMES) if axes["models"] else [config.model],
-        _list(axes["lrs"], float, "--lrs") if axes["lrs"] else [config.lr],
-        _list(axes["seeds"], int, "--seeds") if axes["seeds"] else [config.seed],
-    )
-    runs = [
-        ({**values, "model": m, "lr": lr, "seed": s}, f"{name}/{m}-lr{lr:g}-seed{s}") for m, lr, s in grid
-    ]
-    return runs, True
-
-
 def main(**keywords: Any) -> None:
     """Train one model, or a sweep (--models/--lrs/--seeds), on Modal GPUs."""
     try:
@@ -322,9 +285,12 @@ def main(**keywords: Any) -> None:
     ((values, name),) = runs
     print(f"Training run {name!r} on a {gpu} (volume {RUNS_VOLUME})...")
     summary = gpu_train(gpu, secret).remote(values, name)
+    if error := summary.get("error"):  # one a retry would repeat; the run's folder keeps what it did
+        print(where_to_find([name], secret))
+        sys.exit(f"error: run {name} failed: {error}")
     print(f"Best validation pupil IoU {summary['best_metric']:.4f} at epoch {summary['best_epoch']}.")
     print(summary["onnx"].get("summary") or f"ONNX export failed: {summary['onnx']['error']}")
-    print(where_to_find(name, [name], secret))
+    print(where_to_find([name], secret))
 
 
 main.__signature__ = ENTRYPOINT  # Modal makes the entrypoint's flags from its signature
@@ -344,6 +310,5 @@ def sweep(runs: list[tuple[dict[str, Any], str]], gpu: str = DEFAULT_GPU, mlflow
     results = list(gpu_train(gpu, mlflow_secret).starmap(runs, return_exceptions=True))
     jobs = [{"run_name": name, "model": v["model"], "lr": v["lr"], "seed": v["seed"]} for v, name in runs]
     table = comparison_table(list(zip(jobs, results, strict=True)))
-    folder = runs[0][1].split("/")[0]
-    print(f"{table}\n{where_to_find(folder, [name for _, name in runs], mlflow_secret)}")
+    print(f"{table}\n{where_to_find([name for _, name in runs], mlflow_secret)}")
     return table

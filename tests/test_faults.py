@@ -172,6 +172,7 @@ def test_a_diverged_run_keeps_only_finite_checkpoints(tmp_path, monkeypatch):
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model_state"].values())
 
 
+@pytest.mark.slow
 def test_mlflow_failing_mid_run_warns_once_and_training_goes_on(tmp_path, monkeypatch, capsys):
     import mlflow
 

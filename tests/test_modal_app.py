@@ -10,17 +10,22 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
 import modal
 import pytest
+import torch
 
 import modal_app
+import modal_runs
 from cli import flags, train_config
 from config import TrainConfig
-from train_efficientvit import parse_args
+from data import DataError
+from models.checkpoint import CheckpointError
+from train_efficientvit import TrainingError, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,18 +75,26 @@ def project_imports(path: Path) -> set[str]:
 def test_the_image_carries_every_project_module_the_containers_import():
     shipped = set(modal_app.PROJECT_MODULES)
     files = [f for m in shipped for f in [ROOT / f"{m}.py", *(ROOT / m).glob("**/*.py")] if f.exists()]
+    files.append(ROOT / "modal_app.py")  # every container imports it (Modal adds it itself)
     needed = {"data", "train_efficientvit", "export_onnx"}.union(*(project_imports(f) for f in files))
     assert needed <= shipped, f"add to PROJECT_MODULES: {sorted(needed - shipped)}"
     assert all((ROOT / f"{m}.py").is_file() or (ROOT / m / "__init__.py").is_file() for m in shipped)
 
 
-def test_the_sweep_container_can_import_this_file():
-    # it has no torch and no project but what the sweep image adds: what modal_app imports at the top
-    body = ast.parse((ROOT / "modal_app.py").read_text()).body
+def top_imports(path: Path) -> set[str]:
+    """The modules of this repository that a Python file imports at its top level."""
+    body = ast.parse(path.read_text()).body
     top = {n.module for n in body if isinstance(n, ast.ImportFrom)} | {
         a.name for n in body if isinstance(n, ast.Import) for a in n.names
     }
-    assert {m for m in top if (ROOT / f"{m}.py").exists() or (ROOT / m).is_dir()} == {"cli", "config"}
+    return {m for m in top if (ROOT / f"{m}.py").exists() or (ROOT / m).is_dir()}
+
+
+def test_the_sweep_container_can_import_this_file():
+    # it has no torch and no project but what the sweep image adds: what modal_app imports at the top
+    assert top_imports(ROOT / "modal_app.py") == {"cli", "config", "modal_runs"}
+    assert top_imports(ROOT / "modal_runs.py") == {"cli", "config"}
+    assert {"cli", "config", "modal_runs", "reports"} == set(modal_app.SWEEP_MODULES)
     assert modal_app.SWEEP_FUNCTION["image"] is modal_app.sweep_image
 
 
@@ -106,7 +119,7 @@ def test_a_modal_run_has_the_settings_of_a_local_one_but_workers():
     [(values, _)], _ = modal_app.plan_runs({})
     assert values == {}  # nothing given: no setting is sent but what the user asked for
     modal = train_config(values, modal_app.TRAIN_FLAGS, modal_app.MODAL_DEFAULTS)
-    assert modal == parse_args([]).replace(workers=modal_app.DEFAULT_WORKERS)
+    assert modal == parse_args([]).replace(workers=modal_runs.DEFAULT_WORKERS)
     assert list(modal_app.ENTRYPOINT.parameters)[: len(modal_app.TRAIN_FLAGS)] == [
         f.key for f in flags(TrainConfig) if not f.field.metadata["local_only"]
     ]
@@ -125,7 +138,7 @@ def test_flags_become_the_settings_given():
         "model": "shallownet",
         "augment.enabled": False,
     }
-    assert modal_app.dataset_path("/datasets/openeds/") == "/datasets/openeds"
+    assert modal_runs.dataset_path("/datasets/openeds/") == "/datasets/openeds"
 
 
 @pytest.mark.parametrize(
@@ -185,20 +198,50 @@ def test_running_a_run_again_keeps_its_settings_and_refuses_others(tmp_path, exp
     modal_app.run_training(tiny(2, lr=3e-3), "run", tmp_path)
     again = modal_app.run_training(tiny(None, lr=3e-3), "run", tmp_path)  # the same flags, no --epochs
     assert [h["epoch"] for h in again["history"]] == [1, 2]  # the run's own epochs: nothing more
-    with pytest.raises(ValueError, match="run run exists with other settings; drop --lr"):
-        modal_app.run_training(tiny(3, lr=1e-3), "run", tmp_path)
+    refused = modal_app.run_training(tiny(3, lr=1e-3), "run", tmp_path)  # returned: a retry repeats it
+    assert refused == {
+        "run_name": "run",
+        "error": "ValueError: run run exists with other settings; drop --lr or name another run",
+    }
 
 
 def test_each_run_gets_its_own_mlflow_store_unless_a_server_is_set(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    cwd = Path.cwd()
-    with modal_app.mlflow_store(tmp_path) as uri:
-        assert uri == os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlflow.db'}"
-        assert Path.cwd() == tmp_path  # MLflow's artifacts go to ./mlruns: beside the store
+    run_dir, cwd = (tmp_path / "run").resolve(), Path.cwd()
+    run_dir.mkdir()
+    with modal_app.mlflow_store(tmp_path, "run") as uri:
+        assert uri == os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{run_dir / 'mlflow.db'}"
+        assert Path.cwd() == run_dir  # MLflow's artifacts go to ./mlruns: beside the store
     assert Path.cwd() == cwd and "MLFLOW_TRACKING_URI" not in os.environ
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
-    with modal_app.mlflow_store(tmp_path) as uri:
+    with modal_app.mlflow_store(tmp_path, "run") as uri:
         assert uri == "https://mlflow.example.com" and Path.cwd() == cwd
+
+
+ARTIFACT_REPOS = "mlflow.tracking._tracking_service.utils._artifact_repos_cache"  # MLflow's, per process
+
+
+@pytest.mark.slow
+def test_a_downloaded_run_shows_its_artifacts_in_mlflow(tmp_path, monkeypatch, exports):
+    # as `modal volume get pupil-runs sweep .` then `mlflow ui --backend-store-uri
+    # sqlite:///sweep/run/mlflow.db` from that folder: the volume's paths are gone
+    from mlflow import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    volume, download = tmp_path / "volume", tmp_path / "download"
+    for epochs in (1, 2):  # the second resumes, in a fresh container: it logs beside the first
+        monkeypatch.setattr(ARTIFACT_REPOS, {})
+        modal_app.run_training(tiny(epochs, mlflow=True, experiment="sweep"), "sweep/run", volume)
+    shutil.copytree(volume / "sweep", download / "sweep")
+    shutil.rmtree(volume)
+    monkeypatch.chdir(download)
+    monkeypatch.setattr(ARTIFACT_REPOS, {})  # as in the fresh process of `mlflow ui`
+    client = MlflowClient(tracking_uri="sqlite:///sweep/run/mlflow.db")
+    [run] = client.search_runs(client.get_experiment_by_name("sweep").experiment_id)
+    grids = [f.path for f in client.list_artifacts(run.info.run_id, "predictions")]
+    assert grids == [f"predictions/predictions_epoch00{n}.png" for n in (1, 2)]
+    best = client.download_artifacts(run.info.run_id, "checkpoints/best.pt", str(tmp_path))
+    assert Path(best).read_bytes() == (download / "sweep" / "run" / "best.pt").read_bytes()
 
 
 def test_a_failed_export_is_reported_not_raised(tmp_path):
@@ -212,6 +255,44 @@ def test_a_finished_run_has_a_verified_onnx_beside_best_pt(tmp_path):
     assert (tmp_path / "run" / "best.onnx").exists()
 
 
+OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (TrainingError("epoch 3: non-finite loss"), "TrainingError: epoch 3: non-finite loss"),
+        (torch.OutOfMemoryError(f"{OOM}\nGPU 0 has a total capacity of 22 GiB"), f"OutOfMemoryError: {OOM}"),
+        (RuntimeError("CUDA error: out of memory"), "RuntimeError: CUDA error: out of memory"),
+        (DataError("/datasets/x/1.png: not an image"), "DataError: /datasets/x/1.png: not an image"),
+        (CheckpointError("last.pt: not a checkpoint"), "CheckpointError: last.pt: not a checkpoint"),
+    ],
+)
+def test_a_failure_a_retry_would_repeat_is_returned_in_one_line(tmp_path, monkeypatch, error, shown):
+    def main(config, on_epoch_end):
+        raise error
+
+    monkeypatch.setattr("train_efficientvit.main", main)
+    commits: list[int] = []
+    summary = modal_app.run_training(tiny(1), "run", tmp_path, commit=lambda: commits.append(1))
+    assert summary == {"run_name": "run", "error": shown} and commits == [1]
+
+
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("not on the other side")
+
+
+def test_other_failures_are_raised_for_modal_to_retry_as_plain_runtime_errors(tmp_path, monkeypatch):
+    def main(config, on_epoch_end):
+        raise Unpicklable("volume went away\nmore")
+
+    monkeypatch.setattr("train_efficientvit.main", main)
+    with pytest.raises(RuntimeError) as raised:
+        modal_app.run_training(tiny(1), "run", tmp_path)
+    assert type(raised.value) is RuntimeError and str(raised.value) == "Unpicklable: volume went away"
+
+
 def test_an_interrupted_run_commits_then_stops_so_the_retry_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr("train_efficientvit.main", lambda config, on_epoch_end: {"interrupted": True})
     commits: list[int] = []
@@ -221,16 +302,21 @@ def test_an_interrupted_run_commits_then_stops_so_the_retry_resumes(tmp_path, mo
 
 
 class FakeTrain:
-    """Stands in for `train` on a GPU: records the calls, returns a summary (or raises) per call."""
+    """Stands in for `train` on a GPU: records the calls, returns a summary per call; `failures`
+    (run name -> what `train` gives back) fail some: a str is an error summary (a failure a retry
+    would repeat), an exception what the call ends with after Modal's retries."""
 
-    def __init__(self, fail_run: str = "") -> None:
+    def __init__(self, failures: dict[str, str | Exception] | None = None) -> None:
         self.calls: list[tuple[dict, str]] = []
-        self.fail_run = fail_run
+        self.failures = failures or {}
 
     def summary(self, config: dict, run_name: str) -> dict:
         self.calls.append((config, run_name))
-        if run_name == self.fail_run:
-            raise RuntimeError("CUDA out of memory")
+        failure = self.failures.get(run_name)
+        if isinstance(failure, Exception):
+            raise failure
+        if failure:
+            return {"run_name": run_name, "error": failure}
         history = [
             {"epoch": 1, "val/pupil_iou": 0.5, "val/miou": 0.7},
             {"epoch": 2, "val/pupil_iou": 0.9, "val/miou": 0.95},
@@ -253,13 +339,18 @@ class FakeTrain:
         for call in calls:
             try:
                 results.append(self.summary(*call))
-            except RuntimeError as exc:
+            except Exception as exc:
                 results.append(exc)
         return results
 
 
+NAN_LOSS = "TrainingError: non-finite loss; the last good checkpoint is kept in /runs/"
+
+
 def test_sweep_trains_the_cartesian_product_and_tabulates_every_run(monkeypatch, capsys):
-    fake = FakeTrain(fail_run="s1/shallownet-lr0.003-seed0")
+    lost = modal.exception.ExecutionError("Could not deserialize remote exception due to local error:\nmore")
+    failures = {"s1/shallownet-lr0.001-seed0": lost, "s1/shallownet-lr0.003-seed0": f"{NAN_LOSS}s1/x"}
+    fake = FakeTrain(failures)
     monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: fake)
     runs, sweep = modal_app.plan_runs(
         {"models": "tiny_efficientvit,shallownet", "lrs": "1e-3,3e-3", "seeds": "0", "run_name": "s1"}
@@ -274,8 +365,10 @@ def test_sweep_trains_the_cartesian_product_and_tabulates_every_run(monkeypatch,
     }
     rows = table.splitlines()
     assert len(rows) == 2 + 4 and table in capsys.readouterr().out
+    assert {row.count("|") for row in rows} == {9}
     assert rows[2].split(" | ")[1:] == ["tiny_efficientvit", "0.001", "0", "0.9000", "0.9500", "2", "12.0 |"]
-    assert "| failed: RuntimeError: CUDA out of memory |" in rows[5]
+    assert "| failed: ExecutionError: Could not deserialize remote exception due to local error: |" in rows[4]
+    assert f"| failed: {NAN_LOSS}s1/x | | | |" in rows[5]
 
 
 def test_main_trains_one_run_and_says_where_to_download_it(monkeypatch, capsys):
@@ -289,13 +382,27 @@ def test_main_trains_one_run_and_says_where_to_download_it(monkeypatch, capsys):
     assert "modal volume get pupil-runs first ." in out
 
 
+def test_main_exits_with_a_failed_runs_error_in_one_line(monkeypatch, capsys):
+    fake = FakeTrain({"first": f"{NAN_LOSS}first"})
+    monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: fake)
+    with pytest.raises(SystemExit) as stopped:
+        modal_app.main.info.raw_f(run_name="first")
+    assert stopped.value.code == f"error: run first failed: {NAN_LOSS}first"
+    assert "modal volume get pupil-runs first ." in capsys.readouterr().out  # what it did is kept
+
+
 def test_main_stops_on_a_bad_flag_before_anything_runs(monkeypatch):
     monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: pytest.fail("a GPU was asked for"))
     with pytest.raises(SystemExit, match="--img-size"):
         modal_app.main.info.raw_f(img_size="640")
 
 
-def test_download_and_browse_hints_point_into_the_downloaded_folder():
-    hint = modal_app.where_to_find("sweep-1", ["sweep-1/shallownet-lr0.001-seed0"], "")
+def test_download_and_browse_hints_mirror_the_runs_volume(monkeypatch, capsys):
+    # MLflow's artifact paths are relative to the volume's root: the download must mirror it
+    hint = modal_app.where_to_find(["sweep-1/shallownet-lr0.001-seed0"], "")
     assert "modal volume get pupil-runs sweep-1 ." in hint
     assert "sqlite:///sweep-1/shallownet-lr0.001-seed0/mlflow.db" in hint
+    monkeypatch.setattr(modal_app, "gpu_train", lambda gpu, secret: FakeTrain())
+    modal_app.main.info.raw_f(run_name="team/run-3")
+    out = capsys.readouterr().out
+    assert "modal volume get pupil-runs team ." in out and "sqlite:///team/run-3/mlflow.db" in out
