@@ -146,9 +146,9 @@ def failure(exc: Exception) -> tuple[str, bool]:
     out of GPU memory; not a volume or network error or a bad host, which Modal retries."""
     import torch
 
-    from training import TrainingError
+    from training import TrainingError, one_line
 
-    text = str(exc).strip()
+    text = one_line(exc)  # a DataLoader worker's error: its last line
     repeats = isinstance(exc, ValueError | TrainingError | torch.OutOfMemoryError) or "out of memory" in text
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip(), repeats
 
