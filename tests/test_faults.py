@@ -155,8 +155,12 @@ def test_a_run_into_another_runs_folder_is_refused_and_changes_nothing(run):
     assert checksums(run) == before
 
 
-def test_a_diverged_run_keeps_only_finite_checkpoints(tmp_path, monkeypatch):
-    main(tiny_config(tmp_path, epochs=1, max_steps=1))
+def test_a_diverged_run_keeps_only_finite_checkpoints_and_fails_in_mlflow(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    main(tiny_config(tmp_path / "run", epochs=1, max_steps=1, mlflow=True, experiment="diverge"))
     real = torch.optim.Adam.step
 
     def poison(self, *args, **kwargs):  # the weights go non-finite, the loss of that step did not
@@ -166,10 +170,12 @@ def test_a_diverged_run_keeps_only_finite_checkpoints(tmp_path, monkeypatch):
         return result
 
     monkeypatch.setattr(torch.optim.Adam, "step", poison)
+    last = tmp_path / "run" / "last.pt"
     with pytest.raises(Exception, match=r"epoch 2: the run diverged.*last.pt holds epoch 1"):
-        main(tiny_config(tmp_path, epochs=2, max_steps=1, resume=str(tmp_path / "last.pt")))
-    state = load_checkpoint(tmp_path / "last.pt")
+        main(tiny_config(tmp_path / "run", epochs=2, max_steps=1, resume=str(last), mlflow=True))
+    state = load_checkpoint(last)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model_state"].values())
+    assert list(mlflow.search_runs(experiment_names=["diverge"])["status"]) == ["FAILED"]
 
 
 @pytest.mark.slow
