@@ -79,6 +79,12 @@ CASES = {  # name: (command line, with {run} a finished run's folder and {tmp} a
     ),
     "huge frames": ([*TRAIN, "--img-size", "40000x40000", "--out-dir", "{tmp}/h"], 1, "40000x40000"),
     "opset below 18": (["export_onnx.py", "--checkpoint", "{run}/best.pt", "--opset", "11"], 2, "--opset"),
+    "resume a missing file": (["train_efficientvit.py", "--resume", "{tmp}/nope.pt"], 1, "nope.pt"),
+    "evaluate a text file": (["evaluate.py", "--checkpoint", "{run}/curves.png"], 1, "curves.png"),
+    "predict a missing input": (["predict.py", "--input", "{tmp}/none", "--output", "{tmp}/o"], 1, "none"),
+    "synthetic into a run": (["-m", "data.synthetic", "--out", "{run}", "--n", "2"], 1, "not empty"),
+    "check a missing folder": (["-m", "data", "check", "{tmp}/none"], 1, "none"),
+    "export a diverged run": (["export_onnx.py", "--checkpoint", "{tmp}/nan.pt"], 1, "non-finite"),
 }
 
 
@@ -86,6 +92,9 @@ CASES = {  # name: (command line, with {run} a finished run's folder and {tmp} a
 @pytest.mark.parametrize("case", CASES)
 def test_a_fault_is_one_line_and_changes_nothing(case, run, eyes, tmp_path):
     command, status, named = CASES[case]
+    state = load_checkpoint(run / "best.pt")  # a diverged run's weights, for the case that wants them
+    state["model_state"] = {k: v.float().fill_(float("nan")) for k, v in state["model_state"].items()}
+    save_checkpoint(state, tmp_path / "nan.pt")
     before = checksums(run), checksums(eyes)
     result = cli(*(part.format(run=run, tmp=tmp_path) for part in command))
     assert result.returncode == status, result.stdout + result.stderr
