@@ -146,10 +146,13 @@ def failure(exc: Exception) -> tuple[str, bool]:
     out of GPU memory; not a volume or network error or a bad host, which Modal retries."""
     import torch
 
+    from tracking import TrackingError
     from training import TrainingError, one_line
 
     text = one_line(exc)  # a DataLoader worker's error: its last line
-    repeats = isinstance(exc, ValueError | TrainingError | torch.OutOfMemoryError) or "out of memory" in text
+    # a bad setting, dataset or checkpoint, a non-finite loss, the secret's MLflow URI, GPU memory
+    fixed = ValueError | TrainingError | TrackingError | torch.OutOfMemoryError
+    repeats = isinstance(exc, fixed) or "out of memory" in text
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip(), repeats
 
 
@@ -192,7 +195,8 @@ def train_run(values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: 
         stored = TrainConfig.from_dict(load_checkpoint(last)["train_config"])
         print(f"Resuming {run_name} from {last} (its stored model, data and optimiser settings win)")
         values = {**resume_values(values, stored, run_name), "resume": str(last)}
-        settings = train_config(values, TRAIN_FLAGS, MODAL_DEFAULTS).resumed(stored)
+        settings = train_config(values, TRAIN_FLAGS, MODAL_DEFAULTS)  # main settles it, a moved data dir too
+        settings = settings.replace(mlflow=stored.mlflow if settings.mlflow is None else settings.mlflow)
     else:
         settings = train_config({**values, "out_dir": str(run_dir)}, TRAIN_FLAGS, MODAL_DEFAULTS)
     ticks = [time.perf_counter()]

@@ -12,6 +12,7 @@ import functools
 import inspect
 import itertools
 import re
+import secrets
 from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
@@ -92,7 +93,7 @@ def plan_runs(keywords: dict[str, Any]) -> tuple[list[tuple[dict[str, Any], str]
     if "data.data_dir" in values:
         values["data.data_dir"] = dataset_path(values["data.data_dir"])
     config = train_config(values, TRAIN_FLAGS, MODAL_DEFAULTS)
-    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"  # two runs started together differ
     axes = {k: keywords[k] for k in ("models", "lrs", "seeds")}
     if not any(axes.values()):
         return [(values, check_run_name(keywords["run_name"] or f"{config.model}-{stamp}"))], False

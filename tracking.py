@@ -144,6 +144,10 @@ def start_tracking(
         )
         tags = {"model": config.model, "dataset": train_set.source_name}
         tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
+    except Exception as exc:  # the store took the run but not its params: one line, as at the start
+        tracker.end("FAILED")
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"MLflow tracking store {tracker.uri} is not usable: {first}") from None
     except BaseException:
         tracker.end("FAILED")
         raise

@@ -36,7 +36,7 @@ from models import pick_device
 from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint
 from runfolder import claim, new_run_folder, no_second_interrupt, sigterm_as_interrupt
-from tracking import MlflowRun, TrackingError, plot_curves, start_tracking
+from tracking import MlflowRun, plot_curves, start_tracking
 from training import (
     Run,
     TrainingError,
@@ -297,8 +297,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 if __name__ == "__main__":
     try:
         summary = main(parse_args())
-    except (ValueError, OSError, TrackingError, TrainingError) as exc:  # CheckpointError, DataError too
-        sys.exit(f"error: {one_line(exc)}")
+    except (ValueError, OSError, RuntimeError) as exc:  # Checkpoint-, Data-, Tracking-, TrainingError;
+        sys.exit(f"error: {one_line(exc)}")  # a killed DataLoader worker, CUDA out of memory
     except KeyboardInterrupt:  # before the first epoch started: nothing to keep
         sys.exit(130)
     sys.exit(130 if summary["interrupted"] else 0)

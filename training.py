@@ -9,6 +9,7 @@ the same batches.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ def step_bytes(model: nn.Module, img_size: tuple[int, int], batch: int) -> int:
     finally:
         for hook in hooks:
             hook.remove()
-    per_pixel = 24 + 4 * sum(counted) / (small[0] * small[1])
+    stored = 2 if next(model.parameters()).device.type == "cuda" else 4  # float16 under autocast
+    per_pixel = 24 + stored * sum(counted) / (small[0] * small[1])
     return int(batch * img_size[0] * img_size[1] * per_pixel)
 
 
@@ -120,12 +122,12 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def one_line(exc: BaseException) -> str:
-    """An exception's message on one line: a DataLoader worker's error carries the worker's whole
-    traceback; keep its last line, the error itself."""
+    """An exception's message on one line: its first, or for a DataLoader worker's error, which
+    carries the worker's whole traceback, its last (the error itself)."""
     text = str(exc).strip()
     if "Original Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return text
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_epoch(
@@ -182,6 +184,12 @@ def run_epoch(
     return metrics
 
 
+def ignore_sigterm(worker: int) -> None:
+    """A DataLoader worker leaves SIGTERM to the main process, which stops the run and its workers
+    (Slurm and `docker stop` signal every process of the job)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(dataset: EyeDataset, config: TrainConfig, *, shuffle: bool, epoch: int) -> DataLoader:
     # The order depends only on (seed, epoch), so a resumed run sees the same batches.
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -193,6 +201,7 @@ def make_loader(dataset: EyeDataset, config: TrainConfig, *, shuffle: bool, epoc
         generator=generator,
         pin_memory=torch.cuda.is_available(),
         drop_last=shuffle and len(dataset) > config.batch_size,
+        worker_init_fn=ignore_sigterm if config.workers else None,
     )
 
 
@@ -275,14 +284,22 @@ class Run:
         }
 
     def finish_epoch(self, metrics: dict, out_dir: Path) -> bool:
-        """Record an epoch, write last.pt (and best.pt if it is the best); True if it is."""
+        """Record an epoch, write last.pt, then best.pt if it is the best; True if it is. last.pt
+        first: a stop between the two leaves a run that resumes (best.pt then the previous best)."""
+        before = (self.epoch, self.best, self.best_epoch)
+        improved = metrics["val/pupil_iou"] > self.best
         self.epoch += 1
         self.history.append(metrics)
-        improved = metrics["val/pupil_iou"] > self.best
         if improved:
             self.best, self.best_epoch = metrics["val/pupil_iou"], self.epoch
-            save_checkpoint(self.checkpoint(metrics), out_dir / "best.pt")
-        save_checkpoint(self.checkpoint(metrics), out_dir / "last.pt")
+        state = self.checkpoint(metrics)
+        try:
+            save_checkpoint(state, out_dir / "last.pt")
+        except BaseException:  # not saved: the epoch is not done
+            (self.epoch, self.best, self.best_epoch), _ = before, self.history.pop()
+            raise
+        if improved:
+            save_checkpoint(state, out_dir / "best.pt")
         return improved
 
 

@@ -11,6 +11,7 @@ to evaluate.py and export_onnx.py.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,28 +71,41 @@ def _read_unlabelled(files: tuple[Path, ...], index: int) -> Pair:
     return read_image(files[index]), None
 
 
-_ENDS = {  # what a whole file of each kind starts and ends with: a cut-off copy does not end so
-    ".png": (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"),
-    ".jpg": (b"\xff\xd8", b"\xff\xd9"),
-    ".jpeg": (b"\xff\xd8", b"\xff\xd9"),
-    ".npy": (b"\x93NUMPY", b""),
-}
+def _whole(path: Path, size: int, head: bytes, tail: bytes) -> bool:
+    """Whether a file of `size` bytes that starts with `head` and ends with `tail` is whole."""
+    suffix = path.suffix.lower()
+    if suffix == ".png":  # the last chunk of every complete PNG is IEND
+        return head.startswith(b"\x89PNG\r\n\x1a\n") and tail.endswith(b"IEND\xaeB`\x82")
+    if suffix in (".jpg", ".jpeg"):  # cameras may append bytes after the end-of-image marker
+        return head.startswith(b"\xff\xd8") and b"\xff\xd9" in tail
+    if suffix == ".bmp":  # the header states the file's size
+        return head.startswith(b"BM") and size >= int.from_bytes(head[2:6], "little")
+    if suffix == ".npy":
+        try:
+            header = io.BytesIO(head)
+            major, _ = np.lib.format.read_magic(header)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(header)
+        except (ValueError, EOFError):
+            return False
+        return size >= header.tell() + int(np.prod(shape)) * dtype.itemsize
+    return size > 0
 
 
 def verify(frames: Frames) -> None:
-    """Check every file of `frames` is there and whole (its first and last bytes), without
-    decoding: a broken file is a DataError naming it before training starts, not an epoch later."""
+    """Check every file of `frames` is there and whole, from its first and last bytes (and an
+    .npy's header), without decoding: a broken file is a DataError naming it before training
+    starts, not an epoch later."""
     for path in frames.files:
-        start, end = _ENDS.get(path.suffix.lower(), (b"", b""))
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:
-                head = f.read(len(start))
-                f.seek(max(0, size - len(end)))
+                head = f.read(4096)
+                f.seek(max(0, size - 1024))
                 tail = f.read()
         except OSError as exc:
             raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        if size == 0 or head != start or not tail.endswith(end):
+        if size == 0 or not _whole(path, size, head, tail):
             raise DataError(f"{path}: empty, truncated or not a {path.suffix} file")
 
 

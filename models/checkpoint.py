@@ -6,6 +6,7 @@ run's best.pt / last.pt the state resuming needs (train_efficientvit.py writes i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import tempfile
@@ -23,6 +24,10 @@ RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoi
 )  # fmt: skip
 
 
+UMASK = os.umask(0o022)  # read once, at import: setting it back at once is the only way to read it
+os.umask(UMASK)
+
+
 class CheckpointError(ModelFileError):
     """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
 
@@ -33,10 +38,9 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.fchmod(fd, 0o666 & ~umask)
+        with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows; some mounts refuse it
+            os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()

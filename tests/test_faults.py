@@ -123,19 +123,22 @@ def test_a_broken_frame_is_named_before_the_first_epoch_with_workers(eyes, tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_keeps_the_last_epoch_and_prints_the_resume_command(tmp_path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_sigterm_keeps_the_last_epoch_and_prints_the_resume_command(tmp_path, workers):
+    """SIGTERM to the whole process group, as Slurm and `docker stop` send it, DataLoader workers too."""
     out = tmp_path / "run"
-    args = ["train_efficientvit.py", *TINY, "--epochs", "50", "--max-steps", "1", "--out-dir", str(out)]
+    args = ["train_efficientvit.py", *TINY, "--workers", workers, "--epochs", "50", "--max-steps", "1"]
     process = subprocess.Popen(
-        [sys.executable, *args], cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, *args, "--out-dir", str(out)], cwd=ROOT, env={**os.environ, "TQDM_DISABLE": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while not (out / "last.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)  # into the next epoch, its workers running
+    os.killpg(process.pid, signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130 and "Traceback" not in stderr
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert f"Resume with: python train_efficientvit.py --resume {out / 'last.pt'} --max-steps 1" in stdout
     assert load_checkpoint(out / "last.pt")["epoch"] >= 1
 
@@ -164,6 +167,7 @@ def test_a_run_into_another_runs_folder_is_refused_and_changes_nothing(run):
     assert checksums(run) == before
 
 
+@pytest.mark.slow
 def test_a_diverged_run_keeps_only_finite_checkpoints_and_fails_in_mlflow(tmp_path, monkeypatch):
     import mlflow
 
@@ -282,25 +286,42 @@ def test_checkpoints_get_the_permissions_of_the_users_umask(tmp_path):
 
 
 def test_the_error_that_stopped_a_run_is_not_hidden_by_its_cleanup(tmp_path, monkeypatch, capsys):
-    def disk_full(*args, **kwargs):
-        raise OSError("No space left on device")
+    import training
 
-    monkeypatch.setattr("training.save_checkpoint", disk_full)
+    real, saves = training.save_checkpoint, []
+
+    def disk_full(*args, **kwargs):
+        saves.append(1)
+        if len(saves) > 2:  # epoch 1's last.pt and best.pt are written, epoch 2's are not
+            raise OSError("No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "save_checkpoint", disk_full)
     monkeypatch.setattr("train_efficientvit.plot_curves", lambda *a, **k: disk_full())
     with pytest.raises(OSError, match="No space left on device"):
-        main(tiny_config(tmp_path, epochs=1, max_steps=1))
+        main(tiny_config(tmp_path, epochs=2, max_steps=1))
     assert "warning: closing the run: No space left on device" in capsys.readouterr().err
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+
+
+class BrokenFrames(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        from data import DataError
+
+        raise DataError(f"/eyes/{index}.png: truncated PNG (no IEND chunk at the end)")
 
 
 def test_a_dataloader_workers_error_is_told_in_one_line():
     from training import one_line
 
-    text = (
-        "Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
-        '  File "x.py", line 1, in f\n    read()\ndata.folders.DataError: /eyes/a.png: truncated PNG'
-    )
-    assert one_line(ValueError(text)) == "/eyes/a.png: truncated PNG"
-    assert one_line(ValueError("plain: message")) == "plain: message"
+    with pytest.raises(ValueError) as error:  # DataError, carrying the worker's whole traceback
+        next(iter(torch.utils.data.DataLoader(BrokenFrames(), num_workers=1)))
+    assert "Original Traceback" in str(error.value)
+    assert one_line(error.value) == "/eyes/0.png: truncated PNG (no IEND chunk at the end)"
+    assert one_line(RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")) == "CUDA out of memory."
 
 
 def test_a_second_interrupt_while_saving_is_ignored():
@@ -310,3 +331,21 @@ def test_a_second_interrupt_while_saving_is_ignored():
         os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt outside
         os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_cut_off_npy_label_and_a_jpeg_with_trailing_bytes(eyes, tmp_path):
+    from data.frames import folder_frames, verify
+
+    data = Path(shutil.copytree(eyes, tmp_path / "d"))
+    label = sorted((data / "train" / "labels").iterdir())[0]
+    label.write_bytes(label.read_bytes()[:-100])  # a whole header, half the array
+    with pytest.raises(ValueError, match=str(label)):
+        verify(folder_frames(data, "train"))
+    np.save(label, np.zeros((48, 64), np.uint8))
+    image = sorted((data / "train" / "images").iterdir())[0]
+    jpeg = image.with_suffix(".jpg")
+    import cv2
+
+    jpeg.write_bytes(cv2.imencode(".jpg", cv2.imread(str(image)))[1].tobytes() + b"camera trailer")
+    image.unlink()
+    verify(folder_frames(data, "train"))  # a decodable JPEG with bytes after its end is whole
