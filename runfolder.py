@@ -70,19 +70,28 @@ def claim(folder: Path, *, resuming: bool) -> Iterator[None]:
         yield
 
 
+_STOP = threading.Event()  # set by SIGTERM, acted on by `stop_point`
+
+
+def stop_point() -> None:
+    """Where the training loop may stop (between batches, after an epoch is saved): a SIGTERM
+    received since is raised here as KeyboardInterrupt. Raising it in the signal handler itself
+    could land in a finally block or a __del__, where Python ignores it and the run goes on."""
+    if _STOP.is_set():
+        _STOP.clear()
+        raise KeyboardInterrupt("SIGTERM")
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (what `docker stop`, Slurm and Modal's preemption send) raises KeyboardInterrupt in
-    the main thread, so a run stopped that way ends as a Ctrl-C'd one: the last finished epoch
-    kept, the resume command printed, the MLflow run KILLED."""
+    """SIGTERM (what `docker stop`, Slurm and Modal's preemption send) stops the run at the next
+    `stop_point` as Ctrl-C does: the last finished epoch kept, the resume command printed, the
+    MLflow run KILLED."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    _STOP.clear()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _STOP.set())
     try:
         yield
     finally:

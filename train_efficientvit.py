@@ -35,7 +35,7 @@ from losses import CombinedLoss, alpha_schedule
 from models import pick_device
 from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint
-from runfolder import claim, new_run_folder, no_second_interrupt, sigterm_as_interrupt
+from runfolder import claim, new_run_folder, no_second_interrupt, sigterm_as_interrupt, stop_point
 from tracking import MlflowRun, plot_curves, start_tracking
 from training import (
     Run,
@@ -175,6 +175,7 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
                 tracker.log_artifact(grid, "predictions")
         if on_epoch_end:
             on_epoch_end(epoch + 1, metrics)
+        stop_point()  # a SIGTERM during the epoch's end stops the run now, the epoch saved
         if config.early_stop and epoch + 1 - run.best_epoch >= config.early_stop:
             print(f"Early stop: no better validation pupil IoU for {config.early_stop} epochs.")
             return

@@ -26,6 +26,7 @@ from metrics import ConfusionCounter
 from models import SegmentationModel, build_model
 from models.card import ModelCard
 from models.checkpoint import model_from_checkpoint, save_checkpoint
+from runfolder import stop_point
 
 LOSS_PARTS = {"loss": "total", "ce": "ce", "dice": "dice", "surface": "surface"}  # metric -> loss key
 
@@ -155,6 +156,7 @@ def run_epoch(
     start = tick = time.perf_counter()
     with torch.set_grad_enabled(train):
         for step, batch in enumerate(loader):
+            stop_point()  # a SIGTERM since the last batch stops the run here
             if step >= steps or (train and time.perf_counter() > deadline):
                 break
             wait += time.perf_counter() - tick  # time spent waiting on the data loader
