@@ -90,7 +90,7 @@ def test_smoke_run_writes_checkpoints_and_an_mlflow_run(tmp_path, monkeypatch):
     assert {"curves.png", "predictions", "checkpoints"} <= artifacts
 
 
-@pytest.mark.parametrize("model", ["tiny_efficientvit", "shallownet"])
+@pytest.mark.parametrize("model", ["tiny_efficientvit", pytest.param("shallownet", marks=pytest.mark.slow)])
 def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, model):
     # split after epoch 2 of 3: alpha is already decaying there, so its schedule must carry over
     full = main(tiny_config(tmp_path / "full", model=model, epochs=3, alpha_span=3))
@@ -249,6 +249,7 @@ def test_bad_resume_files_give_one_line_errors(tmp_path):
         assert str(path) in str(exc.value) and "\n" not in str(exc.value)
 
 
+@pytest.mark.slow  # a subprocess; tests/test_faults.py runs such command lines too
 def test_cli_reports_a_bad_resume_file_in_one_line(tmp_path):
     result = subprocess.run(
         [
