@@ -1,6 +1,6 @@
 """Command lines made from the config dataclasses (config.py): argparse flags, and keyword
 parameters for Modal's entrypoint; the argparse types, the `--checkpoint` flag and the deprecated
-spellings that every command line shares. Standard library only.
+spellings and the one-line error message that every command line shares. Standard library only.
 
 A field's flag is `--<name>` (dashed), or `--no-<name>` for a switch that defaults to on; nested
 configs (TrainConfig.data, .augment, .preprocess) add their fields under their own names, so
@@ -22,6 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from config import MIN_SIZE, OnResume, SettingError, TrainConfig, base_type, is_config, type_hints
+
+
+def one_line(exc: BaseException) -> str:
+    """An error for a command line's one line: its first, or for a DataLoader worker's error, which
+    carries the worker's whole traceback, its last (the error itself)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        return text.splitlines()[-1].split(": ", 1)[-1]
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def parse_pair(text: str, kind: type = int) -> tuple:

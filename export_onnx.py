@@ -37,7 +37,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
-from cli import add_checkpoint_argument, add_settings, build, given
+from cli import add_checkpoint_argument, add_settings, build, given, one_line
 from config import ExportConfig
 from data import Frames, frames_for, synthetic_frames, unlabelled_frames
 from data.folders import split_folder
@@ -230,7 +230,7 @@ def write_verified(
             raise ExportError("onnxruntime does not match PyTorch: " + "; ".join(map(str, parity)))
         os.replace(tmp, output)
     except (ValueError, onnx.checker.ValidationError) as exc:  # one line naming the output, never `tmp`
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = one_line(exc)
         text = text.replace(str(tmp), str(output)).replace(tmp.name, output.name)
         raise ExportError(text if text.startswith(str(output)) else f"{output}: {text}") from None
     finally:
@@ -260,8 +260,7 @@ def export_onnx(
         raise ValueError(f"output must end in .onnx, got {output}")
     state = load_checkpoint(checkpoint)
     model = model_from_checkpoint(state, checkpoint)
-    stored, params = ModelCard.from_checkpoint(state, checkpoint), model.get_num_trainable_params()
-    card = dataclasses.replace(stored, model_config=model.config.to_dict(), num_params=params)  # in full
+    card = ModelCard.from_checkpoint(state, checkpoint).completed(model)  # older files lack some fields
     calib_dir = frames_folder(config.calib_dir, card)
     frames, where = calibration_frames(calib_dir, config.calib_n, card.img_size)
     inputs = prepare_batch(frames, card.img_size, card.preprocess)  # (N, 1, H, W)

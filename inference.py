@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cli import one_line
 from config import PreprocessConfig
 from data import Fit, fit_image, preprocess
 from models.card import ModelCard, ModelFileError
@@ -164,7 +165,7 @@ def _onnx_predictor(
             str(path), options, providers=list(providers or ["CPUExecutionProvider"])
         )
     except Exception as exc:  # onnxruntime raises its own pybind exception types
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)[:200]
         raise ModelFileError(f"{path}: not a loadable ONNX model ({reason})") from None
     bad = _non_finite_initializers(path)
     if bad:

@@ -41,7 +41,7 @@ from typing import Any
 
 import modal
 
-from cli import train_config
+from cli import one_line, train_config
 from config import TrainConfig
 from modal_runs import (
     DATASETS_DIR,
@@ -147,13 +147,14 @@ def failure(exc: Exception) -> tuple[str, bool]:
     import torch
 
     from tracking import TrackingError
-    from training import TrainingError, one_line
+    from training import TrainingError
 
     text = one_line(exc)  # a DataLoader worker's error: its last line
     # a bad setting, dataset or checkpoint, a non-finite loss, the secret's MLflow URI, GPU memory
     fixed = ValueError | TrainingError | TrackingError | torch.OutOfMemoryError
     repeats = isinstance(exc, fixed) or "out of memory" in text
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".strip(), repeats
+    name = type(exc).__name__
+    return (f"{name}: {text}" if str(exc).strip() else name), repeats
 
 
 def run_training(

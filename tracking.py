@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cli import one_line
+
 if TYPE_CHECKING:  # annotations only: importing tracking loads no torch
     from data import EyeDataset
     from training import Run
@@ -71,7 +73,7 @@ class MlflowRun:
                 mlflow.set_experiment(experiment)
                 self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = one_line(exc)[:200]
             raise TrackingError(f"MLflow tracking store {uri} is not usable: {first}") from None
         self.run_id = self.run.info.run_id
         self.uri = uri
@@ -87,7 +89,7 @@ class MlflowRun:
         try:
             call()
         except Exception as exc:
-            self.broken = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            self.broken = one_line(exc)[:200]
             print(
                 f"warning: MLflow ({self.uri}) failed to {what}: {self.broken}; training goes on, "
                 "its checkpoints, curves and grids are still written to the run folder",
@@ -146,7 +148,7 @@ def start_tracking(
         tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
     except Exception as exc:  # the store took the run but not its params: one line, as at the start
         tracker.end("FAILED")
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)[:200]
         raise TrackingError(f"MLflow tracking store {tracker.uri} is not usable: {first}") from None
     except BaseException:
         tracker.end("FAILED")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from cli import Flag, add_settings, given, train_config
+from cli import Flag, add_settings, given, one_line, train_config
 from config import DataConfig, TrainConfig
 from data import build_datasets, folder_frames
 from data.folders import is_folder
@@ -44,7 +44,6 @@ from training import (
     finite_weights,
     grid_frames,
     make_loader,
-    one_line,
     run_epoch,
 )
 

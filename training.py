@@ -122,15 +122,6 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line: its first, or for a DataLoader worker's error, which
-    carries the worker's whole traceback, its last (the error itself)."""
-    text = str(exc).strip()
-    if "Original Traceback" in text:
-        return text.splitlines()[-1].split(": ", 1)[-1]
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def run_epoch(
     model,
     loader,

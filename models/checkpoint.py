@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cli import one_line
 from models.card import ModelCard, ModelFileError
 from models.common import SegmentationModel
 
@@ -78,7 +79,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         if _is_corrupt(exc):  # torch's own message suggests the unsafe weights_only=False
             raise CheckpointError(f"{path}: corrupt or not a readable PyTorch checkpoint") from None
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = one_line(exc)
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason[:200]})") from None
     try:
         ModelCard.from_checkpoint(state, path)
@@ -111,7 +112,7 @@ def model_from_checkpoint(state: dict, path: str | Path = "checkpoint") -> Segme
         model = card.build_model()
         model.load_state_dict(state["model_state"])
     except (ValueError, RuntimeError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = one_line(exc)
         raise CheckpointError(f"{path}: weights do not fit model {card.model_name!r} ({first})") from None
     bad = non_finite_tensors(state["model_state"])
     if bad:

@@ -315,7 +315,7 @@ class BrokenFrames(torch.utils.data.Dataset):
 
 
 def test_a_dataloader_workers_error_is_told_in_one_line():
-    from training import one_line
+    from cli import one_line
 
     with pytest.raises(ValueError) as error:  # DataError, carrying the worker's whole traceback
         next(iter(torch.utils.data.DataLoader(BrokenFrames(), num_workers=1)))
