@@ -34,14 +34,13 @@ from inference import model_file
 from losses import CombinedLoss, alpha_schedule
 from models import pick_device
 from models.card import ModelCard
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint, non_finite_tensors
 from runfolder import claim, new_run_folder, no_second_interrupt, sigterm_as_interrupt, stop_point
 from tracking import MlflowRun, plot_curves, start_tracking
 from training import (
     Run,
     TrainingError,
     check_memory,
-    finite_weights,
     grid_frames,
     make_loader,
     run_epoch,
@@ -150,7 +149,8 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
         except TrainingError as exc:
             raise TrainingError(f"epoch {epoch + 1}: {exc}") from None
         metrics |= run_epoch(model, loaders[1], loss_fn, alpha=alpha, train=False, max_steps=config.max_steps)
-        if not math.isfinite(metrics["val/loss"]) or not finite_weights(run.model):  # never checkpointed
+        diverged = not math.isfinite(metrics["val/loss"]) or non_finite_tensors(run.model.state_dict())
+        if diverged:  # raised before the epoch is saved: checkpoints hold finite weights only
             raise TrainingError(
                 f"epoch {epoch + 1}: the run diverged (non-finite validation loss or weights)"
             )

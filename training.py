@@ -82,15 +82,6 @@ def make_optimiser(model: nn.Module, config: TrainConfig) -> tuple:
     return optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
 
 
-def finite_weights(model: nn.Module) -> bool:
-    """No NaN or infinity in the parameters or buffers (BatchNorm statistics)."""
-    return all(
-        bool(torch.isfinite(t).all())
-        for t in (*model.parameters(), *model.buffers())
-        if t.is_floating_point()
-    )
-
-
 def step_bytes(model: nn.Module, img_size: tuple[int, int], batch: int) -> int:
     """At least what one training step holds at (H, W) `img_size`: the batch with its loss targets
     (data.EyeDataset: 24 bytes a pixel) and the float32 outputs of every module, kept for the
