@@ -302,9 +302,24 @@ class ExportConfig(Config):
     """ONNX export (export_onnx.py)."""
 
     opset: int = setting(18, "ONNX opset; the exporter writes 18 or above", at_least=18)
-    int8: bool = setting(False, "also write <stem>.int8.onnx and compare IoUs")
+    # export_profiles.PROFILES' names (a test checks)
+    target: Literal["cpu", "mobile", "tensorrt"] = setting(
+        "cpu",
+        "cpu: dynamic batch; mobile: static batch 1 for NNAPI / CoreML (<stem>.mobile.onnx); "
+        "tensorrt: also <stem>.trt.int8.onnx, symmetric int8",
+    )
+    int8: bool = setting(False, "also write <stem>.int8.onnx and compare IoUs (--target cpu)")
     calib_dir: str | None = setting(
         None, "images or a dataset root (default: the training data, else synthetic)"
     )
     calib_n: int = setting(64, "parity and calibration frames", at_least=3)
-    val_n: int = setting(64, "int8 validation frames", at_least=1)
+    val_n: int = setting(64, "IoU validation frames", at_least=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        targets = typing.get_args(type_hints(ExportConfig)["target"])
+        if self.target not in targets:
+            problem = f"must be one of {', '.join(targets)}, got {self.target!r}"
+            raise SettingError("ExportConfig", "target", problem)
+        if self.int8 and self.target == "mobile":  # CoreML runs no QuantizeLinear / DequantizeLinear
+            raise SettingError("ExportConfig", "int8", "has no mobile file: use --target cpu or tensorrt")

@@ -1,19 +1,24 @@
-"""Export a checkpoint to a verified, self-describing ONNX file, optionally also an 8-bit one.
+"""Export a checkpoint to verified, self-describing ONNX files for a CPU, mobile or TensorRT runtime.
 
     python export_onnx.py --checkpoint runs/<run>/best.pt            # -> runs/<run>/best.onnx
     python export_onnx.py --checkpoint best.pt --int8 --calib-dir /data/openeds
     python export_onnx.py --checkpoint pretrained --int8   # the shipped .pt -> ./tiny_efficientvit.onnx
+    python export_onnx.py --checkpoint best.pt --target mobile     # -> best.mobile.onnx
+    python export_onnx.py --checkpoint best.pt --target tensorrt   # -> best.onnx, best.trt.int8.onnx
 
 The model is rebuilt from the checkpoint, its BatchNorms folded, and exported with torch's dynamo
 exporter: input `image` (batch, 1, H, W) float32, preprocessed, at the checkpoint's size; output
-`logits` (batch, 2, H, W); a dynamic batch axis; `metadata_props` the checkpoint's model card
-(models.card). The file lands under the output name only once `onnx.checker` passes and
-onnxruntime matches PyTorch at batch 1 and 3 (max |logit difference| <= 1e-4, the same argmax on
->= 99.99% of pixels) on real frames (data.frames): --calib-dir's, else the training data if here.
+`logits` (batch, 2, H, W); `metadata_props` the checkpoint's model card (models.card). The batch
+axis is dynamic, except for --target mobile (static batch 1; export_profiles says what each target
+writes). The file lands under the output name only once `onnx.checker` passes, onnxruntime matches
+PyTorch at batch 1 and 3 (1 for a static batch; max |logit difference| <= 1e-4, the same argmax on
+>= 99.99% of pixels) on real frames (data.frames): --calib-dir's, else the training data if here,
+and, for mobile, NNAPI and CoreML ML Program would each run the whole graph as one partition.
 
---int8 adds `<stem>.int8.onnx`, quantised (onnxruntime static, QDQ, per-channel weights) on --calib-n
-frames, and compares fp32 and int8 pupil IoU on that folder's validation split, else on the
-synthetic frames training validated on. The settings' flags are config.ExportConfig's fields.
+--int8 (cpu) and --target tensorrt add an 8-bit file, quantised (onnxruntime static, QDQ) on
+--calib-n frames. Except in a plain cpu export, each file's pupil IoU is measured on that folder's
+validation split, else on the synthetic frames training validated on. The settings' flags are
+config.ExportConfig's fields.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ import dataclasses
 import functools
 import os
 import sys
-import tempfile
 import timeit
 from collections.abc import Callable
 from pathlib import Path
@@ -33,14 +37,23 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from cli import add_checkpoint_argument, add_settings, build, given, one_line
 from config import ExportConfig
 from data import Frames, frames_for, synthetic_frames, unlabelled_frames
 from data.folders import split_folder
+from export_profiles import (
+    CPU_INT8,
+    MOBILE_EPS,
+    PARITY_BATCHES,
+    PROFILES,
+    Profile,
+    QuantScheme,
+    name_omitted_inputs,
+    partitions,
+    quantized,
+)
 from inference import PRETRAINED_DIR, PUPIL_THRESHOLD, Predictor, load_predictor, model_file, prepare_batch
 from metrics import mask_counts, set_metrics
 from models import fuse_model
@@ -48,9 +61,7 @@ from models.card import ModelCard
 from models.checkpoint import load_checkpoint, model_from_checkpoint
 from reports.export import ExportReport, FileFigures, Parity
 
-PARITY_BATCHES = (1, 3)
 CALIB_SEED = 7  # synthetic calibration frames: a seed of their own, neither training's nor validation's
-INT8_SCHEME = {"format": "QDQ", "weights": "uint8 per-channel", "activations": "uint8"}  # quantize_int8's
 Images = list[np.ndarray]  # (H, W) uint8 frames, or their {0, 1} pupil labels
 
 
@@ -110,8 +121,17 @@ def finish(proto: onnx.ModelProto, metadata: dict[str, str], path: Path) -> None
     onnx.save_model(proto, path, save_as_external_data=False)
 
 
-def export_fp32(model: nn.Module, sample: torch.Tensor, path: Path, *, opset: int, metadata: dict) -> None:
-    """Export the fused eval-mode model, traced at a (2, 1, H, W) `sample`, with a dynamic batch axis.
+def export_fp32(
+    model: nn.Module,
+    sample: torch.Tensor,
+    path: Path,
+    *,
+    opset: int,
+    metadata: dict,
+    dynamic_batch: bool = True,
+) -> None:
+    """Export the fused eval-mode model traced at `sample`: (2, 1, H, W) for a dynamic batch axis,
+    else the static (B, 1, H, W) of a mobile runtime, whose partitioners take no unnamed inputs.
 
     A batch of 2, not 1: torch.export treats size-1 dimensions as constants and, for some input
     sizes, silently exports a fixed batch of 1. ExportErrors leave `path` (temporary) unnamed.
@@ -122,14 +142,16 @@ def export_fp32(model: nn.Module, sample: torch.Tensor, path: Path, *, opset: in
         input_names=["image"],
         output_names=["logits"],
         opset_version=opset,
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None,
         external_data=False,
         verbose=False,
     )
     proto = program.model_proto
     batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
-    if not batch_dim.dim_param:
+    if dynamic_batch and not batch_dim.dim_param:
         raise ExportError(f"the exporter fixed the batch axis at {batch_dim.dim_value}")
+    if not dynamic_batch:
+        name_omitted_inputs(proto.graph)
     # below its own opset 18 the exporter cannot convert this model and keeps 18, saying so only in a log
     written = {entry.domain: entry.version for entry in proto.opset_import}.get("")
     if written != opset:
@@ -137,54 +159,12 @@ def export_fp32(model: nn.Module, sample: torch.Tensor, path: Path, *, opset: in
     finish(proto, metadata, path)
 
 
-class _FrameReader(CalibrationDataReader):
-    """Feeds the quantiser one preprocessed (1, 1, H, W) frame at a time."""
-
-    def __init__(self, inputs: np.ndarray) -> None:
-        self._feeds = iter([{"image": frame} for frame in inputs[:, None]])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
-def shorten_names(graph: onnx.GraphProto) -> None:
-    """Rename internal tensors to short ids and drop node names (`image` and `logits` stay): quantisation
-    wraps every tensor in Q/DQ pairs named after its module path, a third of this small 8-bit file."""
-    keep, names = {value.name for value in (*graph.input, *graph.output)}, {}
-
-    def short(name: str) -> str:
-        return name if not name or name in keep else names.setdefault(name, f"t{len(names):x}")
-
-    for tensor in graph.initializer:
-        tensor.name = short(tensor.name)
-    for node in graph.node:
-        node.name = ""
-        node.input[:] = [short(name) for name in node.input]
-        node.output[:] = [short(name) for name in node.output]
-
-
-def quantize_int8(fp32_path: Path, int8_path: Path, inputs: np.ndarray, *, metadata: dict) -> None:
-    """Static 8-bit quantisation (INT8_SCHEME: QDQ, per-channel asymmetric uint8 weights, uint8
-    activations) calibrated on (N, 1, H, W) `inputs`; `metadata`: the 8-bit file's card's.
-
-    Signed int8 weights cost about 2 IoU points on x86 CPUs without VNNI, whose onnxruntime u8s8
-    kernels saturate 16-bit sums; uint8 weights matched fp32 in our measurements and run everywhere.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(fp32_path, prepared)  # shape inference and graph optimisation first
-        quantize_static(
-            prepared,
-            quantized,
-            _FrameReader(inputs),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QUInt8,
-        )
-        proto = onnx.load(quantized)
-        shorten_names(proto.graph)
-        finish(proto, metadata, int8_path)
+def quantize_int8(
+    fp32_path: Path, int8_path: Path, inputs: np.ndarray, *, metadata: dict, scheme: QuantScheme = CPU_INT8
+) -> None:
+    """Static 8-bit quantisation by `scheme` (export_profiles: CPU_INT8, --int8's, or TENSORRT_INT8)
+    calibrated on (N, 1, H, W) `inputs`; `metadata`: the 8-bit file's card's."""
+    finish(quantized(fp32_path, inputs, scheme), metadata, int8_path)
 
 
 def check_parity(predictor: Predictor, model: nn.Module, inputs: np.ndarray) -> Parity:
@@ -200,34 +180,64 @@ def check_parity(predictor: Predictor, model: nn.Module, inputs: np.ndarray) -> 
 
 
 def measure(predictor: Predictor, path: Path, frame: np.ndarray, *, runs: int = 20) -> FileFigures:
-    """File and weight sizes, and the median latency of one (1, 1, H, W) frame after warm-up runs."""
+    """File and weight sizes, nodes, the median latency of one (1, 1, H, W) frame after warm-up runs,
+    and how mobile execution providers would split the file."""
     times = timeit.repeat(lambda: predictor.logits(frame), repeat=3 + runs, number=1)[3:]  # after warm-up
-    weights = sum(numpy_helper.to_array(t).nbytes for t in onnx.load(path).graph.initializer)
-    return FileFigures(path, path.stat().st_size / 1024, weights / 1024, 1000 * float(np.median(times)))
+    graph = onnx.load(path).graph
+    weights = sum(numpy_helper.to_array(t).nbytes for t in graph.initializer)
+    size, latency = path.stat().st_size / 1024, 1000 * float(np.median(times))
+    return FileFigures(path, size, weights / 1024, len(graph.node), latency, partitions=partitions(path))
 
 
-def pupil_iou(predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray]) -> float:
+def pupil_iou(
+    predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray], *, batch_size: int = 8
+) -> float:
     """Pupil IoU of the whole set (`metrics.set_metrics`: pixels summed, then divided), pupil where the
-    probability is above PUPIL_THRESHOLD."""
-    probs = predictor.probabilities(images)
+    probability is above PUPIL_THRESHOLD; `batch_size`: 1 for a file with a static batch of 1."""
+    probs = predictor.probabilities(images, batch_size=batch_size)
     counts = [mask_counts(p > PUPIL_THRESHOLD, y) for p, y in zip(probs, labels, strict=True)]
     return set_metrics(counts)["pupil_iou"]
 
 
+def check_mobile(path: Path) -> None:
+    """An ExportError unless NNAPI and CoreML ML Program would each run the whole file as one partition."""
+    found = partitions(path)
+    split = [f"{name} {found[name]}: {found[name].why()}" for name in MOBILE_EPS if not found[name].whole]
+    if split:
+        raise ExportError("a mobile runtime would split the graph (" + "; ".join(split) + ")")
+
+
 def write_verified(
-    model: nn.Module, inputs: np.ndarray, output: Path, *, opset: int, metadata: dict[str, str]
+    model: nn.Module,
+    inputs: np.ndarray,
+    output: Path,
+    *,
+    profile: Profile,
+    opset: int,
+    metadata: dict[str, str],
 ) -> list[Parity]:
     """Export `model` fused to `output` once onnxruntime matches the unfused model on (N, 1, H, W)
-    `inputs` at each PARITY_BATCHES size; until then it is a temporary file, removed on failure."""
+    `inputs` at each of the profile's parity batch sizes (and, for mobile, `check_mobile` passes);
+    until then it is a temporary file, removed on failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp.onnx")
+    sample = torch.from_numpy(inputs[: profile.batch or 2])
     try:
-        export_fp32(fuse_model(model), torch.from_numpy(inputs[:2]), tmp, opset=opset, metadata=metadata)
+        export_fp32(
+            fuse_model(model),
+            sample,
+            tmp,
+            opset=opset,
+            metadata=metadata,
+            dynamic_batch=profile.batch is None,
+        )
         exported = load_predictor(tmp)  # reads the metadata back, too
         # against the checkpoint's own unfused model, so the check covers BN folding too
-        parity = [check_parity(exported, model, inputs[:batch]) for batch in PARITY_BATCHES]
+        parity = [check_parity(exported, model, inputs[:batch]) for batch in profile.parity_batches]
         if not all(p.passed for p in parity):
             raise ExportError("onnxruntime does not match PyTorch: " + "; ".join(map(str, parity)))
+        if profile.batch is not None:
+            check_mobile(tmp)
         os.replace(tmp, output)
     except (ValueError, onnx.checker.ValidationError) as exc:  # one line naming the output, never `tmp`
         text = one_line(exc)
@@ -238,6 +248,11 @@ def write_verified(
     return parity
 
 
+def default_output(checkpoint: Path, target: str) -> Path:
+    """The main file of `target`'s profile beside `checkpoint`: best.pt -> best.onnx, best.mobile.onnx."""
+    return checkpoint.with_name(checkpoint.stem + PROFILES[target].suffix)
+
+
 def export_onnx(
     checkpoint: str | Path,
     output: str | Path | None = None,
@@ -246,16 +261,17 @@ def export_onnx(
     log: Callable[[str], None] | None = None,
     **settings: Any,
 ) -> ExportReport:
-    """Export `checkpoint` to `output` (default: beside it, `.onnx`), verify it, optionally quantise.
+    """Export `checkpoint` for `config.target` to `output` (default: `default_output`), verify it,
+    quantise it when the profile or --int8 says so, and compare the files' pupil IoUs.
 
-    `settings`: ExportConfig fields (opset, int8, calib_dir, calib_n, val_n) replacing `config`'s.
+    `settings`: ExportConfig fields (opset, target, int8, calib_dir, ...) replacing `config`'s.
     Raises CheckpointError / DataError / ValueError for bad input, ExportError when verification
     fails; nothing is then written under the output name.
     """
     config = (config or ExportConfig()).replace(**settings)
-    log = log or (lambda _: None)
+    log, profile = log or (lambda _: None), PROFILES[config.target]
     checkpoint = Path(checkpoint)
-    output = Path(output) if output is not None else checkpoint.with_suffix(".onnx")
+    output = Path(output) if output is not None else default_output(checkpoint, config.target)
     if output.suffix.lower() != ".onnx":
         raise ValueError(f"output must end in .onnx, got {output}")
     state = load_checkpoint(checkpoint)
@@ -264,25 +280,29 @@ def export_onnx(
     calib_dir = frames_folder(config.calib_dir, card)
     frames, where = calibration_frames(calib_dir, config.calib_n, card.img_size)
     inputs = prepare_batch(frames, card.img_size, card.preprocess)  # (N, 1, H, W)
-    about = {"checkpoint": checkpoint.name, "exporter": exporter_name(config.opset)}
-    log(f"exporting {card.model_name} at {card.img_size[0]}x{card.img_size[1]} (opset {config.opset})...")
+    static = f", static batch {profile.batch}" if profile.batch is not None else ""
+    about = {"checkpoint": checkpoint.name, "exporter": f"{exporter_name(config.opset)}{static}"}
+    h, w = card.img_size
+    log(f"exporting {card.model_name} at {h}x{w} for --target {profile.target} (opset {config.opset})...")
     metadata = card.to_onnx_metadata(**about)
-    parity = write_verified(model, inputs, output, opset=config.opset, metadata=metadata)
-    fp32 = load_predictor(output)
-    report = ExportReport(card.img_size, config.opset, where, parity, measure(fp32, output, inputs[:1]))
-    if not config.int8:
-        return report
-
-    int8_path = output.with_name(f"{output.stem}.int8.onnx")
-    log(f"quantising to 8 bits, calibrated on {where}...")
-    int8_card = dataclasses.replace(card, quantization={**INT8_SCHEME, "frames": len(inputs)})
-    quantize_int8(output, int8_path, inputs, metadata=int8_card.to_onnx_metadata(**about))
-    int8 = load_predictor(int8_path)
-    report.int8 = measure(int8, int8_path, inputs[:1])
-    images, labels, report.validation = validation_set(calib_dir, config.val_n, card)
-    log(f"comparing fp32 and int8 on {report.validation}...")
-    report.fp32.pupil_iou = pupil_iou(fp32, images, labels)
-    report.int8.pupil_iou = pupil_iou(int8, images, labels)
+    parity = write_verified(model, inputs, output, profile=profile, opset=config.opset, metadata=metadata)
+    files = {output: load_predictor(output)}
+    fp32 = measure(files[output], output, inputs[:1])
+    report = ExportReport(
+        card.img_size, config.opset, where, parity, fp32, target=profile.target, batch=profile.batch
+    )
+    if profile.writes_int8(config.int8):
+        scheme, int8_path = profile.int8, output.with_name(output.stem + profile.int8_suffix)
+        log(f"quantising to 8 bits, calibrated on {where}...")
+        int8_card = dataclasses.replace(card, quantization=scheme.card(len(inputs)))
+        quantize_int8(output, int8_path, inputs, metadata=int8_card.to_onnx_metadata(**about), scheme=scheme)
+        files[int8_path] = load_predictor(int8_path)
+        report.int8 = measure(files[int8_path], int8_path, inputs[:1])
+    if report.int8 is not None or profile.batch is not None:  # a plain cpu export stays quick
+        images, labels, report.validation = validation_set(calib_dir, config.val_n, card)
+        log(f"pupil IoU on {report.validation}...")
+        for figures in filter(None, (report.fp32, report.int8)):
+            figures.pupil_iou = pupil_iou(files[figures.path], images, labels, batch_size=profile.batch or 8)
     return report
 
 
@@ -296,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output",
         type=Path,
-        help="ONNX file to write (default: the checkpoint's, .onnx; for pretrained/ the current folder's)",
+        help="the target's main ONNX file (default: the checkpoint's, .onnx or, for mobile, .mobile.onnx; "
+        "for pretrained/ in the current folder)",
     )
     added = add_settings(parser, ExportConfig)
     args = parser.parse_args(argv)
@@ -306,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     output = args.output
     if output is None and args.checkpoint.resolve().parent == PRETRAINED_DIR:  # never over the shipped export
-        output = Path(args.checkpoint.with_suffix(".onnx").name)
+        output = Path(default_output(args.checkpoint, config.target).name)
     try:
         report = export_onnx(args.checkpoint, output, config, log=print)
     except (ValueError, OSError) as exc:  # CheckpointError, DataError, ExportError; unwritable output

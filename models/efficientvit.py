@@ -128,6 +128,38 @@ class CascadedGroupAttention(nn.Module):
         return self.proj(torch.cat(self.head_outputs(x), dim=1))
 
 
+def pad_bottom_right(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """(B, C, H, W) zero-padded on the bottom and right to multiples of `multiple`.
+
+    Zeros are concatenated, not added by F.pad: an ONNX Pad splits CoreML ML Program graphs.
+    """
+    b, c, h, w = x.shape
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if pad_w:
+        x = torch.cat([x, x.new_zeros(b, c, h, pad_w)], dim=3)
+    if pad_h:
+        x = torch.cat([x, x.new_zeros(b, c, pad_h, w + pad_w)], dim=2)
+    return x
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, C, rows * window, cols * window) -> (B * rows * cols, C, window, window), each image's
+    windows in row-major order. Two 5-D transposes rather than one 6-D: CoreML takes rank 5 at most."""
+    _, c, height, width = x.shape
+    rows, cols = height // window, width // window
+    x = x.reshape(-1, c, rows, window, width).transpose(1, 2)  # (B, rows, C, window, W)
+    x = x.reshape(-1, c, window, cols, window).permute(0, 3, 1, 2, 4)  # (B * rows, cols, C, window, window)
+    return x.reshape(-1, c, window, window)
+
+
+def window_merge(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Undo window_partition: (B * rows * cols, C, window, window) -> (B, C, rows * window, cols * window)."""
+    _, c, window, _ = x.shape
+    x = x.reshape(-1, cols, c, window, window).permute(0, 2, 3, 1, 4)  # (B * rows, C, window, cols, window)
+    x = x.reshape(-1, rows, c, window, cols * window).transpose(1, 2)  # (B, C, rows, window, W)
+    return x.reshape(-1, c, rows * window, cols * window)
+
+
 class LocalWindowAttention(nn.Module):
     """Cascaded group attention inside non-overlapping windows of any map size.
 
@@ -142,17 +174,13 @@ class LocalWindowAttention(nn.Module):
         self.attn = CascadedGroupAttention(dim, key_dim, num_heads, window, kernels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        ws = self.window
-        if h <= ws and w <= ws:
+        h, w = x.shape[-2:]
+        if h <= self.window and w <= self.window:
             return self.attn(x)
-        pad_h, pad_w = -h % ws, -w % ws
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-        nh, nw = (h + pad_h) // ws, (w + pad_w) // ws
-        x = x.view(b, c, nh, ws, nw, ws).permute(0, 2, 4, 1, 3, 5).reshape(b * nh * nw, c, ws, ws)
-        x = self.attn(x)
-        x = x.view(b, nh, nw, c, ws, ws).permute(0, 3, 1, 4, 2, 5).reshape(b, c, nh * ws, nw * ws)
-        return x[:, :, :h, :w]
+        padded = pad_bottom_right(x, self.window)
+        rows, cols = padded.shape[-2] // self.window, padded.shape[-1] // self.window
+        windows = self.attn(window_partition(padded, self.window))
+        return window_merge(windows, rows, cols)[:, :, :h, :w]
 
 
 class EfficientViTBlock(nn.Module):
@@ -179,7 +207,9 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(hidden, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = self.expand(self.act(self.reduce(x.mean(dim=(2, 3), keepdim=True))))
+        # a pool over the whole map, not x.mean: ONNX ReduceMean (which adaptive_avg_pool2d exports
+        # as, too) keeps the graph off CoreML NeuralNetwork, AveragePool does not
+        gate = self.expand(self.act(self.reduce(F.avg_pool2d(x, x.shape[-2:]))))
         return x * gate.sigmoid()
 
 

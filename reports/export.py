@@ -1,10 +1,11 @@
 """What `export_onnx.py` reports: ONNX Runtime's parity with PyTorch per batch size, each written
-file's figures, and the summary it prints. Nothing is measured here; export_onnx fills these in.
+file's figures (size, nodes, CPU latency, pupil IoU, how mobile execution providers would split it)
+and the summary it prints. Nothing is measured here; export_onnx fills these in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_ABS_DIFF, MIN_ARGMAX_AGREEMENT = 1e-4, 0.9999  # parity: logits; share of pixels, same argmax
@@ -27,20 +28,63 @@ class Parity:
         return f"batch {self.batch}: max |diff| {diff:.2e}, argmax agrees on {agreement:.4f}%"
 
 
+@dataclass(frozen=True)
+class Partitions:
+    """How one execution provider would split a file, by onnxruntime's mobile usability checker."""
+
+    count: int
+    supported: int  # nodes the provider takes
+    nodes: int  # in the graph the checker sees (after basic optimisation)
+    unsupported_ops: tuple[str, ...] = ()
+    dynamic: int = 0  # nodes refused for an input of dynamic shape
+    high_rank: int = 0  # nodes refused for a tensor of rank above 5 (CoreML)
+
+    @property
+    def whole(self) -> bool:
+        """The provider runs the whole graph as one partition."""
+        return self.count == 1 and self.supported == self.nodes
+
+    def why(self) -> str:
+        """What keeps nodes off the provider."""
+        reasons = [f"unsupported {', '.join(self.unsupported_ops)}"] if self.unsupported_ops else []
+        reasons += [f"{self.dynamic} nodes with dynamic shapes"] if self.dynamic else []
+        reasons += [f"{self.high_rank} nodes of rank > 5"] if self.high_rank else []
+        return "; ".join(reasons) or "every node supported"
+
+    def __str__(self) -> str:
+        return f"{self.count} ({self.supported}/{self.nodes} nodes)"
+
+
 @dataclass
 class FileFigures:
-    """One written ONNX file: sizes, speed and, with --int8, its pupil IoU."""
+    """One written ONNX file: sizes, nodes, speed, partitions and, when compared, its pupil IoU."""
 
     path: Path
     size_kb: float
     weights_kb: float  # stored tensors: weights, constants, quantisation parameters
+    nodes: int
     latency_ms: float  # onnxruntime CPU, one frame, median
-    pupil_iou: float | None = None  # on the validation frames (--int8 only)
+    pupil_iou: float | None = None  # on the validation frames
+    partitions: dict[str, Partitions] = field(default_factory=dict)  # by execution provider
+
+    def lines(self, fp32: FileFigures | None = None) -> list[str]:
+        """Its summary lines; `fp32`: the file an 8-bit one is compared with."""
+        sizes = f"{self.size_kb:.1f} KB (weights {self.weights_kb:.1f} KB)"
+        if fp32 is not None:
+            size, weights = self.size_kb / fp32.size_kb, self.weights_kb / fp32.weights_kb
+            sizes = (
+                f"{self.size_kb:.1f} KB ({size:.2f}x fp32; weights {self.weights_kb:.1f} KB, {weights:.2f}x)"
+            )
+        lines = [f"{self.path}: {sizes}, {self.nodes} nodes, CPU latency {self.latency_ms:.1f} ms"]
+        if self.partitions:
+            found = ", ".join(f"{name} {p}" for name, p in self.partitions.items())
+            lines.append(f"  partitions: {found}")
+        return lines
 
 
 @dataclass
 class ExportReport:
-    """One export: the fp32 file, its parity checks and, with --int8, the 8-bit file beside it."""
+    """One export: the profile's fp32 file, its parity checks and, if written, the 8-bit file beside it."""
 
     img_size: tuple[int, int]
     opset: int
@@ -49,21 +93,25 @@ class ExportReport:
     fp32: FileFigures
     int8: FileFigures | None = None
     validation: str = ""  # the frames of the IoU comparison
+    target: str = "cpu"
+    batch: int | None = None  # the files' static batch size; None: dynamic
 
     def summary(self) -> str:
-        h, w, fp32 = *self.img_size, self.fp32
+        h, w = self.img_size
+        batch = "batch" if self.batch is None else self.batch
         lines = [
-            f"{fp32.path}: {fp32.size_kb:.1f} KB (weights {fp32.weights_kb:.1f} KB), opset {self.opset}, "
-            f"image (batch, 1, {h}, {w}) -> logits (batch, 2, {h}, {w})",
+            f"--target {self.target}: image ({batch}, 1, {h}, {w}) -> logits ({batch}, 2, {h}, {w}), "
+            f"opset {self.opset}",
             f"parity with PyTorch on {self.frames}: " + "; ".join(map(str, self.parity)),
-            f"onnxruntime CPU latency, 1 frame: {fp32.latency_ms:.1f} ms (median)",
+            *self.fp32.lines(),
         ]
-        if (int8 := self.int8) is not None:
-            size, weights = int8.size_kb / fp32.size_kb, int8.weights_kb / fp32.weights_kb
-            lines += [
-                f"{int8.path}: {int8.size_kb:.1f} KB ({size:.2f}x fp32; weights {int8.weights_kb:.1f} KB, "
-                f"{weights:.2f}x), latency {int8.latency_ms:.1f} ms",
-                f"pupil IoU on {self.validation}: fp32 {fp32.pupil_iou:.4f}, int8 {int8.pupil_iou:.4f} "
-                f"({100 * (int8.pupil_iou - fp32.pupil_iou):+.2f} points)",
-            ]
+        if self.int8 is not None:
+            lines += self.int8.lines(self.fp32)
+        lines.append("CPU latency: onnxruntime, 1 frame, median; partitions: onnxruntime's mobile checker")
+        if self.fp32.pupil_iou is not None:
+            iou = f"pupil IoU on {self.validation}: fp32 {self.fp32.pupil_iou:.4f}"
+            if self.int8 is not None and self.int8.pupil_iou is not None:
+                change = 100 * (self.int8.pupil_iou - self.fp32.pupil_iou)
+                iou += f", int8 {self.int8.pupil_iou:.4f} ({change:+.2f} points)"
+            lines.append(iou)
         return "\n".join(lines)
