@@ -28,11 +28,10 @@ mean, the targets and the printed report are in reports/benchmark.py.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
+import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,23 +42,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from cli import argument_type, size_argument
-from config import DataConfig, ExportConfig, PreprocessConfig, TrainConfig
-from data import EyeDataset, synthetic_frames
-from losses import CombinedLoss
+from config import DataConfig, ExportConfig, PreprocessConfig
 from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
 from models.card import ModelCard
 from reports import benchmark as report
-from training import make_optimiser, place, to_device, train_step
+from training_speed import make_train_step, probe_training_memory, training_epoch
 
 TARGET_SIZE = DataConfig().img_size  # the size the project's targets are stated at: the default input
 GPU_TRAIN_BATCH = 32
+EPOCH_FRAMES = 8_916  # a GPU epoch: OpenEDS's training split, as synthetic eyes
 MATMUL_N = 2048
 OPSET = ExportConfig().opset
-PROBE = "import json, sys, benchmark; print(json.dumps(benchmark.training_memory(**json.loads(sys.argv[1]))))"
 
 
 def model_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -92,67 +88,6 @@ def median_seconds(call: Callable[[], object], iters: int, budget_s: float) -> f
         call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: torch.device) -> Callable:
-    """`training.train_step` on one fixed batch, set up as training sets it up (Adam at the
-    default learning rate, gradient clipping, AMP and channels_last on CUDA); returns the loss."""
-    torch.manual_seed(0)
-    config = TrainConfig()
-    model = place(build_model(name), device).train()
-    dataset = EyeDataset(synthetic_frames(batch, 0, size), size, PreprocessConfig(), None, seed=0)
-    data = to_device(default_collate([dataset[i] for i in range(batch)]), device)  # with loss targets
-    optimizer, _, scaler = make_optimiser(model, config)
-    loss_fn, clip = CombinedLoss(), config.grad_clip
-
-    def step() -> float:
-        _, losses = train_step(
-            model, data, loss_fn, alpha=0.5, optimizer=optimizer, scaler=scaler, grad_clip=clip
-        )
-        return losses["total"].item()  # on CUDA, waits for the step: it is timed, not only queued
-
-    return step
-
-
-def memory_mb() -> dict[str, float] | None:
-    """Resident memory now and its high-water mark (MiB), from Linux's /proc; None elsewhere."""
-    try:
-        with open("/proc/self/status") as f:
-            fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
-    except OSError:
-        return None
-    return {name: int(value.split()[0]) / 1024 for name, value in fields.items()}  # kB -> MiB
-
-
-def training_memory(name: str, size: list[int], batch: int, *, threads: int) -> dict[str, float] | None:
-    """Run in a fresh process (PROBE): resident memory before the model and batch are built
-    (`before_mb`), once they are (`ready_mb`), and its peak through one training step (`peak_mb`).
-
-    The high-water mark is reset first (/proc/self/clear_refs), so neither the imports' transient
-    peak nor the one a child inherits from its parent at fork counts (ru_maxrss has both).
-    """
-    torch.set_num_threads(threads)
-    before = memory_mb()
-    if before is None:
-        return None
-    with contextlib.suppress(OSError):  # without it, the peak may include the imports'
-        Path("/proc/self/clear_refs").write_text("5")
-    step = make_train_step(name, (size[0], size[1]), batch, device=torch.device("cpu"))
-    ready = memory_mb()
-    step()
-    return {"before_mb": before["VmRSS"], "ready_mb": ready["VmRSS"], "peak_mb": memory_mb()["VmHWM"]}
-
-
-def probe_training_memory(name: str, size: tuple[int, int], batch: int, *, threads: int) -> dict | None:
-    """`training_memory` in a fresh Python process; a RuntimeError naming the model if it fails."""
-    here = Path(__file__).resolve().parent
-    args = json.dumps({"name": name, "size": list(size), "batch": batch, "threads": threads})
-    done = subprocess.run([sys.executable, "-c", PROBE, args], cwd=here, capture_output=True, text=True)
-    if done.returncode != 0:
-        last, signal = (done.stderr.strip().splitlines() or ["no message"])[-1], -done.returncode
-        why = f"killed by signal {signal} (out of memory?)" if signal > 0 else f"failed: {last}"
-        raise RuntimeError(f"training-memory probe of {name} {why}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def gpu_training_images_per_s(name: str, size: tuple[int, int], plan: Plan) -> float:
@@ -282,10 +217,14 @@ def benchmark(
     for s in subjects:
         seconds = {k: statistics.median(v) for k, v in samples[s.name].items()}
         s.figures |= report.timing_figures(seconds, s.figures["macs"], peak, train_batch=plan.train_batch)
-        s.figures["gpu_train_images_per_s"] = None
+        s.figures["gpu_train_images_per_s"] = s.figures["gpu_epoch"] = None
         if torch.cuda.is_available():
-            log(f"{s.name}: GPU training with AMP...")
+            log(f"{s.name}: GPU training with AMP, then a whole {EPOCH_FRAMES:,}-frame epoch...")
             s.figures["gpu_train_images_per_s"] = gpu_training_images_per_s(s.name, size, plan)
+            cuda, workers = torch.device("cuda"), max(1, len(os.sched_getaffinity(0)) - 1)
+            s.figures["gpu_epoch"] = training_epoch(
+                s.name, size, frames=EPOCH_FRAMES, device=cuda, workers=workers
+            )
     if size != TARGET_SIZE:
         (h, w), (th, tw) = size, TARGET_SIZE
         notes.append(f"the targets are stated at {th}x{tw}, this run used {h}x{w}")
@@ -293,7 +232,7 @@ def benchmark(
     return {
         "machine": about,
         "settings": {"size": list(size), "quick": quick, "threads": threads, **dataclasses.asdict(plan)}
-        | {"ort_batch": report.ORT_BATCH, "gpu_train_batch": GPU_TRAIN_BATCH},
+        | {"ort_batch": report.ORT_BATCH, "gpu_train_batch": GPU_TRAIN_BATCH, "epoch_frames": EPOCH_FRAMES},
         "peak_gmacs": {**peak, "method": f"best of 5 torch.mm {MATMUL_N}x{MATMUL_N} fp32"},
         "models": figures,
         "targets": report.target_ratios(figures),

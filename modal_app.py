@@ -47,12 +47,14 @@ from modal_runs import (
     DATASETS_DIR,
     DATASETS_VOLUME,
     DEFAULT_GPU,
+    DEFAULT_WORKERS,
     ENTRYPOINT,
     MODAL_DEFAULTS,
     RUNS_DIR,
     RUNS_VOLUME,
     TRAIN_FLAGS,
     check_run_name,
+    gpu_count,
     plan_runs,
     resume_values,
     where_to_find,
@@ -60,14 +62,17 @@ from modal_runs import (
 
 APP_NAME = "tiny-pupil-seg"
 PYTHON_VERSION = "3.11"
-TRAIN_CPU, TRAIN_MEMORY_MB = 8.0, 16384  # data loading (decode, augment, distance maps) is CPU-bound
+# per GPU: its process and DEFAULT_WORKERS data workers (data loading is CPU-bound; see modal_runs)
+TRAIN_CPU, TRAIN_MEMORY_MB = DEFAULT_WORKERS + 2.0, 16384
+COMMIT_S = 60  # several GPUs: how often the waiting container commits what rank 0 wrote
 DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and resumes
 # retried: an exception raised by `train` (infrastructure: a volume, the network, a bad host); a
 # failure that would repeat comes back as a summary with an "error", and a preemption restarts the call
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
 PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
     "cli", "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
-    "gallery", "reports", "runfolder", "train_efficientvit", "export_onnx", "modal_runs",
+    "gallery", "reports", "runfolder", "train_efficientvit", "export_onnx", "modal_runs", "distributed",
+    "export_profiles",
 )  # fmt: skip
 SWEEP_MODULES = ("cli", "config", "modal_runs", "reports")  # this file's and the table's: standard library
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
@@ -186,6 +191,7 @@ def train_run(values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: 
     --resume). `commit` runs after each epoch and at the end (Modal's volume.commit). Returns main's
     summary, run_name, the seconds of each epoch run here (the first with setup) and the export's.
     """
+    from distributed import is_main
     from models.checkpoint import load_checkpoint
     from train_efficientvit import main
 
@@ -206,9 +212,11 @@ def train_run(values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: 
         ticks.append(time.perf_counter())
         commit()
 
-    with mlflow_store(runs_dir, run_name) if settings.mlflow else contextlib.nullcontext():
+    with mlflow_store(runs_dir, run_name) if settings.mlflow and is_main() else contextlib.nullcontext():
         summary = main(settings, on_epoch_end=on_epoch_end)
     commit()
+    if not is_main():  # under several GPUs, rank 0 reports and exports
+        return summary
     if summary["interrupted"]:  # preempted or cancelled: last.pt is safe, let the container stop
         raise KeyboardInterrupt(f"{run_name} interrupted; running it again resumes from {last}")
     onnx = export_best(run_dir, settings.data.data_dir)
@@ -247,7 +255,23 @@ def train(values: dict[str, Any], run_name: str) -> dict[str, Any]:
 
     if not torch.cuda.is_available():  # e.g. a torch CUDA build newer than the host's driver
         raise RuntimeError(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU here")
+    if (gpus := torch.cuda.device_count()) > 1:
+        return train_on_gpus(gpus, values, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
     return run_training(values, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
+
+
+def train_on_gpus(
+    gpus: int, values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: Callable[[], None]
+) -> dict[str, Any]:
+    """`run_training` in one process per GPU (DistributedDataParallel, as torchrun runs it; the batch
+    size is the global one), rank 0 writing; this container process commits the volume every
+    COMMIT_S meanwhile and once at the end, and returns rank 0's summary."""
+    from distributed import launch
+
+    try:
+        return launch(gpus, run_training, values, run_name, runs_dir, tick=commit, every_s=COMMIT_S)
+    finally:
+        commit()
 
 
 def dataset_problem(data_dir: str | None) -> str | None:
@@ -267,11 +291,14 @@ def dataset_problem(data_dir: str | None) -> str | None:
 
 
 def gpu_train(gpu: str, mlflow_secret: str) -> modal.Function:
-    """`train` on the chosen GPU type, logging to the MLflow server of a named secret if given."""
+    """`train` on the chosen GPU type (TYPE:N for N GPUs, with CPUs and memory for each), logging to
+    the MLflow server of a named secret if given."""
+    n = gpu_count(gpu)
+    options = {"gpu": gpu, "cpu": TRAIN_CPU * n, "memory": TRAIN_MEMORY_MB * n}
     if not mlflow_secret:
-        return train.with_options(gpu=gpu)
+        return train.with_options(**options)
     secret = modal.Secret.from_name(mlflow_secret, required_keys=["MLFLOW_TRACKING_URI"])
-    return train.with_options(gpu=gpu, secrets=[secret])
+    return train.with_options(**options, secrets=[secret])
 
 
 def main(**keywords: Any) -> None:

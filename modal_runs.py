@@ -22,14 +22,25 @@ from config import MODEL_NAMES, TrainConfig
 
 DATASETS_VOLUME, RUNS_VOLUME = "pupil-datasets", "pupil-runs"
 DATASETS_DIR, RUNS_DIR = PurePosixPath("/datasets"), PurePosixPath("/runs")
-DEFAULT_GPU = "L4"  # 24 GB and cheap per hour; --gpu T4, A10G, L40S, A100 or H100 also work
-DEFAULT_WORKERS = 6  # DataLoader processes: modal_app.TRAIN_CPU less the main process and some headroom
+DEFAULT_GPU = "L4"  # 24 GB and cheap per hour; --gpu T4, A10G, L40S, A100 or H100 also work, ":N" for N
+GPU = re.compile(r"([A-Za-z][\w-]*)(?::([1-9]\d*))?")  # Modal's spelling: "H100", "H100:4"
+# DataLoader workers per GPU: one worker delivers 130 augmented 640x400 samples/s (python -m data
+# bench, 2026-12-02); a GPU epoch of 8,916 frames in under 30 s, validation and start-up included,
+# wants ~1,000 frames/s, so 1000 / 130 -> 8 workers; modal_app.TRAIN_CPU adds the main process
+DEFAULT_WORKERS = 8
 TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
 MODAL_DEFAULTS = {"workers": DEFAULT_WORKERS}  # where a Modal run's defaults differ from a local one's
 MODAL_OPTIONS = dict(gpu=DEFAULT_GPU, run_name="", mlflow_secret="", models="", lrs="", seeds="")
 RUN_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)*")  # no "..", no absolute paths
 # the entrypoint's parameters: the training flags, then Modal's own and the sweep's comma-separated lists
 ENTRYPOINT = inspect.Signature(keyword_parameters(TRAIN_FLAGS, extra=MODAL_OPTIONS))
+
+
+def gpu_count(gpu: str) -> int:
+    """How many GPUs `--gpu` asks for: "H100" 1, "H100:4" 4; a ValueError for another spelling."""
+    if not (match := GPU.fullmatch(gpu)):
+        raise ValueError(f"--gpu {gpu!r} must be a GPU type, or TYPE:COUNT for several (e.g. H100:4)")
+    return int(match[2] or 1)
 
 
 def check_run_name(name: str) -> str:
@@ -89,6 +100,7 @@ def plan_runs(keywords: dict[str, Any]) -> tuple[list[tuple[dict[str, Any], str]
     RUN-NAME/<model>-lr<lr>-seed<seed>, logged to the MLflow experiment RUN-NAME unless given.
     """
     keywords = {p.name: p.default for p in ENTRYPOINT.parameters.values()} | keywords
+    gpu_count(keywords["gpu"])
     values = keyword_values(keywords, TRAIN_FLAGS)
     if "data.data_dir" in values:
         values["data.data_dir"] = dataset_path(values["data.data_dir"])

@@ -73,11 +73,17 @@ def claim(folder: Path, *, resuming: bool) -> Iterator[None]:
 _STOP = threading.Event()  # set by SIGTERM, acted on by `stop_point`
 
 
-def stop_point() -> None:
+def stop_requested() -> bool:
+    """Whether a SIGTERM came since the last `stop_point`."""
+    return _STOP.is_set()
+
+
+def stop_point(requested: bool | None = None) -> None:
     """Where the training loop may stop (between batches, after an epoch is saved): a SIGTERM
     received since is raised here as KeyboardInterrupt. Raising it in the signal handler itself
-    could land in a finally block or a __del__, where Python ignores it and the run goes on."""
-    if _STOP.is_set():
+    could land in a finally block or a __del__, where Python ignores it and the run goes on.
+    `requested`: the verdict of all ranks, where several processes must stop at the same point."""
+    if _STOP.is_set() if requested is None else requested:
         _STOP.clear()
         raise KeyboardInterrupt("SIGTERM")
 

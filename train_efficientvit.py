@@ -17,6 +17,7 @@ preprocessing (a fresh optimiser, schedule and MLflow run; any --img-size). The 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -29,22 +30,24 @@ from cli import Flag, add_settings, given, one_line, train_config
 from config import DataConfig, TrainConfig
 from data import build_datasets, folder_frames
 from data.folders import is_folder
+from data.loading import close_loader, make_loader
+from distributed import any_rank, from_main, is_main, process_group, rank, world_size, wrap
 from gallery import prediction_grid
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule
 from models import pick_device
 from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint, non_finite_tensors
-from runfolder import claim, new_run_folder, no_second_interrupt, sigterm_as_interrupt, stop_point
-from tracking import MlflowRun, plot_curves, start_tracking
-from training import (
-    Run,
-    TrainingError,
-    check_memory,
-    grid_frames,
-    make_loader,
-    run_epoch,
+from runfolder import (
+    claim,
+    new_run_folder,
+    no_second_interrupt,
+    sigterm_as_interrupt,
+    stop_point,
+    stop_requested,
 )
+from tracking import MlflowRun, plot_curves, start_tracking
+from training import Run, TrainingError, check_memory, grid_frames, run_epoch
 
 # ---- a run: settings, model and optimiser, progress ----
 
@@ -121,34 +124,58 @@ def settle(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
 # ---- the training loop ----
 
 
-def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epoch_end) -> None:
+def say(text: str) -> None:
+    """Print, in one process only (rank 0 under torchrun)."""
+    if is_main():
+        print(text)
+
+
+def report_epoch(
+    run: Run, metrics: dict, *, first: bool, improved: bool, out_dir: Path, tracker, val_set
+) -> None:
+    """Rank 0's part of an epoch's end: the line printed, MLflow, the prediction grid (after the
+    `first` epoch of this session, every config.grid_every epochs, and the last)."""
+    config, epoch = run.config, metrics["epoch"]
+    print(
+        f"epoch {epoch}/{config.epochs}  loss {metrics['train/loss']:.4f}/{metrics['val/loss']:.4f}  "
+        f"pupil IoU {metrics['train/pupil_iou']:.4f}/{metrics['val/pupil_iou']:.4f}  "
+        f"mIoU {metrics['val/miou']:.4f}  lr {metrics['lr']:.1e}  "
+        f"{metrics['train/images_per_s']:.1f} img/s{'  *best' if improved else ''}"
+    )
+    if tracker:
+        tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+    if first or epoch % config.grid_every == 0 or epoch == config.epochs:
+        path = out_dir / f"predictions_epoch{epoch:03d}.png"
+        grid = prediction_grid(*grid_frames(run.model, val_set), path=path)
+        if tracker:
+            tracker.log_artifact(grid, "predictions")
+
+
+def train_epochs(run: Run, loaders: list, val_set, *, out_dir: Path, tracker, on_epoch_end) -> None:
     """Train, validate, schedule, checkpoint and log each epoch; stop at the last epoch, an early
-    stop or the time limit."""
+    stop or the time limit. `loaders`: (train, validation) of data.loading.make_loader."""
     config, loss_fn = run.config, CombinedLoss()
-    model = torch.compile(run.model) if config.compile else run.model
+    trainer = wrap(run.model, run.device)  # DistributedDataParallel under torchrun, else the model
+    validator = run.model  # unwrapped: validation has no gradients to share, and ranks' shares differ
+    if config.compile:
+        validator = torch.compile(run.model)
+        trainer = validator if trainer is run.model else torch.compile(trainer)
     deadline = time.perf_counter() + 60 * config.time_limit if config.time_limit else math.inf
     first = run.epoch
     for epoch in range(first, config.epochs):
         alpha = alpha_schedule(epoch, config.alpha_span, floor=config.alpha_floor)
-        train_set.set_epoch(epoch)
-        loaders = [make_loader(d, config, shuffle=d is train_set, epoch=epoch) for d in (train_set, val_set)]
+        loaders[0].sampler.set_epoch(epoch)
+        update = {"optimizer": run.optimizer, "scaler": run.scaler, "grad_clip": config.grad_clip}
         try:
             metrics = run_epoch(
-                model,
-                loaders[0],
-                loss_fn,
-                alpha=alpha,
-                train=True,
-                optimizer=run.optimizer,
-                scaler=run.scaler,
-                grad_clip=config.grad_clip,
-                max_steps=config.max_steps,
-                deadline=deadline,
-                desc=f"epoch {epoch + 1} train",
-            )
+                trainer, loaders[0], loss_fn, alpha=alpha, train=True, max_steps=config.max_steps,
+                deadline=deadline, desc=f"epoch {epoch + 1} train", **update,
+            )  # fmt: skip
         except TrainingError as exc:
             raise TrainingError(f"epoch {epoch + 1}: {exc}") from None
-        metrics |= run_epoch(model, loaders[1], loss_fn, alpha=alpha, train=False, max_steps=config.max_steps)
+        metrics |= run_epoch(
+            validator, loaders[1], loss_fn, alpha=alpha, train=False, max_steps=config.max_steps
+        )
         diverged = not math.isfinite(metrics["val/loss"]) or non_finite_tensors(run.model.state_dict())
         if diverged:  # raised before the epoch is saved: checkpoints hold finite weights only
             raise TrainingError(
@@ -159,27 +186,18 @@ def train_epochs(run: Run, train_set, val_set, *, out_dir: Path, tracker, on_epo
         # term, which would hide a plateau: watch the alpha-free part of the validation loss.
         run.scheduler.step(metrics["val/ce"] + metrics["val/dice"])
         improved = run.finish_epoch(metrics, out_dir)
-        print(
-            f"epoch {epoch + 1}/{config.epochs}  loss {metrics['train/loss']:.4f}/{metrics['val/loss']:.4f}  "
-            f"pupil IoU {metrics['train/pupil_iou']:.4f}/{metrics['val/pupil_iou']:.4f}  "
-            f"mIoU {metrics['val/miou']:.4f}  lr {metrics['lr']:.1e}  "
-            f"{metrics['train/images_per_s']:.1f} img/s{'  *best' if improved else ''}"
-        )
-        if tracker:
-            tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
-        if epoch == first or (epoch + 1) % config.grid_every == 0 or epoch + 1 == config.epochs:
-            path = out_dir / f"predictions_epoch{epoch + 1:03d}.png"
-            grid = prediction_grid(*grid_frames(run.model, val_set), path=path)
-            if tracker:
-                tracker.log_artifact(grid, "predictions")
-        if on_epoch_end:
-            on_epoch_end(epoch + 1, metrics)
-        stop_point()  # a SIGTERM during the epoch's end stops the run now, the epoch saved
+        if is_main():
+            shown = {"out_dir": out_dir, "tracker": tracker, "val_set": val_set}
+            report_epoch(run, metrics, first=epoch == first, improved=improved, **shown)
+            if on_epoch_end:
+                on_epoch_end(epoch + 1, metrics)
+        stop, late = any_rank(stop_requested(), time.perf_counter() > deadline)
+        stop_point(stop)  # a SIGTERM during the epoch's end stops the run now, the epoch saved
         if config.early_stop and epoch + 1 - run.best_epoch >= config.early_stop:
-            print(f"Early stop: no better validation pupil IoU for {config.early_stop} epochs.")
+            say(f"Early stop: no better validation pupil IoU for {config.early_stop} epochs.")
             return
-        if time.perf_counter() > deadline:
-            print(f"Time limit of {config.time_limit:g} min reached in epoch {epoch + 1}; it was the last.")
+        if late:
+            say(f"Time limit of {config.time_limit:g} min reached in epoch {epoch + 1}; it was the last.")
             return
 
 
@@ -226,39 +244,48 @@ def stopped(run: Run, out_dir: Path) -> None:
 def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train; returns a summary (out_dir, best_metric, best_epoch, metrics, history,
     mlflow_run_id, interrupted). `on_epoch_end(epoch, metrics)` runs after each epoch's
-    checkpoints are written (Modal commits its volume there)."""
+    checkpoints are written (Modal commits its volume there). Under torchrun each process runs
+    this, on its own GPU (distributed.py); rank 0 picks, holds and writes the run folder."""
     config, resumed, source = settle(config)
-    device = pick_device(config.device)
-    out_dir = Path(config.out_dir) if config.out_dir else new_run_folder(Path("runs"), config.model)
-    with claim(out_dir, resuming=resumed is not None), sigterm_as_interrupt():
-        return train(config, device, out_dir, resumed=resumed, source=source, on_epoch_end=on_epoch_end)
+    with process_group(pick_device(config.device)) as device:
+        if config.batch_size % world_size():
+            raise ValueError(f"--batch-size {config.batch_size} does not split over {world_size()} processes")
+        out_dir = Path(config.out_dir) if config.out_dir else None
+        if out_dir is None:  # every rank's out_dir is the folder rank 0 made
+            out_dir = Path(from_main(new_run_folder(Path("runs"), config.model) if is_main() else None))
+        held = claim(out_dir, resuming=resumed is not None) if is_main() else contextlib.nullcontext()
+        with held, sigterm_as_interrupt():
+            return train(config, device, out_dir, resumed=resumed, source=source, on_epoch_end=on_epoch_end)
 
 
 def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, source, on_epoch_end) -> dict:
     """main's body, in a folder it holds: model, data, tracking, the epochs, and the end of the run."""
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # one input size: find its fastest kernels once
     torch.manual_seed(config.seed)
     run = Run.create(config, device, resumed=resumed, source=source)
     check_memory(run, device)
     train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
     run.data_counts = {"train": len(train_set), "validation": len(val_set)}
-    tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set)
+    share = {"rank": rank(), "world": world_size()}
+    loaders = [make_loader(d, config, shuffle=d is train_set, **share) for d in (train_set, val_set)]
+    tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set) if is_main() else None
     if source:
-        print(f"Starting from the weights of {config.init_from}")
+        say(f"Starting from the weights of {config.init_from}")
     where = f"{train_set.source_name} data: {len(train_set)} train / {len(val_set)} val, out {out_dir}"
     if run.epoch >= config.epochs:
-        print(
-            f"{out_dir / 'last.pt'} holds {run.epoch} epochs, --epochs is {config.epochs}: nothing to train"
-        )
+        say(f"{out_dir / 'last.pt'} holds {run.epoch} epochs, --epochs is {config.epochs}: nothing to train")
     else:
         params, epochs = run.model.get_num_trainable_params(), f"{run.epoch + 1}-{config.epochs}"
-        print(f"Training {config.model} ({params:,} params) on {device}, {where}, epochs {epochs}")
+        on = f"{device} x {world_size()} processes" if world_size() > 1 else str(device)
+        say(f"Training {config.model} ({params:,} params) on {on}, {where}, epochs {epochs}")
     status = "FAILED"
     try:
-        train_epochs(run, train_set, val_set, out_dir=out_dir, tracker=tracker, on_epoch_end=on_epoch_end)
+        train_epochs(run, loaders, val_set, out_dir=out_dir, tracker=tracker, on_epoch_end=on_epoch_end)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
-        stopped(run, out_dir)
+        if is_main():
+            stopped(run, out_dir)
     except TrainingError as exc:
         kept = (
             f"{out_dir / 'last.pt'} holds epoch {run.epoch}, the last with finite weights"
@@ -267,10 +294,13 @@ def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, 
         )
         raise TrainingError(f"{exc}; {kept}") from None
     finally:
-        with no_second_interrupt():
-            close_run(run, out_dir, tracker=tracker, status=status)
+        for loader in loaders:
+            close_loader(loader)
+        if is_main():
+            with no_second_interrupt():
+                close_run(run, out_dir, tracker=tracker, status=status)
     if status == "FINISHED":
-        print(f"Best validation pupil IoU {run.best:.4f} at epoch {run.best_epoch}: {out_dir / 'best.pt'}")
+        say(f"Best validation pupil IoU {run.best:.4f} at epoch {run.best_epoch}: {out_dir / 'best.pt'}")
     summary = {"out_dir": str(out_dir), "best_metric": run.best, "best_epoch": run.best_epoch}
     return summary | {
         "metrics": run.history[-1] if run.history else {},

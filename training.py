@@ -1,15 +1,15 @@
 """One training step and one epoch, shared by train_efficientvit.py and benchmark.py.
 
-`run_epoch` serves training and validation alike: batches to the device, the forward pass (AMP
-on CUDA), CombinedLoss, and for training `train_step`'s backward, clipping and Adam; it returns
-the epoch's metrics. `make_loader` fixes the batch order by (seed, epoch) so a resumed run sees
-the same batches.
+`run_epoch` serves training and validation alike: batches widened on the device
+(data.expand_batch), the forward pass (AMP on CUDA), CombinedLoss, and for training
+`train_step`'s backward, clipping and Adam; it returns the epoch's metrics. Losses and pixel
+counts stay on the device: on a GPU the host waits for it every SYNC_EVERY steps, not every step.
+Under torchrun those waits, and the epoch's metrics, span every rank (distributed.py).
 """
 
 from __future__ import annotations
 
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from config import TrainConfig
-from data import EyeDataset
+from data import EyeDataset, expand_batch
+from distributed import all_reduce, is_main, world_size
 from metrics import ConfusionCounter
 from models import SegmentationModel, build_model
 from models.card import ModelCard
 from models.checkpoint import model_from_checkpoint, save_checkpoint
-from runfolder import stop_point
+from runfolder import stop_point, stop_requested
 
 LOSS_PARTS = {"loss": "total", "ce": "ce", "dice": "dice", "surface": "surface"}  # metric -> loss key
+SYNC_EVERY = 50  # CUDA steps between looks at the loss (non-finite?), the clock and SIGTERM
 
 
 class TrainingError(RuntimeError):
@@ -44,10 +46,10 @@ def forward(model, batch: dict, loss_fn, *, alpha: float) -> tuple:
 
 
 def train_step(model, batch: dict, loss_fn, *, alpha: float, optimizer, scaler, grad_clip: float) -> tuple:
-    """`forward`, then backward, gradient clipping and an Adam step: (logits, loss parts)."""
+    """`forward`, then backward, gradient clipping and an Adam step: (logits, loss parts). Nothing
+    here waits for the GPU; a non-finite loss is caught by run_epoch's next look (on CUDA the
+    scaler skips such a step; on the CPU the look is every step)."""
     logits, losses = forward(model, batch, loss_fn, alpha=alpha)
-    if not torch.isfinite(losses["total"]):
-        raise TrainingError("non-finite loss")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["total"]).backward()
     scaler.unscale_(optimizer)
@@ -57,34 +59,30 @@ def train_step(model, batch: dict, loss_fn, *, alpha: float, optimizer, scaler, 
     return logits, losses
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
-    if device.type == "cuda":
-        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
-    return out
-
-
 def place(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model on `device`: channels_last on CUDA, as `to_device` makes the images."""
+    """The model on `device`: channels_last on CUDA, as `data.expand_batch` makes the images."""
     return model.to(
         device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format
     )
 
 
 def make_optimiser(model: nn.Module, config: TrainConfig) -> tuple:
-    """Adam (lr, weight decay), ReduceLROnPlateau on the validation loss, and the AMP gradient
-    scaler (on only on CUDA): (optimizer, scheduler, scaler)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    """Adam (lr, weight decay; fused on CUDA, where it takes the scaler's verdict without a wait),
+    ReduceLROnPlateau on the validation loss, and the AMP gradient scaler (on only on CUDA):
+    (optimizer, scheduler, scaler)."""
+    cuda = next(model.parameters()).device.type == "cuda"
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=cuda
+    )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
     )
-    device = next(model.parameters()).device
-    return optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
+    return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=cuda)
 
 
 def step_bytes(model: nn.Module, img_size: tuple[int, int], batch: int) -> int:
     """At least what one training step holds at (H, W) `img_size`: the batch with its loss targets
-    (data.EyeDataset: 24 bytes a pixel) and the float32 outputs of every module, kept for the
+    (data.expand_batch: 24 bytes a pixel) and the float32 outputs of every module, kept for the
     backward pass (counted on a small frame, scaled by area). A lower bound: gradients and
     workspace come on top (ShallowNet at 400x640, batch 8: 7.4 GB here, 10 GB measured)."""
     small, counted = (64, 96), []
@@ -113,6 +111,42 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
+class Tally:
+    """An epoch's sums: loss parts times images and pixel counts on the device, images on the host."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.losses = torch.zeros(len(LOSS_PARTS), device=device)
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss so far
+        self.counter = ConfusionCounter(device)
+        self.images = 0
+
+    def add(self, logits: torch.Tensor, batch: dict, losses: dict) -> None:
+        images = batch["image"].shape[0]
+        parts = torch.stack([losses[name].detach().float() for name in LOSS_PARTS.values()])
+        self.losses += parts * images
+        self.bad |= ~torch.isfinite(parts[0])
+        self.counter.update(logits.detach().argmax(dim=1), batch["label"])
+        self.images += images
+
+    def look(self, *, past_deadline: bool) -> tuple[bool, bool, bool, float]:
+        """One wait for the device: (a non-finite loss so far, past the deadline, SIGTERM), each on
+        any rank, and this rank's mean loss so far."""
+        here = torch.tensor([past_deadline, stop_requested()], dtype=torch.float32, device=self.bad.device)
+        flags = all_reduce(torch.cat([self.bad.float()[None], here]), "max")
+        bad, late, stop, loss = torch.cat([flags, self.losses[:1]]).tolist()
+        return bool(bad), bool(late), bool(stop), loss / max(1, self.images)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """The epoch's metrics over every rank: loss parts averaged per image, IoUs over all pixels,
+        and the images seen."""
+        images = all_reduce(torch.tensor([float(self.images)], device=self.losses.device))
+        sums = all_reduce(self.losses).tolist()
+        all_reduce(self.counter.counts)
+        total = images.item()
+        out = {f"{prefix}/{k}": v / max(1.0, total) for k, v in zip(LOSS_PARTS, sums, strict=True)}
+        return out | {f"{prefix}/{k}": v for k, v in self.counter.compute().items()} | {"images": total}
+
+
 def run_epoch(
     model,
     loader,
@@ -127,79 +161,57 @@ def run_epoch(
     deadline: float = math.inf,
     desc: str = "",
 ) -> dict[str, float]:
-    """One pass over `loader`, training (optimizer and scaler needed) or validating; returns
-    train/* or val/* metrics: loss parts averaged per batch, IoUs over all pixels, images/s.
-    Training stops early after `max_steps` batches or at `deadline` (a perf_counter time)."""
+    """One pass over `loader` (of data.EyeDataset items), training (optimizer and scaler needed) or
+    validating; returns train/* or val/* metrics: loss parts averaged per image, IoUs over all
+    pixels, images/s. Training stops early after `max_steps` batches or at `deadline` (a
+    perf_counter time); a non-finite loss raises TrainingError, a SIGTERM KeyboardInterrupt."""
     prefix, device = ("train" if train else "val"), next(model.parameters()).device
     model.train(train)
-    totals, counter, batches, images, wait = dict.fromkeys(LOSS_PARTS, 0.0), ConfusionCounter(), 0, 0, 0.0
+    tally, preprocess_config = Tally(device), loader.dataset.preprocess_config
+    every = SYNC_EVERY if device.type == "cuda" else 1  # a look costs nothing on the CPU
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
-    bar = tqdm(total=steps, desc=desc or prefix, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=desc or prefix, leave=False, dynamic_ncols=True, disable=not is_main())
     start = tick = time.perf_counter()
+    wait = 0.0
     with torch.set_grad_enabled(train):
         for step, batch in enumerate(loader):
-            stop_point()  # a SIGTERM since the last batch stops the run here
-            if step >= steps or (train and time.perf_counter() > deadline):
+            if step >= steps:
                 break
             wait += time.perf_counter() - tick  # time spent waiting on the data loader
-            batch = to_device(batch, device)
-            try:
-                if train:
-                    update = {"optimizer": optimizer, "scaler": scaler, "grad_clip": grad_clip}
-                    logits, losses = train_step(model, batch, loss_fn, alpha=alpha, **update)
-                else:
-                    logits, losses = forward(model, batch, loss_fn, alpha=alpha)
-            except TrainingError as exc:
-                raise TrainingError(f"{exc} at step {step + 1}") from None
-            counter.update(logits.detach().argmax(dim=1), batch["label"])
-            for key, name in LOSS_PARTS.items():
-                totals[key] += losses[name].item()
-            batches, images = batches + 1, images + batch["image"].shape[0]
-            bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}")
+            batch = expand_batch(batch, device, preprocess_config)
+            if train:
+                update = {"optimizer": optimizer, "scaler": scaler, "grad_clip": grad_clip}
+                logits, losses = train_step(model, batch, loss_fn, alpha=alpha, **update)
+            else:
+                logits, losses = forward(model, batch, loss_fn, alpha=alpha)
+            tally.add(logits, batch, losses)
             bar.update()
+            if (step + 1) % every == 0 or step + 1 == steps:
+                bad, late, stop, loss = tally.look(past_deadline=train and time.perf_counter() > deadline)
+                stop_point(stop)  # a SIGTERM (on any rank) since the last look stops the run here
+                if bad and train:  # validation's shows in val/loss, which the caller checks
+                    raise TrainingError(f"non-finite loss {'at' if every == 1 else 'by'} step {step + 1}")
+                bar.set_postfix(loss=f"{loss:.3f}")
+                if late:
+                    break
             tick = time.perf_counter()
     bar.close()
     elapsed = time.perf_counter() - start
-    metrics = {f"{prefix}/{k}": v / max(1, batches) for k, v in totals.items()}
-    metrics.update({f"{prefix}/{k}": v for k, v in counter.compute().items()})
-    metrics[f"{prefix}/images_per_s"] = images / elapsed
+    metrics = tally.metrics(prefix)
+    metrics[f"{prefix}/images_per_s"] = metrics.pop("images") / elapsed
     if train:
         metrics["train/data_wait_fraction"] = wait / elapsed
     return metrics
-
-
-def ignore_sigterm(worker: int) -> None:
-    """A DataLoader worker leaves SIGTERM to the main process, which stops the run and its workers
-    (Slurm and `docker stop` signal every process of the job)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def make_loader(dataset: EyeDataset, config: TrainConfig, *, shuffle: bool, epoch: int) -> DataLoader:
-    # The order depends only on (seed, epoch), so a resumed run sees the same batches.
-    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-    return DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=shuffle,
-        num_workers=config.workers,
-        generator=generator,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=shuffle and len(dataset) > config.batch_size,
-        worker_init_fn=ignore_sigterm if config.workers else None,
-    )
 
 
 @torch.no_grad()
 def grid_frames(model, dataset: EyeDataset, n: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fixed set of validation frames as display images, labels and predictions (N, H, W)."""
     model.eval()
-    items = [dataset[i] for i in range(0, len(dataset), max(1, len(dataset) // n))][:n]
-    x = torch.stack([it["image"] for it in items]).to(next(model.parameters()).device)
-    preds = model(x).argmax(dim=1).cpu().numpy().astype(np.uint8)
-    p = dataset.preprocess_config
-    shown = ((x[:, 0].cpu().numpy() * p.std + p.mean) * 255).clip(0, 255).astype(np.uint8)
-    labels = torch.stack([it["label"] for it in items]).numpy().astype(np.uint8)
-    return shown, labels, preds
+    items = default_collate([dataset[i] for i in range(0, len(dataset), max(1, len(dataset) // n))][:n])
+    batch = expand_batch(items, next(model.parameters()).device, dataset.preprocess_config)
+    preds = model(batch["image"]).argmax(dim=1).cpu().numpy().astype(np.uint8)
+    return items["image"][:, 0].numpy(), items["label"].numpy(), preds  # shown as the model sees them
 
 
 @dataclass
@@ -233,9 +245,15 @@ class Run:
             for part in ("optimizer", "scheduler", "scaler"):
                 getattr(run, part).load_state_dict(resumed[f"{part}_state"])
             torch.set_rng_state(resumed["rng_state"])
+            if resumed.get("cuda_rng_state") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(resumed["cuda_rng_state"], device)
             run.epoch, run.best, run.best_epoch = (resumed[k] for k in ("epoch", "best_metric", "best_epoch"))
             run.history, run.mlflow_run_id = list(resumed["history"]), resumed.get("mlflow_run_id")
         return run
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def checkpoint(self, metrics: dict) -> dict:
         """The model card, weights and everything resuming needs (models.checkpoint.RESUME_KEYS)."""
@@ -260,6 +278,9 @@ class Run:
                 for part in ("optimizer", "scheduler", "scaler")
             },
             "rng_state": torch.get_rng_state(),
+            "cuda_rng_state": torch.cuda.get_rng_state(device)
+            if (device := self.device).type == "cuda"
+            else None,
             "best_metric": self.best,
             "best_epoch": self.best_epoch,
             "history": self.history,
@@ -269,13 +290,16 @@ class Run:
 
     def finish_epoch(self, metrics: dict, out_dir: Path) -> bool:
         """Record an epoch, write last.pt, then best.pt if it is the best; True if it is. last.pt
-        first: a stop between the two leaves a run that resumes (best.pt then the previous best)."""
+        first: a stop between the two leaves a run that resumes (best.pt then the previous best).
+        Under torchrun every rank records, rank 0 alone writes."""
         before = (self.epoch, self.best, self.best_epoch)
         improved = metrics["val/pupil_iou"] > self.best
         self.epoch += 1
         self.history.append(metrics)
         if improved:
             self.best, self.best_epoch = metrics["val/pupil_iou"], self.epoch
+        if not is_main():
+            return improved
         state = self.checkpoint(metrics)
         try:
             save_checkpoint(state, out_dir / "last.pt")
@@ -290,7 +314,8 @@ class Run:
 def check_memory(run: Run, device: torch.device) -> None:
     """Refuse a size and batch whose training step cannot fit here, before the kernel kills it."""
     c = run.config
-    needed, free = step_bytes(run.model, c.data.img_size, c.batch_size), available_bytes(device)
+    batch = c.batch_size // world_size()  # this process's share of the batch
+    needed, free = step_bytes(run.model, c.data.img_size, batch), available_bytes(device)
     if free is not None and needed > free:
         (h, w), gb = c.data.img_size, 1e9
         raise ValueError(

@@ -8,7 +8,7 @@ file. `python -m data check DIR` validates a dataset before training.
 
 from config import AugmentConfig, DataConfig, PreprocessConfig
 from data.check import CheckReport, check_dataset
-from data.dataset import EyeDataset, build_datasets
+from data.dataset import EyeDataset, build_datasets, expand_batch
 from data.folders import DataError, Sample, find_pairs, read_image, read_label, write_image
 from data.frames import Frames, folder_frames, frames_for, synthetic_frames, unlabelled_frames
 from data.preprocess import Fit, fit_image, preprocess, resize_image
@@ -25,6 +25,7 @@ __all__ = [
     "Sample",
     "build_datasets",
     "check_dataset",
+    "expand_batch",
     "find_pairs",
     "fit_image",
     "folder_frames",

@@ -25,7 +25,8 @@ from cli import size_argument
 from data.augment import AugmentConfig
 from data.check import check_dataset
 from data.dataset import EyeDataset
-from data.folders import DataError, dataset_root, find_pairs
+from data.folders import DataError, dataset_root
+from data.frames import folder_frames, synthetic_frames
 from data.preprocess import PreprocessConfig
 from data.synthetic import SyntheticEyes, write_openeds
 
@@ -56,13 +57,12 @@ def bench(n: int = 200, size: tuple[int, int] = (400, 640), seed: int = 0) -> di
     cv2.setNumThreads(1)  # a DataLoader worker gets about one core
     torch.set_num_threads(1)
     preprocess_config, augment_config = PreprocessConfig(), AugmentConfig()
-    eyes = SyntheticEyes(n, seed, size)
-    rates = {"render": _rates(eyes.render, n)}
-    synthetic = EyeDataset(eyes, size, preprocess_config, augment_config, seed)
+    rates = {"render": _rates(SyntheticEyes(n, seed, size).render, n)}
+    synthetic = EyeDataset(synthetic_frames(n, seed, size), size, preprocess_config, augment_config, seed)
     rates["synthetic"] = _pipeline_rates(synthetic, n)
     with tempfile.TemporaryDirectory(prefix="data-bench-") as tmp:
         write_openeds(tmp, n, seed=seed, size=size, val_fraction=0)
-        folder = EyeDataset(find_pairs(tmp, "train"), size, preprocess_config, augment_config, seed)
+        folder = EyeDataset(folder_frames(tmp, "train"), size, preprocess_config, augment_config, seed)
         rates["folder"] = _pipeline_rates(folder, n)
     return rates
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu, wall = rates[source]
         print(f"  {name}:   {cpu:8.1f}                      {wall:8.1f}")
     print(f"  rendering alone: {1000 / rates['render'][0]:.2f} ms per synthetic frame (CPU time)")
+    print(f"  a sample carries {5 * h * w / 1e6:.2f} MB to the training device (5 bytes a pixel)")
     slowest = min(rates["synthetic"][0], rates["folder"][0])
     print(f"target >= {TARGET} samples/s per worker: {'met' if slowest >= TARGET else 'NOT met'}")
     return 0

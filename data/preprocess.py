@@ -9,8 +9,11 @@ running at the frame's own shape, keeps one fixed input size: what ONNX files fo
 accelerators need.
 
 Gamma 0.8 (lookup table), CLAHE (clip 1.5, 8x8 tiles), then (x/255 - mean) / std into [-1, 1],
-as in the ShallowNet training this project is compared against. The parameters form a small
-config stored in every checkpoint and ONNX file, so all users of a model preprocess alike.
+as in the ShallowNet training this project is compared against. `preprocess` is `enhance` (the
+uint8 steps) then `normalise` (a table lookup); training runs the first in its data workers and the
+second on the training device (`normalise_tensor`, the same table), so 1 byte a pixel crosses over.
+The parameters form a small config stored in every checkpoint and ONNX file, so all users of a
+model preprocess alike.
 """
 
 import functools
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from config import PreprocessConfig
 
@@ -84,8 +88,9 @@ DEFAULT_PREPROCESS = PreprocessConfig()
 def _lookup_tables(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     levels = np.arange(256) / 255
     gamma = np.round(255 * levels**config.gamma).astype(np.uint8)
-    normalise = ((levels - config.mean) / config.std).astype(np.float32)
-    return gamma, normalise
+    table = ((levels - config.mean) / config.std).astype(np.float32)
+    table.flags.writeable = False
+    return gamma, table
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,12 +99,32 @@ def _clahe(config: PreprocessConfig, thread: int) -> cv2.CLAHE:
     return cv2.createCLAHE(clipLimit=config.clahe_clip, tileGridSize=config.clahe_tiles)
 
 
-def preprocess(image: np.ndarray, config: PreprocessConfig = DEFAULT_PREPROCESS) -> np.ndarray:
-    """(H, W) uint8 grayscale -> (H, W) float32, in [-1, 1] for the default mean and std."""
+def enhance(image: np.ndarray, config: PreprocessConfig = DEFAULT_PREPROCESS) -> np.ndarray:
+    """The first half of `preprocess`: (H, W) uint8 -> (H, W) uint8 after gamma and CLAHE."""
     if image.ndim != 2 or image.dtype != np.uint8:
         raise ValueError(
             f"preprocess expects an (H, W) uint8 image, got shape {image.shape} dtype {image.dtype}"
         )
-    gamma, normalise = _lookup_tables(config)
-    clahe = _clahe(config, threading.get_ident())
-    return cv2.LUT(clahe.apply(cv2.LUT(image, gamma)), normalise)
+    gamma, _ = _lookup_tables(config)
+    return _clahe(config, threading.get_ident()).apply(cv2.LUT(image, gamma))
+
+
+def normalise(enhanced: np.ndarray, config: PreprocessConfig = DEFAULT_PREPROCESS) -> np.ndarray:
+    """The second half: (H, W) uint8 from `enhance` -> float32 (x/255 - mean) / std, by table."""
+    return cv2.LUT(enhanced, _lookup_tables(config)[1])
+
+
+@functools.lru_cache(maxsize=16)
+def _device_table(config: PreprocessConfig, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(_lookup_tables(config)[1].copy()).to(device)  # copied once, not per batch
+
+
+def normalise_tensor(enhanced: torch.Tensor, config: PreprocessConfig = DEFAULT_PREPROCESS) -> torch.Tensor:
+    """`normalise` for a uint8 tensor on any device, by the same table, so bit-identical to it:
+    training moves 1-byte frames to the GPU and finishes them there (data.dataset.expand_batch)."""
+    return _device_table(config, enhanced.device)[enhanced.long()]
+
+
+def preprocess(image: np.ndarray, config: PreprocessConfig = DEFAULT_PREPROCESS) -> np.ndarray:
+    """(H, W) uint8 grayscale -> (H, W) float32, in [-1, 1] for the default mean and std."""
+    return normalise(enhance(image, config), config)

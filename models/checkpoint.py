@@ -20,7 +20,7 @@ from models.card import ModelCard, ModelFileError
 from models.common import SegmentationModel
 
 RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoints
-    "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state",
+    "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state", "cuda_rng_state",
     "best_metric", "best_epoch", "history", "mlflow_run_id", "data_counts",
 )  # fmt: skip
 

@@ -100,7 +100,15 @@ class CascadedGroupAttention(nn.Module):
         key = (h, w, self.attention_biases._version, self.attention_biases.device)
         if caching and key in self._bias_cache:
             return self._bias_cache[key]
-        index = torch.tensor(relative_index(h, w, self.window), device=self.attention_biases.device)
+        device = self.attention_biases.device
+        if torch.compiler.is_exporting() or not (self.training or torch.compiler.is_compiling()):
+            index = torch.tensor(relative_index(h, w, self.window), device=device)  # a constant
+        else:  # made on the device: no copy from the host each step, and nothing torch.compile refuses
+            ys, xs = (
+                torch.arange(h * w, device=device).div(w, rounding_mode="floor"),
+                torch.arange(h * w, device=device) % w,
+            )
+            index = (ys[:, None] - ys[None]).abs() * self.window + (xs[:, None] - xs[None]).abs()
         bias = self.attention_biases[:, index]
         if caching:
             self._bias_cache.clear()

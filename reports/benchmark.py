@@ -100,6 +100,13 @@ def _gpu(f: dict) -> str:
     )
 
 
+def _epoch(f: dict) -> str:
+    if (epoch := f["gpu_epoch"]) is None:
+        return "skipped (no CUDA)"
+    share = 100 * epoch["data_wait_fraction"]
+    return f"{epoch['seconds']:.1f} s ({epoch['images_per_s']:.0f} images/s, {share:.0f}% waiting for data)"
+
+
 def markdown_table(result: dict) -> str:
     """One table, a row per figure and a column per model."""
     models, settings = result["models"], result["settings"]
@@ -128,6 +135,7 @@ def markdown_table(result: dict) -> str:
         ),
         ("training peak RSS, MiB (growth during training)", _memory),
         (f"GPU training, AMP, batch {settings['gpu_train_batch']}: images/s", _gpu),
+        (f"GPU epoch, {settings['epoch_frames']:,} frames, data loading included", _epoch),
     ]
     lines = ["| | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
     lines += [f"| {label} | " + " | ".join(cell(models[n]) for n in models) + " |" for label, cell in rows]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import benchmark
-from benchmark import make_train_step, median_seconds, probe_training_memory
+import training_speed
+from benchmark import median_seconds
 from config import TrainConfig
 from models import MODEL_NAMES, build_model
 from reports.benchmark import (
@@ -24,6 +25,7 @@ from reports.benchmark import (
     target_ratios,
     timing_figures,
 )
+from training_speed import make_train_step, probe_training_memory, training_epoch
 
 SIZE = (64, 96)  # (H, W)
 FIGURES = {
@@ -39,11 +41,16 @@ FIGURES = {
     "train_peak_rss_mb",
     "train_rss_growth_mb",
     "gpu_train_images_per_s",
+    "gpu_epoch",
 }
 
 
 def figures(latency_ms: float, train_images_per_s: float) -> dict:
-    values = dict.fromkeys(FIGURES, 1.0) | {"params": 50_000, "gpu_train_images_per_s": None}
+    values = dict.fromkeys(FIGURES, 1.0) | {
+        "params": 50_000,
+        "gpu_train_images_per_s": None,
+        "gpu_epoch": None,
+    }
     values |= {k: latency_ms for k in FIGURES if k.startswith("ort_") and k.endswith("_ms")}
     values |= {"ort_gmacs": dict.fromkeys(ORT_RUNS, 1.0), "ort_peak_fraction": dict.fromkeys(ORT_RUNS, 0.1)}
     return values | {"train_images_per_s": train_images_per_s}
@@ -54,7 +61,8 @@ def fake_result(models: dict) -> dict:
         "machine": {"cpu": "a CPU", "logical_cpus": 2, "os": "Linux x86_64", "python": "3.11", "torch": "2",
                     "onnxruntime": "1", "gpu": None, "load_average": None},
         "peak_gmacs": {"1": 20.0, "all": 35.0, "method": "best of 5 torch.mm"},
-        "settings": {"size": [400, 640], "threads": 2, "train_batch": 8, "gpu_train_batch": 32},
+        "settings": {"size": [400, 640], "threads": 2, "train_batch": 8, "gpu_train_batch": 32,
+                     "epoch_frames": 8916},
         "models": models,
         "targets": target_ratios(models),
         "notes": ["GPU training skipped: no CUDA device"],
@@ -129,8 +137,10 @@ def test_notes_are_reported_without_targets_too():
 
 def test_the_timed_step_is_training_train_step(monkeypatch):
     seen = []
-    train_step = benchmark.train_step
-    monkeypatch.setattr(benchmark, "train_step", lambda *a, **kw: seen.append(kw) or train_step(*a, **kw))
+    train_step = training_speed.train_step
+    monkeypatch.setattr(
+        training_speed, "train_step", lambda *a, **kw: seen.append(kw) or train_step(*a, **kw)
+    )
     loss = make_train_step("tiny_efficientvit_xs", SIZE, 1, device=torch.device("cpu"))()
     assert len(seen) == 1 and seen[0]["grad_clip"] == TrainConfig().grad_clip
     assert math.isfinite(loss)
@@ -155,7 +165,7 @@ def test_memory_probe_peak_holds_one_training_steps_activations():
     ids=["fails", "killed"],
 )
 def test_a_failing_memory_probe_says_which_model_and_why(monkeypatch, probe, message):
-    monkeypatch.setattr(benchmark, "PROBE", probe)
+    monkeypatch.setattr(training_speed, "PROBE", probe)
     with pytest.raises(RuntimeError, match=message):
         probe_training_memory("nope", SIZE, 1, threads=1)
 
@@ -193,3 +203,22 @@ def test_quick_run_at_a_tiny_size_writes_every_figure(tmp_path, capsys):
     assert {"cpu", "torch", "onnxruntime"} <= set(result["machine"])
     out = capsys.readouterr().out
     assert out.startswith("Machine: ") and f"| | {' | '.join(MODEL_NAMES)} |" in out
+
+
+def test_a_whole_epoch_counts_every_frame_and_the_wait_for_data():
+    epoch = training_epoch(
+        "tiny_efficientvit_xs", SIZE, frames=6, batch=2, device=torch.device("cpu"), workers=1
+    )
+    assert epoch["images_per_s"] == pytest.approx(6 / epoch["seconds"], rel=0.5)  # three batches of two
+    assert 0 < epoch["data_wait_fraction"] < 1
+
+
+def test_the_gpu_epoch_row_gives_seconds_rate_and_wait_or_says_it_was_skipped():
+    result = fake_result({BASELINE: figures(10.0, 10.0)})
+    assert "| GPU epoch, 8,916 frames, data loading included | skipped (no CUDA) |" in markdown_table(result)
+    result["models"][BASELINE]["gpu_epoch"] = {
+        "seconds": 21.5,
+        "images_per_s": 415.0,
+        "data_wait_fraction": 0.12,
+    }
+    assert "| 21.5 s (415 images/s, 12% waiting for data) |" in markdown_table(result)

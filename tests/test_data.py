@@ -21,6 +21,7 @@ from data import (
     PreprocessConfig,
     build_datasets,
     check_dataset,
+    expand_batch,
     find_pairs,
     preprocess,
     read_image,
@@ -28,6 +29,7 @@ from data import (
 )
 from data.__main__ import main as check_main
 from data.frames import folder_frames, synthetic_frames
+from data.preprocess import enhance, normalise
 from data.synthetic import write_openeds
 from data.synthetic.__main__ import main as synthetic_main
 from data.targets import boundary_weight, distance_maps
@@ -333,24 +335,49 @@ def test_flip_moves_image_label_weight_and_dist_together(tmp_path):
     plain = dataset(pairs)[0]
     flipped = dataset(pairs, AugmentConfig(**{**NO_AUGMENT, "flip_p": 1.0}))[0]
     assert torch.equal(flipped["label"], plain["label"].flip(-1))
-    np.testing.assert_allclose(flipped["dist"], plain["dist"].flip(-1), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(flipped["dist"].float(), plain["dist"].float().flip(-1), rtol=0, atol=1e-6)
     # flipping comes before preprocessing (CLAHE itself is not exactly mirror-symmetric)
-    np.testing.assert_array_equal(flipped["image"][0].numpy(), preprocess(cv2.flip(image, 1)))
+    np.testing.assert_array_equal(flipped["image"][0].numpy(), enhance(cv2.flip(image, 1)))
     # Canny breaks ties to one side, so the band may shift by a pixel: compare with its label
-    expected = boundary_weight(flipped["label"].numpy().astype(np.uint8))
+    expected = boundary_weight(flipped["label"].numpy()).astype(np.uint8)
     np.testing.assert_array_equal(flipped["weight"].numpy(), expected)
     overlap = (flipped["weight"] > 0) & (plain["weight"].flip(-1) > 0)
     assert overlap.sum() >= 0.8 * (plain["weight"] > 0).sum()
 
 
-def test_item_types_and_shapes():
+def test_items_are_compact_five_bytes_a_pixel():
     item = dataset(synthetic_frames(2, 0, SIZE), AugmentConfig())[1]
-    assert item["image"].shape == (1, *SIZE) and item["image"].dtype == torch.float32
-    assert item["label"].shape == SIZE and item["label"].dtype == torch.int64
+    assert item["image"].shape == (1, *SIZE) and item["image"].dtype == torch.uint8
+    assert item["label"].shape == SIZE and item["label"].dtype == torch.uint8
     assert set(item["label"].unique().tolist()) <= {0, 1}
-    assert item["weight"].shape == SIZE and item["weight"].dtype == torch.float32
-    assert item["dist"].shape == (2, *SIZE) and item["dist"].dtype == torch.float32
+    assert item["weight"].shape == SIZE and item["weight"].dtype == torch.uint8
+    assert item["dist"].shape == (1, *SIZE) and item["dist"].dtype == torch.float16
     assert item["index"] == 1
+    assert sum(item[k].nbytes for k in ("image", "label", "weight", "dist")) == 5 * SIZE[0] * SIZE[1]
+
+
+def test_an_expanded_batch_is_what_full_width_targets_were():
+    """The compact item widened on the device equals preprocess() and data.targets' float32 maps:
+    the image and weight exactly, the distances within float16 rounding."""
+    data = dataset(synthetic_frames(3, 0, SIZE), AugmentConfig(), seed=4)
+    data.set_epoch(1)
+    items = [data[i] for i in range(3)]
+    batch = expand_batch(torch.utils.data.default_collate(items), torch.device("cpu"), PreprocessConfig())
+    for i, item in enumerate(items):
+        label = item["label"].numpy()
+        np.testing.assert_array_equal(batch["image"][i, 0].numpy(), normalise(item["image"][0].numpy()))
+        assert batch["label"].dtype == torch.int64 and np.array_equal(batch["label"][i].numpy(), label)
+        np.testing.assert_array_equal(batch["weight"][i].numpy(), boundary_weight(label))
+        np.testing.assert_allclose(batch["dist"][i].numpy(), distance_maps(label), rtol=0, atol=3e-4)
+    assert batch["index"].tolist() == [0, 1, 2]
+
+
+def test_an_epoch_index_pair_reads_that_epochs_augmentation():
+    eyes = synthetic_frames(2, 0, SIZE)
+    data = dataset(eyes, AugmentConfig(flip_p=0.5, noise_p=1.0, affine_p=1.0), seed=3)
+    data.set_epoch(2)
+    assert torch.equal(dataset(eyes, data.augment_config, seed=3)[(2, 1)]["image"], data[1]["image"])
+    assert not torch.equal(data[(3, 1)]["image"], data[1]["image"])
 
 
 def test_augmentation_fixed_by_seed_epoch_and_index():
@@ -408,7 +435,7 @@ def test_real_format_openeds_frames(tmp_path):
     )
     assert (len(train), len(val), train.source_name) == (1, 1, "openeds")
     item = train[0]
-    assert item["image"].shape == (1, 400, 640) and item["dist"].shape == (2, 400, 640)
+    assert item["image"].shape == (1, 400, 640) and item["dist"].shape == (1, 400, 640)
     assert 0 < item["label"].sum() < 400 * 640
 
 
@@ -543,3 +570,10 @@ def test_check_cli_on_synthetic_output(tmp_path, capsys):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr
     assert str(broken) in result.stdout
+
+
+def test_bench_prints_samples_per_second_per_source_and_bytes_per_sample(capsys):
+    assert check_main(["bench", "--n", "2", "--size", "32x48"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic eyes:" in out and "OpenEDS folder:" in out
+    assert "a sample carries 0.01 MB" in out  # 5 bytes a pixel at 32x48

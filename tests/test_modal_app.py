@@ -406,3 +406,35 @@ def test_download_and_browse_hints_mirror_the_runs_volume(monkeypatch, capsys):
     modal_app.main.info.raw_f(run_name="team/run-3")
     out = capsys.readouterr().out
     assert "modal volume get pupil-runs team ." in out and "sqlite:///team/run-3/mlflow.db" in out
+
+
+@pytest.mark.parametrize(("gpu", "count"), [("L4", 1), ("H100", 1), ("H100:4", 4), ("A100-80GB:2", 2)])
+def test_gpu_takes_a_count_and_each_gpu_gets_its_cpus_and_memory(monkeypatch, gpu, count):
+    asked = {}
+    monkeypatch.setattr(
+        modal_app, "train", type("Fake", (), {"with_options": lambda self, **o: asked.update(o)})()
+    )
+    modal_app.gpu_train(gpu, "")
+    assert asked == {
+        "gpu": gpu,
+        "cpu": count * modal_app.TRAIN_CPU,
+        "memory": count * modal_app.TRAIN_MEMORY_MB,
+    }
+    assert modal_app.TRAIN_CPU >= modal_runs.DEFAULT_WORKERS + 1  # the workers and the training process
+
+
+@pytest.mark.parametrize("gpu", ["H100:0", "H100:x", ":4", "H100:4:2"])
+def test_a_bad_gpu_spelling_is_refused_before_anything_runs(gpu):
+    with pytest.raises(ValueError, match=f"--gpu '{gpu}' must be a GPU type, or TYPE:COUNT"):
+        modal_app.plan_runs({"gpu": gpu})
+
+
+@pytest.mark.slow
+def test_several_gpus_train_one_process_each_and_rank_0_reports_and_exports(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    commits: list[int] = []
+    summary = modal_app.train_on_gpus(2, tiny(1), "multi", tmp_path, commit=lambda: commits.append(1))
+    assert summary["run_name"] == "multi" and [h["epoch"] for h in summary["history"]] == [1]
+    assert summary["onnx"]["path"] == str(tmp_path / "multi" / "best.onnx") and commits
+    out = capfd.readouterr().out
+    assert "on cpu x 2 processes" in out and out.count("epoch 1/1") == 1  # rank 0 alone prints

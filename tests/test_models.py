@@ -205,3 +205,11 @@ def test_checkpoint_with_non_finite_weights_is_refused_with_what_to_do(tmp_path)
     message = str(exc.value)
     assert message.startswith(f"{path} holds non-finite weights (2 tensors, e.g. {floats[0]})")
     assert "earlier checkpoint" in message and "\n" not in message
+
+
+def test_the_attention_bias_made_on_the_device_for_training_is_the_cached_constant():
+    attention = CascadedGroupAttention(8, 4, 2, 7, (3, 3))
+    torch.nn.init.normal_(attention.attention_biases)
+    for h, w in ((7, 7), (3, 5), (7, 2)):
+        training = attention.train().attention_bias(h, w)
+        assert torch.equal(training, attention.eval().attention_bias(h, w))

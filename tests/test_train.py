@@ -6,11 +6,13 @@ import dataclasses
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
-from data import DataConfig, EyeDataset, PreprocessConfig, synthetic_frames
+from data import DataConfig, EyeDataset, PreprocessConfig, expand_batch, preprocess, synthetic_frames
+from data.targets import boundary_weight, distance_maps
 from inference import model_file
 from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 from models import build_model
@@ -363,3 +365,29 @@ def test_validation_changes_nothing_in_the_model():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics too
     assert {"val/loss", "val/pupil_iou", "val/images_per_s"} <= set(metrics)
     assert not any(k.startswith("train/") for k in metrics)
+
+
+def test_a_training_step_on_compact_items_matches_one_on_full_width_targets():
+    """The data path's CPU parity: loss and every gradient of a step on data.expand_batch's batch
+    equal those on the float32 targets data.targets makes (distances differ by float16 rounding)."""
+    frames = EyeDataset(synthetic_frames(2, 0, (48, 64)), (48, 64), PreprocessConfig(), None, seed=0)
+    items = [frames[i] for i in range(2)]
+    compact = expand_batch(default_collate(items), torch.device("cpu"), PreprocessConfig())
+    labels = [frames.load(i)[1] for i in range(2)]
+    full = {
+        "image": torch.stack([torch.from_numpy(preprocess(frames.load(i)[0]))[None] for i in range(2)]),
+        "label": torch.from_numpy(np.stack(labels).astype(np.int64)),
+        "weight": torch.from_numpy(np.stack([boundary_weight(y) for y in labels])),
+        "dist": torch.from_numpy(np.stack([distance_maps(y) for y in labels])),
+    }
+    model = randomize_batchnorm(build_model("tiny_efficientvit_xs")).train()
+    results = []
+    for batch in (compact, full):
+        model.zero_grad()
+        loss = CombinedLoss()(model(batch["image"]), batch, alpha=0.3)["total"]
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert full["label"].sum() > 0 and loss_a == pytest.approx(loss_b, rel=1e-4)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)

@@ -1,0 +1,102 @@
+"""DataLoaders for training: made once per run, workers kept alive, the epoch told by the sampler.
+
+`EpochSampler` yields `(epoch, index)` pairs that data.EyeDataset reads, so persistent workers
+augment each epoch as a fresh copy of the dataset would. Its order depends only on (seed, epoch),
+so a resumed run sees the same batches; with several processes (DistributedDataParallel) each
+rank takes every world-th index of that order, so batch k of the N ranks together is batch k of
+one process with their global batch size.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+
+import cv2
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from config import TrainConfig
+from data.dataset import EyeDataset
+
+
+class EpochSampler(Sampler):
+    """`(epoch, index)` pairs of a dataset of n frames for one rank of `world`.
+
+    shuffle: a permutation seeded by (seed, epoch), trimmed to whole global batches of
+    `batch_size` when there is more than one (the last, partial one would weigh its few frames as
+    much as a full batch); else every index in order, the ranks' shares differing by at most one.
+    """
+
+    def __init__(
+        self, n: int, *, shuffle: bool, seed: int, batch_size: int, rank: int = 0, world: int = 1
+    ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of {world} processes")
+        self.n, self.shuffle, self.seed, self.batch_size = n, shuffle, seed, batch_size
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.n))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.n, generator=generator).tolist()
+        return order[: self.n // self.batch_size * self.batch_size] if self.n > self.batch_size else order
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, index) for index in self._order()[self.rank :: self.world])
+
+    def __len__(self) -> int:
+        kept = (
+            self.n // self.batch_size * self.batch_size
+            if self.shuffle and self.n > self.batch_size
+            else self.n
+        )
+        return len(range(self.rank, kept, self.world))
+
+
+def worker_init(worker: int) -> None:
+    """Each DataLoader worker: one OpenCV thread (workers are the parallelism; a thread pool per
+    worker would oversubscribe the cores), and SIGTERM left to the main process, which stops the
+    run and its workers (Slurm and `docker stop` signal every process of the job).
+
+    A forked worker inherits the one thread from make_loader: cv2.setNumThreads in a forked child
+    whose parent ran OpenCV's pool deadlocks. Spawned workers (macOS, Windows) start fresh."""
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_loader(
+    dataset: EyeDataset, config: TrainConfig, *, shuffle: bool, rank: int = 0, world: int = 1
+) -> DataLoader:
+    """This rank's loader of `dataset`, its batches `config.batch_size / world` frames; call
+    `loader.sampler.set_epoch(epoch)` before each epoch. Workers persist across epochs."""
+    if config.workers:  # the workers do the OpenCV work, each on one core (see worker_init)
+        cv2.setNumThreads(1)
+    sampler = EpochSampler(
+        len(dataset), shuffle=shuffle, seed=config.seed, batch_size=config.batch_size, rank=rank, world=world
+    )
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size // world,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=worker_init if config.workers else None,
+        persistent_workers=config.workers > 0,
+        prefetch_factor=4 if config.workers else None,
+    )
+
+
+def close_loader(loader: DataLoader) -> None:
+    """Stop a loader's persistent workers now. Left to the garbage collector, they would outlive
+    an error's traceback and, ignoring SIGTERM (worker_init), hang the interpreter's exit, where
+    multiprocessing terminates and joins its children."""
+    iterator = loader._iterator  # where torch keeps the iterator that owns persistent workers
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    loader._iterator = None

@@ -1,0 +1,114 @@
+"""Training figures for benchmark.py: one training step as training does it, its peak memory in a
+fresh process, and a whole epoch with the data loading included (the "GPU epoch").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils.data import default_collate
+
+from config import AugmentConfig, PreprocessConfig, TrainConfig
+from data import EyeDataset, expand_batch, synthetic_frames
+from data.loading import close_loader, make_loader
+from losses import CombinedLoss
+from models import build_model
+from training import make_optimiser, place, run_epoch, train_step
+
+PROBE = (
+    "import json, sys, training_speed as t; print(json.dumps(t.training_memory(**json.loads(sys.argv[1]))))"
+)
+
+
+def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: torch.device) -> Callable:
+    """`training.train_step` on one fixed batch, set up as training sets it up (Adam at the
+    default learning rate, gradient clipping, AMP and channels_last on CUDA); returns the loss."""
+    torch.manual_seed(0)
+    config = TrainConfig()
+    model = place(build_model(name), device).train()
+    dataset = EyeDataset(synthetic_frames(batch, 0, size), size, PreprocessConfig(), None, seed=0)
+    data = expand_batch(default_collate([dataset[i] for i in range(batch)]), device, PreprocessConfig())
+    optimizer, _, scaler = make_optimiser(model, config)
+    loss_fn, clip = CombinedLoss(), config.grad_clip
+
+    def step() -> float:
+        _, losses = train_step(
+            model, data, loss_fn, alpha=0.5, optimizer=optimizer, scaler=scaler, grad_clip=clip
+        )
+        return losses["total"].item()  # on CUDA, waits for the step: it is timed, not only queued
+
+    return step
+
+
+def memory_mb() -> dict[str, float] | None:
+    """Resident memory now and its high-water mark (MiB), from Linux's /proc; None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f if line.startswith(("VmRSS", "VmHWM")))
+    except OSError:
+        return None
+    return {name: int(value.split()[0]) / 1024 for name, value in fields.items()}  # kB -> MiB
+
+
+def training_memory(name: str, size: list[int], batch: int, *, threads: int) -> dict[str, float] | None:
+    """Run in a fresh process (PROBE): resident memory before the model and batch are built
+    (`before_mb`), once they are (`ready_mb`), and its peak through one training step (`peak_mb`).
+
+    The high-water mark is reset first (/proc/self/clear_refs), so neither the imports' transient
+    peak nor the one a child inherits from its parent at fork counts (ru_maxrss has both).
+    """
+    torch.set_num_threads(threads)
+    before = memory_mb()
+    if before is None:
+        return None
+    with contextlib.suppress(OSError):  # without it, the peak may include the imports'
+        Path("/proc/self/clear_refs").write_text("5")
+    step = make_train_step(name, (size[0], size[1]), batch, device=torch.device("cpu"))
+    ready = memory_mb()
+    step()
+    return {"before_mb": before["VmRSS"], "ready_mb": ready["VmRSS"], "peak_mb": memory_mb()["VmHWM"]}
+
+
+def probe_training_memory(name: str, size: tuple[int, int], batch: int, *, threads: int) -> dict | None:
+    """`training_memory` in a fresh Python process; a RuntimeError naming the model if it fails."""
+    here = Path(__file__).resolve().parent
+    args = json.dumps({"name": name, "size": list(size), "batch": batch, "threads": threads})
+    done = subprocess.run([sys.executable, "-c", PROBE, args], cwd=here, capture_output=True, text=True)
+    if done.returncode != 0:
+        last, signal = (done.stderr.strip().splitlines() or ["no message"])[-1], -done.returncode
+        why = f"killed by signal {signal} (out of memory?)" if signal > 0 else f"failed: {last}"
+        raise RuntimeError(f"training-memory probe of {name} {why}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def training_epoch(
+    name: str, size: tuple[int, int], *, frames: int, batch: int, device: torch.device, workers: int
+) -> dict:
+    """One whole training epoch as train_efficientvit runs it: `frames` augmented synthetic eyes
+    through data.loading's workers, run_epoch with AMP on CUDA; its seconds
+    (worker start-up and cuDNN's autotuning included), images/s and the share spent waiting for data."""
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    config = TrainConfig(model=name, batch_size=batch, workers=workers)
+    dataset = EyeDataset(synthetic_frames(frames, 0, size), size, PreprocessConfig(), AugmentConfig(), seed=0)
+    model = place(build_model(name), device)
+    optimizer, _, scaler = make_optimiser(model, config)
+    loader, start = make_loader(dataset, config, shuffle=True), time.perf_counter()
+    try:
+        update = {"optimizer": optimizer, "scaler": scaler, "grad_clip": config.grad_clip}
+        metrics = run_epoch(
+            model, loader, CombinedLoss(), alpha=0.5, train=True, desc=f"{name} epoch", **update
+        )
+    finally:
+        close_loader(loader)
+    return {
+        "seconds": time.perf_counter() - start,
+        "images_per_s": metrics["train/images_per_s"],
+        "data_wait_fraction": metrics["train/data_wait_fraction"],
+    }
