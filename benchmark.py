@@ -99,6 +99,19 @@ def gpu_training_images_per_s(name: str, size: tuple[int, int], plan: Plan) -> f
     return GPU_TRAIN_BATCH / statistics.median(seconds)
 
 
+def gpu_figures(name: str, size: tuple[int, int], plan: Plan) -> dict:
+    """With CUDA, training images/s with the batch on the GPU and a whole epoch with its data
+    loading (every core but the training process's as a worker); None for both without."""
+    if not torch.cuda.is_available():
+        return {"gpu_train_images_per_s": None, "gpu_epoch": None}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+    cuda, batch = torch.device("cuda"), GPU_TRAIN_BATCH
+    epoch = training_epoch(
+        name, size, frames=EPOCH_FRAMES, batch=batch, device=cuda, workers=max(1, cores - 1)
+    )
+    return {"gpu_train_images_per_s": gpu_training_images_per_s(name, size, plan), "gpu_epoch": epoch}
+
+
 def matmul_peak_gmacs(threads: int, n: int = MATMUL_N, runs: int = 5) -> float:
     """Best GMAC/s of an n x n fp32 matmul with `threads` threads: the machine's practical peak."""
     previous = torch.get_num_threads()
@@ -217,14 +230,9 @@ def benchmark(
     for s in subjects:
         seconds = {k: statistics.median(v) for k, v in samples[s.name].items()}
         s.figures |= report.timing_figures(seconds, s.figures["macs"], peak, train_batch=plan.train_batch)
-        s.figures["gpu_train_images_per_s"] = s.figures["gpu_epoch"] = None
         if torch.cuda.is_available():
             log(f"{s.name}: GPU training with AMP, then a whole {EPOCH_FRAMES:,}-frame epoch...")
-            s.figures["gpu_train_images_per_s"] = gpu_training_images_per_s(s.name, size, plan)
-            cuda, workers = torch.device("cuda"), max(1, len(os.sched_getaffinity(0)) - 1)
-            s.figures["gpu_epoch"] = training_epoch(
-                s.name, size, frames=EPOCH_FRAMES, device=cuda, workers=workers
-            )
+        s.figures |= gpu_figures(s.name, size, plan)
     if size != TARGET_SIZE:
         (h, w), (th, tw) = size, TARGET_SIZE
         notes.append(f"the targets are stated at {th}x{tw}, this run used {h}x{w}")

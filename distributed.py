@@ -14,6 +14,7 @@ import datetime
 import os
 import pickle
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 TIMEOUT = datetime.timedelta(minutes=10)  # a rank that stops answering fails the others after this
+GRACE_S = 120  # launch: how long the other ranks may run on once rank 0 has ended
 _DEVICE = [torch.device("cpu")]  # where tensors for collectives live: this rank's GPU under NCCL
 
 
@@ -90,20 +92,30 @@ def from_main(value: Any) -> Any:
     return box[0]
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """all_reduce(sum) with its gradient: each rank's input feeds every rank's output, so the
+    gradient of an input is the sum of the output gradients over the ranks."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return all_reduce(x.clone())
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return all_reduce(grad.clone())
+
+
 class GlobalBatchNorm2d(torch.nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics are those of the global batch, on any device: each rank's
-    per-channel sums are added up across the ranks (autograd passes through the all-reduce). What
-    torch's SyncBatchNorm does on GPUs, for the CPU (gloo) it refuses."""
+    """BatchNorm2d whose training statistics are those of the global batch, on any device: each
+    rank's per-channel sums are added up across the ranks, gradients too. What torch's
+    SyncBatchNorm does on GPUs, for the CPU (gloo), which it refuses."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized()):
             return super().forward(x)
-        from torch.distributed import _functional_collectives as collectives  # all_reduce with autograd
-
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        local = torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count])
-        stats = collectives.wait_tensor(collectives.all_reduce(local, "sum", dist.group.WORLD))
         c = x.shape[1]
+        count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+        stats = _SumOverRanks.apply(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp(min=0)  # biased, as BatchNorm normalises
@@ -159,9 +171,11 @@ def launch(
 ) -> Any:
     """`torchrun --nproc-per-node world` from Python: fn(*args) in `world` fresh processes, each
     with the environment torchrun gives; this one waits, calling `tick` every `every_s` seconds
-    (Modal commits its volume there), and returns rank 0's result. A rank that fails stops the
-    others and raises here (torch.multiprocessing.ProcessRaisedException or ProcessExitedException).
-    `fn` must be importable by name: the processes are spawned, not forked."""
+    (Modal commits its volume there), and returns rank 0's result. A rank that raises stops the
+    others and raises here (torch.multiprocessing.ProcessRaisedException); once rank 0 has ended
+    (with a result that reports a failure, say), the others get GRACE_S to end before they are
+    stopped; a rank 0 interrupted is a KeyboardInterrupt here. `fn` must be importable by name: the
+    processes are spawned, not forked."""
     import socket
 
     import torch.multiprocessing as mp
@@ -170,8 +184,25 @@ def launch(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory(prefix="ranks-") as tmp:
-        result = str(Path(tmp) / "rank0.pickle")
-        context = mp.spawn(_run_rank, args=(world, port, fn, args, result), nprocs=world, join=False)
-        while not context.join(timeout=every_s):
-            tick()
-        return pickle.loads(Path(result).read_bytes())
+        result = Path(tmp) / "rank0.pickle"
+        context = mp.spawn(_run_rank, args=(world, port, fn, args, str(result)), nprocs=world, join=False)
+        try:
+            _wait(context, tick, every_s)
+        except mp.ProcessExitedException:
+            if not result.exists():  # stopped by a signal before rank 0 had a result
+                raise
+        if not result.exists():  # torch's spawn wrapper ends an interrupted rank quietly
+            raise KeyboardInterrupt("rank 0 was interrupted")
+        return pickle.loads(result.read_bytes())
+
+
+def _wait(context: Any, tick: Callable[[], None], every_s: float) -> None:
+    """Join the ranks, calling `tick` meanwhile; the others are stopped GRACE_S after rank 0 ended."""
+    ended = None
+    while not context.join(timeout=every_s):
+        tick()
+        if context.processes[0].exitcode is not None:  # the other ranks may wait on it forever
+            ended = ended or time.monotonic()
+            if time.monotonic() - ended > GRACE_S:
+                for process in context.processes[1:]:
+                    process.terminate()

@@ -24,9 +24,9 @@ DATASETS_VOLUME, RUNS_VOLUME = "pupil-datasets", "pupil-runs"
 DATASETS_DIR, RUNS_DIR = PurePosixPath("/datasets"), PurePosixPath("/runs")
 DEFAULT_GPU = "L4"  # 24 GB and cheap per hour; --gpu T4, A10G, L40S, A100 or H100 also work, ":N" for N
 GPU = re.compile(r"([A-Za-z][\w-]*)(?::([1-9]\d*))?")  # Modal's spelling: "H100", "H100:4"
-# DataLoader workers per GPU: one worker delivers 130 augmented 640x400 samples/s (python -m data
-# bench, 2026-12-02); a GPU epoch of 8,916 frames in under 30 s, validation and start-up included,
-# wants ~1,000 frames/s, so 1000 / 130 -> 8 workers; modal_app.TRAIN_CPU adds the main process
+# DataLoader workers per GPU: an 8,916-frame epoch in under 30 s needs >= 297 frames/s; one worker
+# delivers 130 augmented 640x400 samples/s (python -m data bench, 2026-12-02), so 3 is the floor;
+# 8 (1,040/s) leave room for slower vCPUs and a GPU faster than the target (its rate is unmeasured)
 DEFAULT_WORKERS = 8
 TRAIN_FLAGS = flags(TrainConfig, modal=True)  # train_efficientvit.py's, less local paths and devices
 MODAL_DEFAULTS = {"workers": DEFAULT_WORKERS}  # where a Modal run's defaults differ from a local one's

@@ -4,6 +4,7 @@
     python train_efficientvit.py --data-dir /data/openeds --epochs 50
     python train_efficientvit.py --resume runs/<run>/last.pt --epochs 80
     python train_efficientvit.py --init-from pretrained --data-dir MY_DATA --epochs 20   # fine-tune
+    torchrun --nproc-per-node 4 train_efficientvit.py --data-dir /data/openeds --batch-size 64  # 4 GPUs
 
 Every flag is a field of config.TrainConfig (`--help` lists them). Writes OUT_DIR/best.pt (best
 validation pupil IoU) and OUT_DIR/last.pt (every epoch), both atomically, and logs every epoch to
@@ -226,7 +227,8 @@ def resume_command(config: TrainConfig, last: Path) -> str:
         for k in ("max_steps", "time_limit")
         if getattr(config, k)
     )
-    return f"python train_efficientvit.py --resume {last}{extra}"
+    runner = f"torchrun --nproc-per-node {world_size()}" if world_size() > 1 else "python"
+    return f"{runner} train_efficientvit.py --resume {last}{extra}"
 
 
 def stopped(run: Run, out_dir: Path) -> None:
@@ -266,7 +268,7 @@ def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, 
     check_memory(run, device)
     train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
     run.data_counts = {"train": len(train_set), "validation": len(val_set)}
-    share = {"rank": rank(), "world": world_size()}
+    share = {"device": device, "rank": rank(), "world": world_size()}
     loaders = [make_loader(d, config, shuffle=d is train_set, **share) for d in (train_set, val_set)]
     tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set) if is_main() else None
     if source:

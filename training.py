@@ -23,14 +23,14 @@ from tqdm import tqdm
 from config import TrainConfig
 from data import EyeDataset, expand_batch
 from distributed import all_reduce, is_main, world_size
-from metrics import ConfusionCounter
+from metrics import ConfusionCounter, confusion_metrics
 from models import SegmentationModel, build_model
 from models.card import ModelCard
 from models.checkpoint import model_from_checkpoint, save_checkpoint
 from runfolder import stop_point, stop_requested
 
 LOSS_PARTS = {"loss": "total", "ce": "ce", "dice": "dice", "surface": "surface"}  # metric -> loss key
-SYNC_EVERY = 50  # CUDA steps between looks at the loss (non-finite?), the clock and SIGTERM
+SYNC_EVERY = 50  # GPU steps between looks at the loss (non-finite?), the clock and SIGTERM
 
 
 class TrainingError(RuntimeError):
@@ -138,13 +138,13 @@ class Tally:
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """The epoch's metrics over every rank: loss parts averaged per image, IoUs over all pixels,
-        and the images seen."""
-        images = all_reduce(torch.tensor([float(self.images)], device=self.losses.device))
-        sums = all_reduce(self.losses).tolist()
-        all_reduce(self.counter.counts)
-        total = images.item()
-        out = {f"{prefix}/{k}": v / max(1.0, total) for k, v in zip(LOSS_PARTS, sums, strict=True)}
-        return out | {f"{prefix}/{k}": v for k, v in self.counter.compute().items()} | {"images": total}
+        and the images seen. The epoch's one wait for the device (the second .tolist() finds the
+        device done)."""
+        counts = all_reduce(torch.cat([self.counter.counts, self.counter.counts.new_tensor([self.images])]))
+        sums = all_reduce(self.losses)
+        *pixels, images = counts.tolist()
+        out = {f"{prefix}/{k}": v / max(1, images) for k, v in zip(LOSS_PARTS, sums.tolist(), strict=True)}
+        return out | {f"{prefix}/{k}": v for k, v in confusion_metrics(*pixels).items()} | {"images": images}
 
 
 def run_epoch(
@@ -168,7 +168,7 @@ def run_epoch(
     prefix, device = ("train" if train else "val"), next(model.parameters()).device
     model.train(train)
     tally, preprocess_config = Tally(device), loader.dataset.preprocess_config
-    every = SYNC_EVERY if device.type == "cuda" else 1  # a look costs nothing on the CPU
+    every = 1 if device.type == "cpu" else SYNC_EVERY  # a look costs nothing on the CPU
     steps = len(loader) if max_steps is None else min(len(loader), max_steps)
     bar = tqdm(total=steps, desc=desc or prefix, leave=False, dynamic_ncols=True, disable=not is_main())
     start = tick = time.perf_counter()
@@ -186,10 +186,12 @@ def run_epoch(
                 logits, losses = forward(model, batch, loss_fn, alpha=alpha)
             tally.add(logits, batch, losses)
             bar.update()
-            if (step + 1) % every == 0 or step + 1 == steps:
+            # training only: the ranks' validation shares may differ by a batch, so they must not meet
+            # per step (validation has no deadline, and a SIGTERM is seen at the epoch's end)
+            if train and ((step + 1) % every == 0 or step + 1 == steps):
                 bad, late, stop, loss = tally.look(past_deadline=train and time.perf_counter() > deadline)
                 stop_point(stop)  # a SIGTERM (on any rank) since the last look stops the run here
-                if bad and train:  # validation's shows in val/loss, which the caller checks
+                if bad:  # validation's shows in val/loss, which the caller checks
                     raise TrainingError(f"non-finite loss {'at' if every == 1 else 'by'} step {step + 1}")
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if late:

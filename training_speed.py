@@ -99,7 +99,7 @@ def training_epoch(
     dataset = EyeDataset(synthetic_frames(frames, 0, size), size, PreprocessConfig(), AugmentConfig(), seed=0)
     model = place(build_model(name), device)
     optimizer, _, scaler = make_optimiser(model, config)
-    loader, start = make_loader(dataset, config, shuffle=True), time.perf_counter()
+    loader, start = make_loader(dataset, config, shuffle=True, device=device), time.perf_counter()
     try:
         update = {"optimizer": optimizer, "scaler": scaler, "grad_clip": config.grad_clip}
         metrics = run_epoch(

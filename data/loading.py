@@ -39,23 +39,23 @@ class EpochSampler(Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def kept(self) -> int:
+        """Frames of the epoch, all ranks together."""
+        whole = self.shuffle and self.n > self.batch_size
+        return self.n // self.batch_size * self.batch_size if whole else self.n
+
     def _order(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.n))
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.n, generator=generator).tolist()
-        return order[: self.n // self.batch_size * self.batch_size] if self.n > self.batch_size else order
+        return torch.randperm(self.n, generator=generator).tolist()[: self.kept]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return ((self.epoch, index) for index in self._order()[self.rank :: self.world])
 
     def __len__(self) -> int:
-        kept = (
-            self.n // self.batch_size * self.batch_size
-            if self.shuffle and self.n > self.batch_size
-            else self.n
-        )
-        return len(range(self.rank, kept, self.world))
+        return len(range(self.rank, self.kept, self.world))
 
 
 def worker_init(worker: int) -> None:
@@ -71,10 +71,17 @@ def worker_init(worker: int) -> None:
 
 
 def make_loader(
-    dataset: EyeDataset, config: TrainConfig, *, shuffle: bool, rank: int = 0, world: int = 1
+    dataset: EyeDataset,
+    config: TrainConfig,
+    *,
+    shuffle: bool,
+    device: torch.device,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
-    """This rank's loader of `dataset`, its batches `config.batch_size / world` frames; call
-    `loader.sampler.set_epoch(epoch)` before each epoch. Workers persist across epochs."""
+    """This rank's loader of `dataset` for training on `device`, its batches `config.batch_size /
+    world` frames; call `loader.sampler.set_epoch(epoch)` before each epoch. Workers persist across
+    epochs; batches come in pinned memory for a GPU."""
     if config.workers:  # the workers do the OpenCV work, each on one core (see worker_init)
         cv2.setNumThreads(1)
     sampler = EpochSampler(
@@ -85,7 +92,7 @@ def make_loader(
         batch_size=config.batch_size // world,
         sampler=sampler,
         num_workers=config.workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=device.type == "cuda",
         worker_init_fn=worker_init if config.workers else None,
         persistent_workers=config.workers > 0,
         prefetch_factor=4 if config.workers else None,

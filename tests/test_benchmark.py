@@ -222,3 +222,21 @@ def test_the_gpu_epoch_row_gives_seconds_rate_and_wait_or_says_it_was_skipped():
         "data_wait_fraction": 0.12,
     }
     assert "| 21.5 s (415 images/s, 12% waiting for data) |" in markdown_table(result)
+
+
+def test_with_cuda_the_gpu_figures_time_the_step_and_a_whole_epoch_at_the_gpu_batch(monkeypatch):
+    epochs = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchmark, "gpu_training_images_per_s", lambda name, size, plan: 900.0)
+    monkeypatch.setattr(
+        benchmark, "training_epoch", lambda *args, **kw: epochs.append((args, kw)) or {"seconds": 1}
+    )
+    figures = benchmark.gpu_figures("tiny_efficientvit", SIZE, benchmark.QUICK)
+    assert figures == {"gpu_train_images_per_s": 900.0, "gpu_epoch": {"seconds": 1}}
+    ((args, kw),) = epochs
+    assert (
+        args == ("tiny_efficientvit", SIZE)
+        and kw["frames"] == 8_916
+        and kw["batch"] == benchmark.GPU_TRAIN_BATCH
+    )
+    assert kw["device"] == torch.device("cuda") and kw["workers"] >= 1

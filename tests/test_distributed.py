@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import distributed
 from data.loading import EpochSampler
 from models.checkpoint import load_checkpoint
 from tests.conftest import tiny_config
@@ -63,7 +65,8 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_two_gloo_processes_train_and_resume_as_one_process_with_their_global_batch(tmp_path):
     settings = ["--batch-size", "4", "--workers", "0", "--no-mlflow", "--img-size", "48x64"]
-    settings += ["--synthetic-train", "12", "--synthetic-val", "6", "--model", "tiny_efficientvit_xs"]
+    # 9 validation frames: shares of 5 and 4 frames, 3 and 2 batches; the ranks must not wait on each other
+    settings += ["--synthetic-train", "12", "--synthetic-val", "9", "--model", "tiny_efficientvit_xs"]
     settings += ["--alpha-span", "2"]  # what a 2-epoch run has; a 1-epoch run would keep its own
     two = tmp_path / "two"
     first = torchrun("train_efficientvit.py", "--epochs", "1", *settings, "--out-dir", str(two))
@@ -71,7 +74,7 @@ def test_two_gloo_processes_train_and_resume_as_one_process_with_their_global_ba
     assert "on cpu x 2 processes" in first.stdout and first.stdout.count("epoch 1/1") == 1  # rank 0 prints
     resumed = torchrun("train_efficientvit.py", "--resume", str(two / "last.pt"), "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    data = {"img_size": (48, 64), "synthetic_train": 12, "synthetic_val": 6}
+    data = {"img_size": (48, 64), "synthetic_train": 12, "synthetic_val": 9}
     config = tiny_config(tmp_path / "one", model="tiny_efficientvit_xs", epochs=2, alpha_span=2)
     main(config.replace(data=config.data.replace(**data)))
 
@@ -87,3 +90,28 @@ def test_two_gloo_processes_train_and_resume_as_one_process_with_their_global_ba
     # Adam moves a weight whose gradient is ~0 by +-lr whatever its sign's rounding: a few such
     # weights differ by up to lr a step; the rest agree to float precision
     assert diffs.max() <= 6 * 1e-3 and (diffs <= 1e-5).float().mean() >= 0.95
+
+
+def rank_0_reports_rank_1_hangs() -> str:
+    if distributed.rank() == 1:
+        time.sleep(600)  # as a rank waiting on a collective rank 0 will never join
+    return "rank 0's failure, returned"
+
+
+def rank_0_is_interrupted() -> None:
+    if distributed.rank() == 0:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_launch_stops_the_other_ranks_once_rank_0_has_ended_and_returns_its_result(monkeypatch):
+    monkeypatch.setattr(distributed, "GRACE_S", 1)
+    start = time.monotonic()
+    assert distributed.launch(2, rank_0_reports_rank_1_hangs, every_s=0.2) == "rank 0's failure, returned"
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.slow
+def test_launch_passes_on_an_interrupted_rank_0_as_an_interrupt():
+    with pytest.raises(KeyboardInterrupt, match="rank 0 was interrupted"):
+        distributed.launch(2, rank_0_is_interrupted, every_s=0.2)
