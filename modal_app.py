@@ -256,12 +256,12 @@ def train(values: dict[str, Any], run_name: str) -> dict[str, Any]:
     if not torch.cuda.is_available():  # e.g. a torch CUDA build newer than the host's driver
         raise RuntimeError(f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU here")
     if (gpus := torch.cuda.device_count()) > 1:
-        return train_on_gpus(gpus, values, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
+        return train_on_gpus(gpus, values, run_name, runs_dir=Path(RUNS_DIR), commit=runs_volume.commit)
     return run_training(values, run_name, Path(RUNS_DIR), commit=runs_volume.commit)
 
 
 def train_on_gpus(
-    gpus: int, values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: Callable[[], None]
+    gpus: int, values: dict[str, Any], run_name: str, *, runs_dir: Path, commit: Callable[[], None]
 ) -> dict[str, Any]:
     """`run_training` in one process per GPU (DistributedDataParallel, as torchrun runs it; the batch
     size is the global one), rank 0 writing; this container process commits the volume every

@@ -433,7 +433,9 @@ def test_a_bad_gpu_spelling_is_refused_before_anything_runs(gpu):
 def test_several_gpus_train_one_process_each_and_rank_0_reports_and_exports(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     commits: list[int] = []
-    summary = modal_app.train_on_gpus(2, tiny(1), "multi", tmp_path, commit=lambda: commits.append(1))
+    summary = modal_app.train_on_gpus(
+        2, tiny(1), "multi", runs_dir=tmp_path, commit=lambda: commits.append(1)
+    )
     assert summary["run_name"] == "multi" and [h["epoch"] for h in summary["history"]] == [1]
     assert summary["onnx"]["path"] == str(tmp_path / "multi" / "best.onnx") and commits
     out = capfd.readouterr().out
