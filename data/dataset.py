@@ -66,8 +66,8 @@ class EyeDataset(Dataset):
         return len(self.frames)
 
     def set_epoch(self, epoch: int) -> None:
-        """Pick the epoch's augmentation. Call it before iterating; DataLoader workers copy the
-        dataset when an epoch starts, so it reaches them unless persistent_workers=True."""
+        """Pick the epoch's augmentation for items read by index alone (tests, previews). Training's
+        persistent workers never see it: their items come as (epoch, index) from the sampler."""
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cli import positive_int_argument
+from config import TrainConfig
 from data import (
     AugmentConfig,
     DataConfig,
@@ -29,6 +30,7 @@ from data import (
 )
 from data.__main__ import main as check_main
 from data.frames import folder_frames, synthetic_frames
+from data.loading import close_loader, make_loader
 from data.preprocess import enhance, normalise
 from data.synthetic import write_openeds
 from data.synthetic.__main__ import main as synthetic_main
@@ -399,6 +401,20 @@ def test_worker_count_does_not_change_items():
     direct = torch.stack([data[i]["image"] for i in range(4)])
     loader = torch.utils.data.DataLoader(data, batch_size=2, num_workers=2)
     np.testing.assert_array_equal(torch.cat([b["image"] for b in loader]).numpy(), direct.numpy())
+
+
+def test_persistent_workers_augment_each_epoch_as_the_training_process_would():
+    data = dataset(synthetic_frames(4, 0, SIZE), AugmentConfig(flip_p=0.5, noise_p=1.0, affine_p=1.0), seed=1)
+    loader = make_loader(data, TrainConfig(batch_size=2, workers=2), shuffle=True, device=torch.device("cpu"))
+    try:
+        for epoch in (0, 1, 2):  # the same workers serve every epoch; the sampler tells them which
+            loader.sampler.set_epoch(epoch)
+            for batch in loader:
+                for index, image in zip(batch["index"].tolist(), batch["image"], strict=True):
+                    assert torch.equal(image, data[(epoch, index)]["image"]), (epoch, index)
+    finally:
+        close_loader(loader)
+    assert not torch.equal(data[(0, 1)]["image"], data[(1, 1)]["image"])  # the epochs do differ
 
 
 def test_augment_config_validation_and_round_trip():
