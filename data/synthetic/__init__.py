@@ -10,9 +10,13 @@ command line (data/synthetic/__main__.py):
     python -m data.synthetic --preview grid.png [--n 16] [--style full]
         writes a grid of frames with the pupil label outlined, for a person to look at: the
         range of framing, iris, exposure, glints, headset and camera effects a model sees.
+    python -m data.synthetic --sequence N --out DIR [--fps 30] [--size 400x640] [--seed 0] [--style full]
+        writes a video of one eye with known pupil diameter, gaze and blinks (data.synthetic.sequence):
+        DIR/eye.mp4, DIR/truth.csv (a row a frame) and DIR/blinks.csv, DIR new or empty as above.
 `--style` picks the randomisation (`render.STYLES`): full, the default, or one of its ablations.
 """
 
+import csv
 from pathlib import Path
 
 import cv2
@@ -21,6 +25,7 @@ import numpy as np
 from config import MIN_SIZE
 from data.folders import write_image
 from data.synthetic.render import PUPIL, STYLES, render_eye
+from data.synthetic.sequence import TRUTH_COLUMNS, blink_events, eye_sequence
 
 
 class SyntheticEyes:
@@ -57,6 +62,17 @@ class SyntheticEyes:
         return image, (label == PUPIL).astype(np.uint8)
 
 
+def new_folder(out: str | Path, *, overwrite: bool) -> Path:
+    """The absolute folder `out`, refused (FileExistsError naming it) if it holds anything,
+    unless `overwrite`; NotADirectoryError if it is a file."""
+    root = Path(out).absolute()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{root}: exists and is not a folder; give a new or empty folder")
+    if root.is_dir() and not overwrite and any(root.iterdir()):
+        raise FileExistsError(f"{root}: folder is not empty; give a new or empty one, or --overwrite")
+    return root
+
+
 def write_openeds(
     out: str | Path,
     n: int,
@@ -75,12 +91,8 @@ def write_openeds(
     """
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    root = Path(out).absolute()
     eyes = SyntheticEyes(n, seed, size, style)
-    if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root}: exists and is not a folder; give a new or empty folder")
-    if root.is_dir() and not overwrite and any(root.iterdir()):
-        raise FileExistsError(f"{root}: folder is not empty; give a new or empty one, or --overwrite")
+    root = new_folder(out, overwrite=overwrite)
     n_val = min(n - 1, round(n * val_fraction))
     for split, indices in (("train", range(n - n_val)), ("validation", range(n - n_val, n))):
         for folder in ("images", "labels"):
@@ -115,3 +127,43 @@ def write_preview(
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, gallery.tile_grid(tiles, columns=4))
     return path
+
+
+def write_sequence(
+    out: str | Path,
+    n: int,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (400, 640),
+    fps: float = 30.0,
+    style: str = "full",
+    overwrite: bool = False,
+) -> Path:
+    """Write an n-frame `sequence.eye_sequence` as ROOT/eye.mp4 (mp4v), ROOT/truth.csv (a row a
+    frame) and ROOT/blinks.csv (start_frame, end_frame, duration_s); returns ROOT, which must be
+    new or empty unless `overwrite`, as for write_openeds."""
+    if len(size) != 2 or min(size) < MIN_SIZE:
+        raise ValueError(f"sequence size must be (H, W) of at least {MIN_SIZE} each, got {size}")
+    frames = eye_sequence(n, seed=seed, size=size, fps=fps, style=style)  # checks n, fps, style
+    root = new_folder(out, overwrite=overwrite)
+    root.mkdir(parents=True, exist_ok=True)
+    video = cv2.VideoWriter(str(root / "eye.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size[::-1])
+    if not video.isOpened():
+        raise OSError(f"{root / 'eye.mp4'}: cv2 cannot write mp4v video here")
+    truths = []
+    try:
+        for image, _, truth in frames:
+            video.write(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+            truths.append(truth)
+    finally:
+        video.release()
+    write_csv(root / "truth.csv", TRUTH_COLUMNS, truths)
+    write_csv(root / "blinks.csv", ("start_frame", "end_frame", "duration_s"), blink_events(truths, fps))
+    return root
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)

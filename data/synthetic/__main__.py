@@ -1,4 +1,5 @@
-"""python -m data.synthetic: write synthetic eye frames as a dataset folder or a preview grid."""
+"""python -m data.synthetic: write synthetic eye frames as a dataset folder or a preview grid, or
+(--sequence N --out DIR) a video of one blinking eye with its ground truth; see data.synthetic."""
 
 import argparse
 import math
@@ -6,10 +7,10 @@ import sys
 from pathlib import Path
 
 from cli import size_argument
-from data.synthetic import STYLES, write_openeds, write_preview
+from data.synthetic import STYLES, write_openeds, write_preview, write_sequence
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data.synthetic",
         description="Write synthetic near-infrared eye frames with OpenEDS-style labels.",
@@ -17,6 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     task = parser.add_mutually_exclusive_group(required=True)
     task.add_argument("--out", type=Path, help="dataset folder to write (OpenEDS layout)")
     task.add_argument("--preview", type=Path, help="PNG grid of frames to write")
+    parser.add_argument(
+        "--sequence",
+        type=int,
+        metavar="N",
+        help="with --out: write an N-frame video of one blinking eye, eye.mp4, truth.csv and blinks.csv",
+    )
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of --sequence (default 30)")
     parser.add_argument("--n", type=int, default=16, help="number of frames (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="frames are fixed by (seed, index) (default 0)")
     parser.add_argument(
@@ -39,23 +47,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write into an --out folder that is not empty (default: refuse it)",
     )
+    return parser
+
+
+def write(args: argparse.Namespace) -> str:
+    """What the command line asks for, written; the line saying so."""
+    common = {"seed": args.seed, "size": args.size, "style": args.style}
+    if args.sequence is not None:
+        root = write_sequence(args.out, args.sequence, fps=args.fps, overwrite=args.overwrite, **common)
+        return f"wrote a {args.sequence}-frame eye video, truth.csv and blinks.csv to {root}"
+    if args.out is not None:
+        fraction = args.val_fraction
+        root = write_openeds(args.out, args.n, val_fraction=fraction, overwrite=args.overwrite, **common)
+        return f"wrote {args.n} frames in the OpenEDS layout to {root}"
+    path = write_preview(args.preview, args.n, **common)
+    return f"wrote a {math.ceil(args.n / 4)}x{min(args.n, 4)} preview grid to {path}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.sequence is not None and args.out is None:
+        parser.error("--sequence needs --out DIR")
     try:
-        if args.out is not None:
-            root = write_openeds(
-                args.out,
-                args.n,
-                seed=args.seed,
-                size=args.size,
-                val_fraction=args.val_fraction,
-                style=args.style,
-                overwrite=args.overwrite,
-            )
-            print(f"wrote {args.n} frames in the OpenEDS layout to {root}")
-        else:
-            path = write_preview(args.preview, args.n, seed=args.seed, size=args.size, style=args.style)
-            rows = math.ceil(args.n / 4)
-            print(f"wrote a {rows}x{min(args.n, 4)} preview grid to {path}")
+        print(write(args))
     except ValueError as e:
         parser.error(str(e))
     except OSError as e:  # --out not empty (nothing written), or not writable: one line

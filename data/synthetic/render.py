@@ -96,21 +96,64 @@ def pose_eye(rng: np.random.Generator, size: tuple[int, int], style: Randomisati
     centre = np.array([w * rng.uniform(0.3, 0.7), h * rng.uniform(0.3, 0.7)])
     yaw, pitch = math.radians(rng.uniform(-35, 35)), math.radians(rng.uniform(-22, 22))
     tilt = math.radians(rng.uniform(8, 25))
-    gaze = np.array([math.sin(yaw) * math.cos(pitch - tilt), math.sin(pitch - tilt)])
-    facing = math.cos(yaw) * math.cos(pitch - tilt)  # the iris disc flattens along the gaze
-    iris_centre = centre + radius * rng.uniform(1.6, 1.9) * (gaze - (0, -math.sin(tilt)))
-    angle = math.degrees(math.atan2(gaze[1], gaze[0]))
+    reach = rng.uniform(1.6, 1.9)
     pupil_ratio = rng.uniform(0.2, 0.62)  # constricted to dilated
-    pupil_centre = iris_centre + rng.normal(0, 0.02 * radius, 2)
+    offset = rng.normal(0, 0.02 * radius, 2)
+    gaze = look(centre, radius, yaw=yaw, pitch=pitch, tilt=tilt, reach=reach, pupil_offset=offset)
     draw = rng.random()  # lids closed, half-closed (blinking) or open
     low, high = (0.0, 0.0) if draw < CLOSED_P else (0.1, 0.55) if draw < 0.2 else (0.75, 1.05)
     openness = rng.uniform(low, high)
-    lids = eyelids(rng, centre, radius, drop=iris_centre[1] - centre[1], openness=openness)
+    lids = eyelids(rng, centre, radius, drop=gaze.iris_centre[1] - centre[1], openness=openness)
     # the camera's roll about the eye: mostly level, now and then well tilted
     roll = rng.uniform(-35, 35) if rng.random() < style.roll_p else rng.uniform(-8, 8)
+    return roll_pose(
+        gaze, lids, radius=radius, centre=centre, openness=openness, pupil_ratio=pupil_ratio, roll=roll
+    )
+
+
+@dataclass(frozen=True)
+class Gaze:
+    """Where a gaze puts the iris and pupil before the camera's roll."""
+
+    iris_centre: np.ndarray
+    pupil_centre: np.ndarray
+    angle: float  # degrees, of the ellipses' flattened axis
+    facing: float  # cos of the angle between gaze and camera: the iris disc flattens by it
+
+
+def look(
+    centre: np.ndarray,
+    radius: float,
+    *,
+    yaw: float,
+    pitch: float,
+    tilt: float,
+    reach: float,
+    pupil_offset: np.ndarray,
+) -> Gaze:
+    """The gaze of `yaw`, `pitch` (radians), the camera `tilt` radians below the eye; `reach`
+    (iris radii) is how far the iris swings, `pupil_offset` the pupil's (x, y) off the iris centre."""
+    gaze = np.array([math.sin(yaw) * math.cos(pitch - tilt), math.sin(pitch - tilt)])
+    facing = math.cos(yaw) * math.cos(pitch - tilt)
+    iris_centre = centre + radius * reach * (gaze - (0, -math.sin(tilt)))
+    angle = math.degrees(math.atan2(gaze[1], gaze[0]))
+    return Gaze(iris_centre, iris_centre + pupil_offset, angle, facing)
+
+
+def roll_pose(
+    gaze: Gaze,
+    lids: tuple[np.ndarray, ...],
+    *,
+    radius: float,
+    centre: np.ndarray,
+    openness: float,
+    pupil_ratio: float,
+    roll: float,
+) -> Pose:
+    """The Pose of a gaze and lids (eyelids' four curves) seen by a camera rolled `roll` degrees."""
     lids = tuple(rotate(lid, centre, roll) for lid in lids)
-    iris_centre, pupil_centre = rotate(np.stack([iris_centre, pupil_centre]), centre, roll)
-    angle += roll
+    iris_centre, pupil_centre = rotate(np.stack([gaze.iris_centre, gaze.pupil_centre]), centre, roll)
+    angle, facing = gaze.angle + roll, gaze.facing
     iris_box = (tuple(iris_centre), (2 * radius * facing, 2 * radius), angle)
     pupil_box = (tuple(pupil_centre), (2 * radius * pupil_ratio * facing, 2 * radius * pupil_ratio), angle)
     return Pose(radius, radius / 100, centre, openness, lids, iris_box, pupil_box, pupil_ratio)
@@ -138,7 +181,20 @@ def render_eye(
     `style` sets how widely frames vary (`STYLES` names the variants).
     """
     rng = np.random.default_rng((seed, index))
-    pose = pose_eye(rng, size, style)
+    return render_posed(rng, pose_eye(rng, size, style), size, style=style)
+
+
+def render_posed(
+    rng: np.random.Generator,
+    pose: Pose,
+    size: tuple[int, int],
+    *,
+    style: Randomisation,
+    steady: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """render_eye's frame of a given pose, its look (skin, light, iris, lashes, glints, camera)
+    drawn from `rng`. With `steady`, the eyeball's random numbers are drawn behind closed lids
+    too, so that one rng state gives the same look whatever the openness (a blinking sequence)."""
     (upper, lower, crease, fold), unit = pose.lids, pose.unit
     opening, iris, pupil = (np.zeros(size, np.uint8) for _ in range(3))
     if pose.openness > 0:
@@ -149,7 +205,8 @@ def render_eye(
 
     skin_value = math.exp(rng.uniform(*np.log(style.skin)))  # grey level before exposure
     image, light = skin_and_light(rng, size, [crease, fold], radius=pose.radius, brightness=skin_value)
-    if pose.openness > 0:
+    eyeball_drawn = pose.openness > 0 or steady
+    if eyeball_drawn:
         eyeball(
             image,
             rng,
@@ -163,7 +220,7 @@ def render_eye(
     margin = max(1, round(3 * unit))  # the lid margins, the upper one dark with lash roots
     draw_lines(image, upper[None], skin_value * rng.uniform(0.3, 0.5), thickness=margin)
     draw_lines(image, lower[None], skin_value * rng.uniform(0.6, 0.85), thickness=max(1, margin - 1))
-    if pose.openness > 0 and rng.random() < 0.5:  # wet lower lid margin catching the light
+    if eyeball_drawn and rng.random() < 0.5 and pose.openness > 0:  # wet lower lid margin, lit
         draw_lines(image, lower[None] - (0, 2 * unit), 200, thickness=1)
     image *= light
     lashes(image, rng, upper, unit=unit, upper=True)
