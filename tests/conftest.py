@@ -3,21 +3,25 @@ checkpoints (through the model card, as training writes them) and the shipped pr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from config import DataConfig, TrainConfig
 from data.synthetic.render import STYLES
 from inference import model_file
 from models.card import ModelCard
-from models.checkpoint import save_checkpoint
+from models.checkpoint import load_checkpoint, save_checkpoint
 
 EASY = STYLES["narrow"]  # the first renderer's eyes: any trained model finds their pupils
 PRETRAINED_PT = model_file("pretrained", ".pt")  # finds pupils; 256x416 input, any frame size
+PRETRAINED_ONNX = model_file("pretrained", ".onnx")  # its export
 SMALL = (64, 96)  # (H, W): the input size of hand-made checkpoints
 
 
@@ -61,3 +65,21 @@ def make_checkpoint(
     model = randomize_batchnorm(card.build_model()).eval()
     card = ModelCard.of(model, model_name, img_size, **card_fields)
     return save_checkpoint({**card.to_checkpoint(), "model_state": model.state_dict()}, path)
+
+
+def diverged_checkpoint(path: Path) -> Path:
+    """A checkpoint whose first weight tensor went NaN, as a diverged run leaves it."""
+    state = load_checkpoint(make_checkpoint(path))
+    next(v for v in state["model_state"].values() if v.is_floating_point()).fill_(math.nan)
+    return save_checkpoint(state, path)
+
+
+def diverged_onnx(path: Path, value: float = math.nan) -> Path:
+    """The pretrained export with `value` (NaN, or an infinity) in its first weight."""
+    model = onnx.load(PRETRAINED_ONNX)
+    weight = model.graph.initializer[0]
+    array = numpy_helper.to_array(weight).copy()
+    array.flat[0] = value
+    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
+    onnx.save(model, path)
+    return path

@@ -11,26 +11,29 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
 from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
 from evaluate import build_parser, evaluate, main, score_frame, summarize
 from gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
-from inference import PUPIL_THRESHOLD, load_predictor, model_file
+from inference import PUPIL_THRESHOLD, load_predictor
 from metrics import (
     MB,
     confusion_metrics,
     mask_counts,
     set_metrics,
 )
-from models.checkpoint import load_checkpoint, save_checkpoint
 from reports.evaluation import gallery_picks, markdown_report, write_gallery
-from tests.conftest import PRETRAINED_PT, disc, make_checkpoint
+from tests.conftest import (
+    PRETRAINED_ONNX,
+    PRETRAINED_PT,
+    disc,
+    diverged_checkpoint,
+    diverged_onnx,
+    make_checkpoint,
+)
 
-PRETRAINED_ONNX = model_file("pretrained", ".onnx")  # the export of PRETRAINED_PT, and faster here
 FRAMES = 4  # of the pretrained model's synthetic validation frames: one gallery row
 
 
@@ -248,25 +251,10 @@ def test_bad_input_is_a_one_line_error(untrained, tmp_path, capsys, args, named)
     assert err.startswith("error: ") and named in err and "\n" not in err
 
 
-def diverged_checkpoint(path: Path) -> Path:
-    """A checkpoint whose first weight tensor went NaN, as a diverged run leaves it."""
-    state = load_checkpoint(make_checkpoint(path))
-    next(v for v in state["model_state"].values() if v.is_floating_point()).fill_(math.nan)
-    return save_checkpoint(state, path)
-
-
-def diverged_onnx(path: Path) -> Path:
-    """The pretrained export with an infinity in its first weight."""
-    model = onnx.load(PRETRAINED_ONNX)
-    weight = model.graph.initializer[0]
-    array = numpy_helper.to_array(weight).copy()
-    array.flat[0] = np.inf
-    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
-    onnx.save(model, path)
-    return path
-
-
-@pytest.mark.parametrize(("write", "name"), [(diverged_checkpoint, "best.pt"), (diverged_onnx, "best.onnx")])
+@pytest.mark.parametrize(
+    ("write", "name"),
+    [(diverged_checkpoint, "best.pt"), (lambda path: diverged_onnx(path, math.inf), "best.onnx")],
+)
 def test_non_finite_weights_are_refused_not_scored(tmp_path, capsys, write, name):
     path = write(tmp_path / name)
     assert main(["--checkpoint", str(path), "--synthetic-n", "1", "--output", str(tmp_path / "out")]) == 1

@@ -14,7 +14,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 from torch.utils.data import default_collate
 
 from data import EyeDataset, PreprocessConfig, expand_batch, synthetic_frames
@@ -23,11 +22,16 @@ from data.preprocess import Fit
 from data.synthetic import render_eye
 from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
 from models.card import ModelCard
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import save_checkpoint
 from predict import CSV_COLUMNS, main, predict
-from tests.conftest import EASY, PRETRAINED_PT, SMALL, make_checkpoint
-
-PRETRAINED_ONNX = PRETRAINED_PT.with_suffix(".onnx")  # 256x416 static input
+from tests.conftest import (
+    EASY,
+    PRETRAINED_ONNX,
+    SMALL,
+    diverged_checkpoint,
+    diverged_onnx,
+    make_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -340,24 +344,6 @@ def write_unknown_model(path):
     return save_checkpoint(state, path)
 
 
-def write_diverged_checkpoint(path):
-    """A checkpoint whose first weight tensor went NaN, as a diverged run leaves it."""
-    state = load_checkpoint(make_checkpoint(path))
-    next(v for v in state["model_state"].values() if v.is_floating_point()).fill_(math.nan)
-    return save_checkpoint(state, path)
-
-
-def write_diverged_onnx(path):
-    """The pretrained export with a NaN in its first weight."""
-    model = onnx.load(PRETRAINED_ONNX)
-    weight = model.graph.initializer[0]
-    array = numpy_helper.to_array(weight).copy()
-    array.flat[0] = np.nan
-    weight.CopyFrom(numpy_helper.from_array(array, weight.name))
-    onnx.save(model, path)
-    return path
-
-
 @pytest.mark.parametrize(
     ("model", "message"),
     [
@@ -366,8 +352,8 @@ def write_diverged_onnx(path):
         (lambda d: write_garbage(d / "model.onnx"), "not a loadable ONNX model"),
         (lambda d: write_garbage(d / "model.pt"), "corrupt or not a readable PyTorch checkpoint"),
         (lambda d: write_unknown_model(d / "model.pt"), "unknown model 'resnet50'"),
-        (lambda d: write_diverged_checkpoint(d / "model.pt"), "holds non-finite weights (1 tensor"),
-        (lambda d: write_diverged_onnx(d / "model.onnx"), "holds non-finite weights (1 tensor"),
+        (lambda d: diverged_checkpoint(d / "model.pt"), "holds non-finite weights (1 tensor"),
+        (lambda d: diverged_onnx(d / "model.onnx"), "holds non-finite weights (1 tensor"),
     ],
     ids=["missing-onnx", "missing-pt", "corrupt-onnx", "corrupt-pt", "unknown-model", "nan-pt", "nan-onnx"],
 )
