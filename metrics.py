@@ -20,7 +20,7 @@ MB = 1_000_000  # bytes in the challenge score's megabyte
 
 class ConfusionCounter:
     """Running pixel counts (tp, fp, fn, tn) of the pupil class, kept on `device`: adding a batch
-    costs no wait for the GPU, `compute` is the one."""
+    costs no wait for the GPU; `confusion_metrics(*counts.tolist())` turns them into scores."""
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.counts = torch.zeros(4, dtype=torch.int64, device=device)
@@ -31,9 +31,6 @@ class ConfusionCounter:
         pred, label = pred.bool(), label.bool()
         tp, fp, fn = (pred & label).sum(), (pred & ~label).sum(), (~pred & label).sum()
         self.counts += torch.stack([tp, fp, fn, label.numel() - tp - fp - fn])
-
-    def compute(self) -> dict[str, float]:
-        return confusion_metrics(*self.counts.tolist())
 
 
 def _ratio(num: float, den: float) -> float:

@@ -78,12 +78,12 @@ def stop_requested() -> bool:
     return _STOP.is_set()
 
 
-def stop_point(requested: bool | None = None) -> None:
-    """Where the training loop may stop (between batches, after an epoch is saved): a SIGTERM
-    received since is raised here as KeyboardInterrupt. Raising it in the signal handler itself
-    could land in a finally block or a __del__, where Python ignores it and the run goes on.
-    `requested`: the verdict of all ranks, where several processes must stop at the same point."""
-    if _STOP.is_set() if requested is None else requested:
+def stop_point(requested: bool) -> None:
+    """Where the training loop may stop (between batches, after an epoch is saved): `requested`,
+    the ranks' verdict on `stop_requested` (distributed.any_rank), raises KeyboardInterrupt here.
+    Raising it in the signal handler itself could land in a finally block or a __del__, where
+    Python ignores it and the run goes on."""
+    if requested:
         _STOP.clear()
         raise KeyboardInterrupt("SIGTERM")
 
