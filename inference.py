@@ -231,12 +231,17 @@ def load_predictor(
     return _onnx_predictor(path, providers, threads, img_size, preprocess_config)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray | None:
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if count < 2:
+def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The largest 8-connected blob of an (H, W) bool mask, as a bool mask of the box around all
+    of the mask's pixels, and that box's (x, y) offset; None for an empty mask. Working in the
+    box keeps a 640x400 frame to the pupil's few thousand pixels."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    if w == 0:
         return None
+    box = np.ascontiguousarray(mask[y : y + h, x : x + w]).view(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8)
     largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # label 0 is the background
-    return labels == largest
+    return labels == largest, (x, y)
 
 
 def pupil_geometry(mask: np.ndarray, prob: np.ndarray | None = None) -> dict[str, Any]:
@@ -249,15 +254,19 @@ def pupil_geometry(mask: np.ndarray, prob: np.ndarray | None = None) -> dict[str
     of `prob` over the component. Without a pupil, `found` is False and every number is NaN.
     """
     keys = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
-    component = _largest_component(mask)
-    if component is None:
+    found = _largest_component(mask.astype(bool, copy=False))
+    if found is None:
         return {"found": False, **dict.fromkeys(keys + ("centroid_x", "centroid_y"), math.nan)}
+    component, (x0, y0) = found
+    box_h, box_w = component.shape
     ys, xs = np.nonzero(component)
     area = int(xs.size)
-    centroid = (float(xs.mean()), float(ys.mean()))
+    centroid = (float(xs.mean()) + x0, float(ys.mean()) + y0)
     diameter = 2 * math.sqrt(area / math.pi)  # of the circle with the component's area
     (cx, cy), major, minor, angle = centroid, diameter, diameter, 0.0
-    contours, _ = cv2.findContours(component.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(
+        component.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(x0, y0)
+    )
     outline = max(contours, key=len)
     if len(outline) >= 5:
         ellipse = cv2.fitEllipse(outline)
@@ -273,7 +282,9 @@ def pupil_geometry(mask: np.ndarray, prob: np.ndarray | None = None) -> dict[str
         "axis_minor": float(minor),
         "angle": float(angle) % 180.0,
         "area_px": area,
-        "mean_prob": float(prob[component].mean()) if prob is not None else math.nan,
+        "mean_prob": float(prob[y0:, x0:][:box_h, :box_w][component].mean())
+        if prob is not None
+        else math.nan,
         "centroid_x": centroid[0],
         "centroid_y": centroid[1],
     }
