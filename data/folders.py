@@ -9,11 +9,14 @@ OpenEDS classes are 0 background, 1 sclera, 2 iris, 3 pupil; the task is binary,
 rest. Every problem raises DataError with a one-line message that starts with the path concerned.
 """
 
+import csv
 import errno
+import math
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -292,3 +295,33 @@ def find_pairs(root: str | Path, split: Split) -> list[Sample]:
     if problems:
         raise DataError("; ".join(problems))
     return files.pairs
+
+
+def new_folder(out: str | Path, *, overwrite: bool, flag: str | None = "--overwrite") -> Path:
+    """The absolute folder `out`, refused (FileExistsError naming it) if it holds anything,
+    unless `overwrite` (the message offers `flag`, when there is one); NotADirectoryError if it is
+    a file."""
+    root = Path(out).absolute()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"{root}: exists and is not a folder; give a new or empty folder")
+    if root.is_dir() and not overwrite and any(root.iterdir()):
+        offer = f", or {flag}" if flag else ""
+        raise FileExistsError(f"{root}: folder is not empty; give a new or empty one{offer}")
+    return root
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A CSV file with a header of `columns` and a line per row (a row's other keys are left out);
+    NaN is written as an empty field, other floats with at most 6 decimals (microseconds), bools as 0 / 1."""
+
+    def field(value: Any) -> Any:
+        if isinstance(value, bool | np.bool_):
+            return int(value)
+        if isinstance(value, float | np.floating):
+            return "" if math.isnan(value) else round(float(value), 6)
+        return value
+
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([field(row[c]) for c in columns] for row in rows)

@@ -16,14 +16,13 @@ command line (data/synthetic/__main__.py):
 `--style` picks the randomisation (`render.STYLES`): full, the default, or one of its ablations.
 """
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from config import MIN_SIZE
-from data.folders import write_image
+from data.folders import new_folder, write_csv, write_image
 from data.synthetic.render import PUPIL, STYLES, render_eye
 from data.synthetic.sequence import TRUTH_COLUMNS, blink_events, eye_sequence
 
@@ -60,17 +59,6 @@ class SyntheticEyes:
         """(H, W) uint8 image and (H, W) uint8 {0, 1} pupil mask of frame `index`."""
         image, label, _ = self.render(index)
         return image, (label == PUPIL).astype(np.uint8)
-
-
-def new_folder(out: str | Path, *, overwrite: bool) -> Path:
-    """The absolute folder `out`, refused (FileExistsError naming it) if it holds anything,
-    unless `overwrite`; NotADirectoryError if it is a file."""
-    root = Path(out).absolute()
-    if root.exists() and not root.is_dir():
-        raise NotADirectoryError(f"{root}: exists and is not a folder; give a new or empty folder")
-    if root.is_dir() and not overwrite and any(root.iterdir()):
-        raise FileExistsError(f"{root}: folder is not empty; give a new or empty one, or --overwrite")
-    return root
 
 
 def write_openeds(
@@ -160,10 +148,3 @@ def write_sequence(
     write_csv(root / "truth.csv", TRUTH_COLUMNS, truths)
     write_csv(root / "blinks.csv", ("start_frame", "end_frame", "duration_s"), blink_events(truths, fps))
     return root
-
-
-def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
