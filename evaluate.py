@@ -14,8 +14,11 @@ located: the share of labelled pupils whose predicted ellipse centre lies within
 mask's centroid, a missed pupil never located, and the median of that error (as scripts/peers.py
 scores other detectors); pupil IoU by label pupil diameter (where in the size range overlap is
 lost); per-frame detection (pupil present or absent) with false positives on pupil-less (closed-eye)
-frames; the OpenEDS challenge score 0.5 * (mIoU + min(1, 1 / S)), S the model file's size in
-MB; images/s of resizing, preprocessing, model and resizing back.
+frames; how well each frame's confidence (`pupillometry.confidence`) foretells a wrong pupil
+(centre more than 2 px off, missed, or found on a frame without one: `metrics.frame_wrong`), as
+an AUROC beside that of mean pupil probability alone, and per confidence decile; the OpenEDS
+challenge score 0.5 * (mIoU + min(1, 1 / S)), S the model file's size in MB; images/s of
+resizing, preprocessing, model and resizing back.
 --tta adds the same figures with horizontal-flip test-time augmentation.
 Without --data-dir the frames are the synthetic ones the model's training run used for the split
 (`data.frames.frames_for`: its validation frames by default).
@@ -45,44 +48,53 @@ from data.frames import Frames, frames_for
 from inference import PUPIL_THRESHOLD, Predictor, load_predictor, model_file, pupil_geometry
 from metrics import (
     WITHIN_PX,
+    WRONG_PX,
+    auroc,
     centre_error,
     challenge_score,
+    confidence_bins,
     confusion_metrics,
     detection_summary,
     diameter_buckets,
     error_summary,
+    frame_wrong,
     located_error,
     located_median,
     located_share,
     mask_counts,
     set_metrics,
 )
+from pupillometry.confidence import frame_confidence
 from reports.evaluation import markdown_table, write_outputs
 
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
 
 def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
-    """Counts, pupil IoU, pupil found in label / prediction and centre errors of one frame."""
+    """Counts, pupil IoU, pupil found in label / prediction, centre errors, whether the frame is
+    wrong (`metrics.frame_wrong`), its confidence and mean pupil probability (0 without a pupil)."""
     pred = prob > PUPIL_THRESHOLD
     counts = mask_counts(pred, label)
-    mine, truth = pupil_geometry(pred), pupil_geometry(label.astype(bool))
+    mine, truth = pupil_geometry(pred, prob), pupil_geometry(label.astype(bool))
     both = mine["found"] and truth["found"]
 
     def error(x: str, y: str) -> float:
         return centre_error((mine[x], mine[y]), (truth[x], truth[y])) if both else math.nan
 
+    ellipse = error("centre_x", "centre_y")
+    located = located_error((mine["centre_x"], mine["centre_y"]) if mine["found"] else None, label)
     return {
         "counts": counts,
         "pupil_iou": confusion_metrics(*counts)["pupil_iou"],
         "label_pupil": truth["found"],
         "predicted_pupil": mine["found"],
-        "ellipse_error": error("centre_x", "centre_y"),
+        "ellipse_error": ellipse,
         "centroid_error": error("centroid_x", "centroid_y"),
-        "located_error": located_error(
-            (mine["centre_x"], mine["centre_y"]) if mine["found"] else None, label
-        ),
+        "located_error": located,
         "label_diameter": 2 * math.sqrt(truth["area_px"] / math.pi) if truth["found"] else math.nan,
+        "wrong": frame_wrong(truth["found"], mine["found"], ellipse, located),
+        "confidence": frame_confidence(prob, pred, mine),
+        "mean_prob": mine["mean_prob"] if mine["found"] else 0.0,
     }
 
 
@@ -102,6 +114,25 @@ def score_frames(
             seconds[mode] += time.perf_counter() - tick
             scores[mode] += [score_frame(p, label) for p, (_, label) in zip(probs, pairs, strict=True)]
     return scores, seconds
+
+
+def confidence_summary(scores: list[dict]) -> dict[str, Any]:
+    """How well per-frame confidence foretells a wrong pupil: the AUROC of confidence for right
+    frames over wrong ones (1: every wrong frame less confident than every right one; 0.5: chance),
+    the same of mean pupil probability alone, and the frames by confidence decile."""
+    confidence, right = [s["confidence"] for s in scores], [not s["wrong"] for s in scores]
+    return {
+        "wrong_px": WRONG_PX,
+        "wrong": sum(s["wrong"] for s in scores),
+        "auroc": auroc(confidence, right),
+        "auroc_mean_prob": auroc([s["mean_prob"] for s in scores], right),
+        "deciles": confidence_bins(
+            confidence,
+            [s["pupil_iou"] for s in scores],
+            [s["ellipse_error"] for s in scores],
+            [s["wrong"] for s in scores],
+        ),
+    }
 
 
 def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, Any]:
@@ -127,6 +158,7 @@ def summarize(scores: list[dict], seconds: float, file_bytes: int) -> dict[str, 
         "detection": detection_summary(
             [s["label_pupil"] for s in scores], [s["predicted_pupil"] for s in scores]
         ),
+        "confidence": confidence_summary(scores),
         "challenge_score": challenge_score(overlap["miou"], file_bytes),
         "images_per_s": len(scores) / seconds,
     }

@@ -2,8 +2,9 @@
 
 Intersection and union are summed over every pixel of the epoch before dividing (not averaged
 per image), as in the OpenEDS challenge; mIoU averages the two classes. The per-frame functions
-below (numpy, (H, W) masks) serve `evaluate.py`: frame IoU, pupil-centre error, detection and
-the OpenEDS challenge score.
+below (numpy, (H, W) masks) serve `evaluate.py`: frame IoU, pupil-centre error, detection, the
+OpenEDS challenge score, and whether a frame's pupil is wrong, with how well a per-frame
+confidence ranks the wrong ones (AUROC, deciles).
 """
 
 from __future__ import annotations
@@ -156,3 +157,65 @@ def challenge_score(miou: float, size_bytes: int) -> float:
     if size_bytes <= 0:
         raise ValueError(f"model size must be positive, got {size_bytes} bytes")
     return 0.5 * (miou + min(1.0, MB / size_bytes))
+
+
+WRONG_PX = 2.0  # a pupil centre further than this from the label's makes the frame "wrong"
+
+
+def frame_wrong(
+    label_pupil: bool, predicted_pupil: bool, centre_err: float, located_err: float, within: float = WRONG_PX
+) -> bool:
+    """Whether a frame's pupil is wrong: a labelled pupil missed, or its predicted ellipse centre more
+    than `within` px from the label's ellipse centre (`centre_err`) or centroid (`located_err`); on
+    a frame without a labelled pupil, any predicted one. Nothing predicted there is right."""
+    if not label_pupil:
+        return predicted_pupil
+    return not (predicted_pupil and centre_err <= within and located_err <= within)  # NaN, inf: wrong
+
+
+def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of `scores` for `positives`: the chance that a random positive
+    scores above a random negative, ties counting half (mid-ranks: the Mann-Whitney U). None
+    unless there are positives and negatives both."""
+    values, chosen = np.asarray(scores, np.float64), np.asarray(positives, bool)
+    if values.shape != chosen.shape:
+        raise ValueError(f"need one label per score; got {chosen.size} and {values.size}")
+    n_pos, n_neg = int(chosen.sum()), int((~chosen).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(values, kind="stable")
+    _, first, counts = np.unique(values[order], return_index=True, return_counts=True)
+    ranks = np.empty(values.size)
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)  # 1-based, a tie's mean rank
+    return float((ranks[chosen].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def confidence_bins(
+    confidence: Sequence[float],
+    pupil_iou: Sequence[float],
+    centre_err: Sequence[float],
+    wrong: Sequence[bool],
+    bins: int = 10,
+) -> list[dict[str, Any]]:
+    """Frames in `bins` groups of (nearly) equal size by rank of confidence, the least confident
+    first (ties in frame order): per group its frames, confidence range, mean pupil IoU, median
+    centre error (of frames that have one, NaN for none; None when no frame has) and share wrong."""
+    conf, iou = np.asarray(confidence, np.float64), np.asarray(pupil_iou, np.float64)
+    err, bad = np.asarray(centre_err, np.float64), np.asarray(wrong, bool)
+    if not conf.shape == iou.shape == err.shape == bad.shape:
+        raise ValueError(f"need one IoU, error and verdict per confidence, {conf.size} of each")
+    rows = []
+    for picked in np.array_split(np.argsort(conf, kind="stable"), bins):
+        if picked.size:
+            errors = err[picked][~np.isnan(err[picked])]
+            rows.append(
+                {
+                    "frames": int(picked.size),
+                    "confidence_min": float(conf[picked].min()),
+                    "confidence_max": float(conf[picked].max()),
+                    "pupil_iou": float(iou[picked].mean()),
+                    "median_centre_error_px": float(np.median(errors)) if errors.size else None,
+                    "wrong": float(bad[picked].mean()),
+                }
+            )
+    return rows

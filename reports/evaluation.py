@@ -1,7 +1,7 @@
-"""What `evaluate.py --output DIR` writes: metrics.json (the figures), report.md (them as Markdown),
-frames.csv (a row of scores per frame) and gallery_best.png / gallery_worst.png (the best and worst
-frames by pupil IoU, `gallery.tile_grid`). Everything here reads evaluate.py's result dict and
-per-frame scores; nothing is scored here.
+"""What `evaluate.py --output DIR` writes: metrics.json (the figures), report.md (them as Markdown,
+and the frames by confidence decile), frames.csv (a row of scores per frame) and gallery_best.png /
+gallery_worst.png (the best and worst frames by pupil IoU, `gallery.tile_grid`). Everything here
+reads evaluate.py's result dict and per-frame scores; nothing is scored here.
 """
 
 from __future__ import annotations
@@ -91,6 +91,10 @@ TABLE_ROWS: tuple[tuple[str, Callable[[dict], str]], ...] = (
         "false positives on pupil-less frames",
         lambda r: f"{r['detection']['false_positives']} of {r['detection']['without_pupil']}",
     ),
+    (
+        "AUROC of confidence for a wrong pupil (centre > 2 px off, missed, invented)",
+        lambda r: _number(r["confidence"]["auroc"], 3),
+    ),
     ("OpenEDS challenge score", lambda r: _number(r["challenge_score"])),
     ("images/s", lambda r: f"{r['images_per_s']:.1f}"),
 )
@@ -110,6 +114,28 @@ def _diameter_table(buckets: list[dict], open_from: float) -> list[str]:
     for b in buckets:
         top = "" if b["max_px"] >= open_from else f"{b['max_px']}"  # the last bucket has no upper end
         lines.append(f"| {b['min_px']}-{top} | {b['frames']} | {b['pupil_iou']:.4f} |")
+    return lines
+
+
+def _confidence_section(summary: dict) -> list[str]:
+    """The frames by confidence decile, least confident first, and the AUROC beside mean_prob's."""
+    px, frames = f"{summary['wrong_px']:g}", sum(b["frames"] for b in summary["deciles"])
+    lines = [
+        "## Pupil by confidence decile (plain)",
+        "",
+        f"Frames ranked by confidence, least confident first, in groups of equal size. Wrong: a "
+        f"labelled pupil missed or its ellipse centre more than {px} px from the label's ellipse "
+        f"centre or centroid, or a pupil found on a frame without one; {summary['wrong']} of "
+        f"{frames} frames. AUROC of confidence for a wrong pupil: {_number(summary['auroc'], 3)} "
+        f"(mean pupil probability alone: {_number(summary['auroc_mean_prob'], 3)}).",
+        "",
+        "| decile | frames | confidence | mean pupil IoU | median centre error, px | wrong |",
+        "|---:|---:|---|---:|---:|---:|",
+    ]
+    for i, b in enumerate(summary["deciles"], 1):
+        spread = f"{b['confidence_min']:.2f}-{b['confidence_max']:.2f}"
+        error, wrong = _number(b["median_centre_error_px"], 2), f"{b['wrong']:.0%}"
+        lines.append(f"| {i} | {b['frames']} | {spread} | {b['pupil_iou']:.3f} | {error} | {wrong} |")
     return lines
 
 
@@ -152,6 +178,7 @@ def markdown_report(result: dict) -> str:
     if buckets:
         lines += ["", "## Pupil IoU by label pupil diameter (plain)", ""]
         lines += _diameter_table(buckets, result["diameter_edges_px"][-1])
+    lines += ["", *_confidence_section(result["plain"]["confidence"])]
     if "gallery_best" in result.get("outputs", {}):
         lines += ["", *_galleries()]
     return "\n".join(lines) + "\n"
@@ -159,7 +186,14 @@ def markdown_report(result: dict) -> str:
 
 # ---- files ----
 
-FRAME_COLUMNS = ("pupil_iou", "predicted_pupil", "ellipse_error", "centroid_error", "located_error")
+FRAME_COLUMNS = (
+    "pupil_iou",
+    "predicted_pupil",
+    "ellipse_error",
+    "centroid_error",
+    "located_error",
+    "confidence",
+)
 
 
 def _csv_value(value: Any) -> Any:
@@ -169,8 +203,8 @@ def _csv_value(value: Any) -> Any:
 
 
 def write_frames_csv(path: Path, names: tuple[str, ...], scores: dict[str, list[dict]]) -> None:
-    """One row per frame: pupil in the label; per mode pupil IoU, pupil predicted, centre errors
-    (columns of modes after "plain" end in _<mode>)."""
+    """One row per frame: pupil in the label; per mode pupil IoU, pupil predicted, centre errors and
+    confidence (columns of modes after "plain" end in _<mode>)."""
     with open(path, "w", newline="") as f:
         rows = csv.writer(f)
         header = [c if m == "plain" else f"{c}_{m}" for m in scores for c in FRAME_COLUMNS]

@@ -17,13 +17,14 @@ from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
 from evaluate import build_parser, evaluate, main, score_frame, summarize
 from gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
-from inference import PUPIL_THRESHOLD, load_predictor
+from inference import PUPIL_THRESHOLD, load_predictor, pupil_geometry
 from metrics import (
     MB,
     confusion_metrics,
     mask_counts,
     set_metrics,
 )
+from pupillometry.confidence import frame_confidence
 from reports.evaluation import gallery_picks, markdown_report, write_gallery
 from tests.conftest import (
     PRETRAINED_ONNX,
@@ -54,6 +55,21 @@ def test_summary_locates_pupils_against_the_label_centroid_and_buckets_by_diamet
     assert big == pytest.approx(0.5 * (summary["miou"] + 0.5))
     summary = summarize(scores[2:], seconds=1.0, file_bytes=1000)
     assert summary["located"] == {"within_px": 5.0, "share": 0.0, "median_error_px": None}  # all missed
+
+
+def test_summary_ranks_wrong_frames_by_confidence():
+    label, empty = disc(40, 30, radius=12), np.zeros((60, 80), np.uint8)
+    blurred_off = cv2.GaussianBlur(np.roll(label, 4, axis=1).astype(np.float32), (9, 9), 2)
+    frames = [(label.astype(np.float32), label), (blurred_off, label)]  # right, 4 px off
+    frames += [(empty.astype(np.float32), label), (empty.astype(np.float32), empty)]  # missed; right
+    scores = [score_frame(prob, truth) for prob, truth in frames]
+    assert [s["wrong"] for s in scores] == [False, True, True, False]
+    assert scores[0]["confidence"] > scores[1]["confidence"] > 0 == scores[2]["confidence"]
+    summary = summarize(scores, seconds=1.0, file_bytes=1000)["confidence"]
+    # right over wrong: 1 and 1 for the sure frame; 0 and a tie for the empty one: 2.5 of 4 pairs
+    assert summary["auroc"] == pytest.approx(2.5 / 4) and summary["wrong"] == 2
+    assert [d["frames"] for d in summary["deciles"]] == [1, 1, 1, 1]
+    assert summary["deciles"][-1]["confidence_min"] == scores[0]["confidence"]
 
 
 def test_galleries_rank_by_iou_and_skip_frames_empty_in_both():
@@ -104,6 +120,30 @@ def mode_figures(**located) -> dict:
         "located": {"within_px": 5.0, "share": 1.0, "median_error_px": 3.0, **located},
         "iou_by_pupil_diameter": buckets,
         "detection": detection,
+        "confidence": {
+            "wrong_px": 2.0,
+            "wrong": 1,
+            "auroc": 0.75,
+            "auroc_mean_prob": None,
+            "deciles": [
+                {
+                    "frames": 1,
+                    "confidence_min": 0.1,
+                    "confidence_max": 0.1,
+                    "pupil_iou": 0.5,
+                    "median_centre_error_px": None,
+                    "wrong": 1.0,
+                },
+                {
+                    "frames": 1,
+                    "confidence_min": 0.9,
+                    "confidence_max": 0.9,
+                    "pupil_iou": 0.75,
+                    "median_centre_error_px": 1.25,
+                    "wrong": 0.0,
+                },
+            ],
+        },
         "challenge_score": 0.95,
         "images_per_s": 12.34,
     }
@@ -129,6 +169,9 @@ def test_report_leaves_the_last_diameter_bucket_open_and_says_n_a_for_missing_fi
     assert "| 20-30 | 1 | 0.5000 |" in report and "| 70- | 1 | 0.7500 |" in report
     assert "| median located error, px (misses infinite) | n/a | 3.00 |" in report
     assert "0.250 MB" in report and "training state" not in report  # an .onnx is what ships
+    assert "| 1 | 1 | 0.10-0.10 | 0.500 | n/a | 100% |" in report
+    assert "| 2 | 1 | 0.90-0.90 | 0.750 | 1.25 | 0% |" in report
+    assert "wrong pupil: 0.750 (mean pupil probability alone: n/a)" in report
     assert "gallery_best.png" not in report  # no galleries written
 
 
@@ -156,6 +199,7 @@ def test_reports_every_figure_for_plain_and_tta(result):
         assert figures["located"]["share"] == 1.0 and figures["located"]["median_error_px"] < 2
         assert figures["centre_error_px"]["ellipse"]["n"] == figures["detection"]["with_pupil"] == FRAMES
         assert sum(b["frames"] for b in figures["iou_by_pupil_diameter"]) == FRAMES
+        assert sum(b["frames"] for b in figures["confidence"]["deciles"]) == FRAMES
         size_term = min(1.0, MB / PRETRAINED_ONNX.stat().st_size)
         assert figures["challenge_score"] == pytest.approx(0.5 * (figures["miou"] + size_term))
 
@@ -170,14 +214,25 @@ def test_out_folder_has_metrics_report_frames_and_galleries(result):
         assert cv2.imread(outputs[name]).shape == (CAPTION_HEIGHT + TILE_SIZE[0], 1920, 3)  # a row of 4
     with open(outputs["frames"], newline="") as f:
         rows = list(csv.DictReader(f))
-    columns = ["pupil_iou", "predicted_pupil", "ellipse_error", "centroid_error", "located_error"]
+    columns = [
+        "pupil_iou",
+        "predicted_pupil",
+        "ellipse_error",
+        "centroid_error",
+        "located_error",
+        "confidence",
+    ]
     assert list(rows[0]) == ["frame", "label_pupil", *columns, *(f"{c}_tta" for c in columns)]
     assert [r["frame"] for r in rows] == [f"synthetic_{i:05d}" for i in range(FRAMES)]
     image, label = frames_for(None, "validation", n=FRAMES, seed=0, size=(256, 416), style="full").read(1)
     prob = load_predictor(PRETRAINED_ONNX).probabilities([image])[0]
+    mask = prob > PUPIL_THRESHOLD
     assert float(rows[1]["pupil_iou"]) == pytest.approx(
-        set_metrics([mask_counts(prob > PUPIL_THRESHOLD, label)])["pupil_iou"], abs=1e-4
+        set_metrics([mask_counts(mask, label)])["pupil_iou"], abs=1e-4
     )
+    confidence = frame_confidence(prob, mask, pupil_geometry(mask, prob))
+    assert confidence > 0.5 and float(rows[1]["confidence"]) == pytest.approx(confidence, abs=1e-4)
+    assert "## Pupil by confidence decile (plain)" in report
 
 
 def test_onnx_export_scores_like_its_checkpoint():

@@ -1,4 +1,5 @@
-"""metrics.py: pixel counts, IoU and Dice, centre errors, detection, pupils located, size buckets."""
+"""metrics.py: pixel counts, IoU and Dice, centre errors, detection, pupils located, size buckets,
+wrong frames and how well a confidence ranks them (AUROC, deciles)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 
 from inference import pupil_geometry
 from metrics import (
+    auroc,
     centre_error,
     challenge_score,
+    confidence_bins,
     confusion_metrics,
     detection_summary,
     diameter_buckets,
     error_summary,
+    frame_wrong,
     located_share,
     mask_counts,
     set_metrics,
@@ -103,3 +107,48 @@ def test_set_metrics_sum_pixels_over_frames_before_dividing():
     small, large = (1, 1, 0, 100), (90, 0, 10, 900)  # IoU 0.5 and 0.9 per frame
     assert set_metrics([small, large])["pupil_iou"] == pytest.approx(91 / 102)
     assert set_metrics([large]) == confusion_metrics(*large)
+
+
+@pytest.mark.parametrize(
+    ("label", "predicted", "centre", "located", "wrong"),
+    [
+        (True, True, 1.5, 2.0, False),  # both errors within 2 px
+        (True, True, 2.5, 1.0, True),  # the ellipse centre off
+        (True, True, 1.0, 2.5, True),  # the label's centroid off (a cut pupil)
+        (True, False, math.nan, math.inf, True),  # missed
+        (False, True, math.nan, math.nan, True),  # a pupil where there is none
+        (False, False, math.nan, math.nan, False),  # nothing where there is nothing
+    ],
+)
+def test_a_frame_is_wrong_when_its_pupil_is_off_missed_or_invented(label, predicted, centre, located, wrong):
+    assert frame_wrong(label, predicted, centre, located) is wrong
+
+
+def test_auroc_is_one_for_a_perfect_ranking_zero_reversed_and_a_half_for_ties():
+    positives = [False, False, True, True]
+    assert auroc([0.1, 0.2, 0.8, 0.9], positives) == 1.0
+    assert auroc([0.9, 0.8, 0.2, 0.1], positives) == 0.0
+    assert auroc([0.5] * 4, positives) == 0.5
+    # pairs (positive, negative): 0.5 > 0.1, 0.5 = 0.5 (a half), 0.9 > 0.1, 0.9 > 0.5
+    assert auroc([0.1, 0.5, 0.5, 0.9], [False, True, False, True]) == pytest.approx(3.5 / 4)
+
+
+def test_auroc_needs_both_classes_and_a_label_per_score():
+    assert auroc([0.2, 0.4], [True, True]) is None and auroc([], []) is None
+    with pytest.raises(ValueError, match="one label per score"):
+        auroc([0.2, 0.4], [True])
+
+
+def test_confidence_bins_rank_frames_least_confident_first_and_hold_every_frame():
+    confidence = np.linspace(1, 0, 23)  # frame 22 the least confident
+    iou = np.where(np.arange(23) >= 20, 0.25, 1.0)
+    errors = np.where(np.arange(23) >= 20, math.nan, 0.5)
+    rows = confidence_bins(confidence, iou, errors, np.arange(23) >= 20)
+    assert [r["frames"] for r in rows] == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2] and sum(
+        r["frames"] for r in rows
+    ) == 23
+    first, second = rows[0], rows[1]
+    assert (first["confidence_min"], first["pupil_iou"], first["wrong"]) == (0.0, 0.25, 1.0)
+    assert first["median_centre_error_px"] is None  # no frame of it has an error
+    assert (second["pupil_iou"], second["median_centre_error_px"], second["wrong"]) == (1.0, 0.5, 0.0)
+    assert len(confidence_bins([0.3, 0.1], [1, 1], [0, 0], [False, True])) == 2  # fewer frames than bins

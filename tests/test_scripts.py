@@ -1,6 +1,8 @@
 """The measuring scripts: stride_ceiling.py (the ideal coarse prediction loses what its stride
-cannot draw), score_line.py (one line of real-eyes figures) and the shell scripts' evaluate.py calls."""
+cannot draw), score_line.py (one line of real-eyes figures), fit_confidence.py (the regression
+behind the per-frame confidence) and the shell scripts' evaluate.py calls."""
 
+import ast
 import shlex
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 
 import evaluate
 from metrics import mask_counts, set_metrics
+from pupillometry.confidence import WEIGHTS
+from scripts import fit_confidence
 from scripts.score_line import score_line
 from scripts.stride_ceiling import main, stride_prediction
 
@@ -107,3 +111,20 @@ def test_shell_scripts_call_evaluate_with_its_current_flags(script, capsys):
 
 def test_the_scripts_that_score_on_real_eyes_call_evaluate():
     assert {p.name for p in SHELL_SCRIPTS if evaluate_calls(p)} >= {"few_shot.sh", "ablate_synthetic.sh"}
+
+
+def test_fit_logistic_recovers_the_coefficients_that_drew_the_labels():
+    rng = np.random.default_rng(0)
+    terms = rng.normal(size=(4000, 2))
+    chance = 1 / (1 + np.exp(-(0.5 + terms @ np.array([2.0, -1.0]))))
+    intercept, weights = fit_confidence.fit_logistic(terms, (rng.random(4000) < chance).astype(float))
+    assert intercept == pytest.approx(0.5, abs=0.15)
+    assert weights == pytest.approx([2.0, -1.0], abs=0.15)
+
+
+def test_fit_confidence_prints_coefficients_to_paste_and_the_aurocs(capsys):
+    assert fit_confidence.main(["--n", "8"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("INTERCEPT = ")
+    assert ast.literal_eval(lines[1].removeprefix("WEIGHTS = ")).keys() == WEIGHTS.keys()
+    assert [line.split()[0] for line in lines[3:]] == ["logistic", "soft", "mean_prob"]
