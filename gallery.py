@@ -39,7 +39,9 @@ def line_width(width: int) -> int:
 
 
 def _outline(picture: np.ndarray, mask: np.ndarray, colour: Colour, thickness: int) -> None:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    x, y, w, h = cv2.boundingRect(mask.astype(np.uint8))  # traced in the box around the mask: fast
+    box = np.ascontiguousarray(mask[y : y + h, x : x + w], dtype=np.uint8)
+    contours, _ = cv2.findContours(box, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE, offset=(x, y))
     cv2.drawContours(picture, contours, -1, colour, thickness)
 
 
@@ -58,7 +60,9 @@ def paint(
     thickness = line_width(image.shape[1])
     if pred is not None:
         mask = pred.astype(bool)
-        picture[mask] = ((1 - TINT) * picture[mask] + TINT * np.array(PREDICTION_COLOUR)).astype(np.uint8)
+        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+        box, inside = picture[y : y + h, x : x + w], mask[y : y + h, x : x + w]
+        box[inside] = ((1 - TINT) * box[inside] + TINT * np.array(PREDICTION_COLOUR)).astype(np.uint8)
         _outline(picture, mask, PREDICTION_COLOUR, thickness)
     if label is not None:
         _outline(picture, label, LABEL_COLOUR, thickness)
