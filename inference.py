@@ -54,9 +54,11 @@ PUPIL_THRESHOLD = 0.5  # pupil where its probability is above this: predicting, 
 
 def pupil_probability(logits: np.ndarray) -> np.ndarray:
     """(B, 2, H, W) logits -> (B, H, W) softmax probability of the pupil class."""
-    # the two-class softmax is a sigmoid of the logit difference, without overflow for large logits
-    diff = (logits[:, 1] - logits[:, 0]).astype(np.float32)
-    return np.float32(0.5) * (np.tanh(np.float32(0.5) * diff) + np.float32(1.0))
+    # the two-class softmax is a sigmoid of the logit difference: 1 / (1 + e^(l0 - l1)), e^x by
+    # OpenCV (SIMD, twice numpy's speed); e^x = inf for large x gives 0, not NaN
+    diff = (logits[:, 0] - logits[:, 1]).astype(np.float32)
+    exp = cv2.exp(diff.reshape(-1, diff.shape[-1])).reshape(diff.shape)
+    return np.float32(1.0) / (np.float32(1.0) + exp)
 
 
 class Predictor:
@@ -87,27 +89,34 @@ class Predictor:
             raise ValueError(f"expected a (B, 1, {h}, {w}) batch, got shape {tuple(batch.shape)}")
         return self._run(np.ascontiguousarray(batch, dtype=np.float32))
 
+    def model_probabilities(self, images: Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
+        """(B, H, W) pupil probability at `img_size` of (H_i, W_i) uint8 frames run as one batch;
+        `tta` averages the softmax of the frame and of its horizontal mirror (mirrored back)."""
+        batch = prepare_batch(images, self.img_size, self.preprocess_config)
+        prob = pupil_probability(self.logits(batch))
+        if tta:
+            mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
+            prob = 0.5 * (prob + mirrored[..., ::-1])
+        return prob
+
+    def on_frames(self, images: Sequence[np.ndarray], prob: np.ndarray) -> list[np.ndarray]:
+        """`model_probabilities`' (B, H, W) mapped back onto each frame's own (H_i, W_i) pixels."""
+        probs = []
+        for image, p in zip(images, prob, strict=True):
+            h, w = image.shape[:2]
+            p = np.ascontiguousarray(Fit.of(image.shape, self.img_size).crop(p))
+            probs.append(cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if p.shape != (h, w) else p)
+        return probs
+
     def probabilities(
         self, images: Sequence[np.ndarray], tta: bool = False, batch_size: int = 8
     ) -> list[np.ndarray]:
-        """Pupil probability of each (H_i, W_i) uint8 frame, as (H_i, W_i) float32 in [0, 1].
-
-        `tta` averages the softmax of the frame and of its horizontal mirror (mirrored back).
-        """
+        """Pupil probability of each (H_i, W_i) uint8 frame, as (H_i, W_i) float32 in [0, 1], run
+        in batches of `batch_size`; `tta` as in `model_probabilities`."""
         probs: list[np.ndarray] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            batch = prepare_batch(chunk, self.img_size, self.preprocess_config)
-            prob = pupil_probability(self.logits(batch))  # (b, H, W) at img_size
-            if tta:
-                mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
-                prob = 0.5 * (prob + mirrored[..., ::-1])
-            for image, p in zip(chunk, prob, strict=True):
-                h, w = image.shape[:2]
-                p = np.ascontiguousarray(Fit.of(image.shape, self.img_size).crop(p))
-                probs.append(
-                    cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if p.shape != (h, w) else p
-                )
+            probs += self.on_frames(chunk, self.model_probabilities(chunk, tta))
         return probs
 
 
@@ -154,12 +163,15 @@ def _onnx_predictor(
     threads: int | None,
     img_size: tuple[int, int] | None,
     preprocess_config: PreprocessConfig | None,
+    spin: bool,
 ) -> Predictor:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spin:  # idle threads sleep instead of spinning, leaving the cores to other work
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(
             str(path), options, providers=list(providers or ["CPUExecutionProvider"])
@@ -213,12 +225,15 @@ def load_predictor(
     threads: int | None = None,
     img_size: tuple[int, int] | None = None,
     preprocess_config: PreprocessConfig | None = None,
+    spin: bool = True,
 ) -> Predictor:
     """A `Predictor` for a `.onnx` export (onnxruntime) or any other file as a `.pt` checkpoint.
 
     `device` is for checkpoints; `providers` (default CPU) and `threads` (default: all cores)
-    for onnxruntime. `img_size` (H, W) and `preprocess_config` are only for an ONNX file
-    without this project's metadata (the input size defaults to the file's static input shape).
+    for onnxruntime, and `spin`: whether its threads spin between operators, which is fastest
+    when nothing else runs but takes cores that other threads (decoding, writing) need.
+    `img_size` (H, W) and `preprocess_config` are only for an ONNX file without this project's
+    metadata (the input size defaults to the file's static input shape).
     Raises `CheckpointError` or `ModelFileError` (both ValueError) with a one-line message.
     """
     path = Path(path)
@@ -228,7 +243,7 @@ def load_predictor(
         return _torch_predictor(path, device)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
-    return _onnx_predictor(path, providers, threads, img_size, preprocess_config)
+    return _onnx_predictor(path, providers, threads, img_size, preprocess_config, spin)
 
 
 def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] | None:
