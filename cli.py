@@ -81,17 +81,22 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return argument_type(parse)
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < 1:
-        raise ValueError(f"expected a number between 0 and 1, got {text!r}")
-    return value
+def _between_0_and_1(*, inclusive: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (0 <= value <= 1 if inclusive else 0 < value < 1):
+            bounds = "from 0 to 1" if inclusive else "between 0 and 1"
+            raise ValueError(f"expected a number {bounds}, got {text!r}")
+        return value
+
+    return argument_type(parse)
 
 
-fraction_argument = argument_type(_fraction)  # --threshold
+fraction_argument = _between_0_and_1(inclusive=False)  # --threshold
+share_argument = _between_0_and_1(inclusive=True)  # --save-confidence
 
 
 size_argument = argument_type(parse_size)  # --img-size, --size

@@ -7,6 +7,7 @@ what a command line needs to offer it (cli.py makes them). Standard library only
       AugmentConfig      training augmentation (data.augment)
       PreprocessConfig   the one preprocessing (data.preprocess); travels with every model file
     ExportConfig         export_onnx.py
+    PupillometryConfig   predict.py's time series (pupillometry.series)
 
 Each field is declared with `setting(...)`: its default, help text, bounds, flag name and what a
 resumed training run does with it; `cli.py` makes the command lines from that (the training CLI,
@@ -323,3 +324,33 @@ class ExportConfig(Config):
             raise SettingError("ExportConfig", "target", problem)
         if self.int8 and self.target == "mobile":  # CoreML runs no QuantizeLinear / DequantizeLinear
             raise SettingError("ExportConfig", "int8", "has no mobile file: use --target cpu or tensorrt")
+
+
+@dataclass(frozen=True)
+class PupillometryConfig(Config):
+    """From frames to a time series: blinks, smoothing, millimetres (predict.py)."""
+
+    fps: float | None = setting(None, "frame rate of an image folder (default 30; a video's own)", above=0)
+    blink_share: float = setting(
+        0.5, "blink frame: pupil area below this share of the open eye's nearby", above=0, at_most=1
+    )
+    min_confidence: float = setting(
+        0.3, "a frame below this confidence counts as lost", at_least=0, at_most=1
+    )
+    smooth: bool = setting(True, "One Euro filter on centre and diameter (--no-smooth: raw values only)")
+    min_cutoff: float = setting(1.0, "the filter's cutoff at rest, Hz: lower smooths more", above=0)
+    diameter_beta: float = setting(
+        0.5, "the filter's speed coefficient for the diameter: higher lags less", at_least=0
+    )
+    centre_beta: float = setting(10.0, "the same for the centre, whose saccades are fast", at_least=0)
+    mm_per_px: float | None = setting(
+        None, "millimetres per pixel in the pupil's plane: adds diameter_mm", above=0
+    )
+    mm_from_iris: bool = setting(False, "estimate mm per pixel from the iris, 11.7 mm across (about ±4%)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mm_from_iris and self.mm_per_px is not None:
+            raise SettingError(
+                "PupillometryConfig", "mm_from_iris", "and --mm-per-px: give one scale, not both"
+            )

@@ -1,43 +1,51 @@
-"""Track the pupil in an image, a folder of images, a video or a camera with a trained model.
+"""Track the pupil in an image, a folder of images, a video or a camera with a trained model, and
+turn what it finds into measurements over time.
 
-    python predict.py --input frames/ --output out/                      # the shipped pretrained model
-    python predict.py --checkpoint best.onnx --input frames/ --output out/
-    python predict.py --checkpoint best.pt --input eye.mp4 --output out/ --masks
+    python predict.py --input eye.mp4 --output out/                      # the shipped pretrained model
+    python predict.py --checkpoint best.onnx --input frames/ --output out/ --fps 120 --mm-per-px 0.05
+    python predict.py --input eye.mp4 --output out/ --save-dataset my_eyes/  # masks to correct
     python predict.py --checkpoint best.onnx --input 0                   # camera 0, live view
 
 --checkpoint is a `.onnx` export or a `.pt` checkpoint (default: the pretrained model in
 pretrained/; --model, its old name, still works for one release and says so on stderr). Frames of
 any size and shape are fitted into its input size without stretching (`data.fit_image`) and
-preprocessed as stored in the model; results are mapped back onto the frame's own pixels.
-Written to --output:
-    pupil.csv            one row per frame: frame (file name or video frame index), pupil_found,
-                         centre_x, centre_y, axis_major, axis_minor, angle, area_px, mean_prob
-                         (see inference.pupil_geometry; empty numbers when no pupil is found)
+preprocessed as stored in the model; results are mapped back onto the frame's own pixels. A video,
+or a folder in name order, is a recording: frame i is at i / fps seconds (--fps: a folder's
+default is 30, a video's its own). Written to --output:
+    pupil.csv            a row per frame: frame (file name or video frame index), time_s,
+                         pupil_found, confidence (0-1, `pupillometry.confidence`), blink (eye
+                         closed or pupil lost), the ellipse's centre_x, centre_y, axis_major (the
+                         diameter), axis_minor, angle, area_px, mean_prob (`inference.pupil_geometry`),
+                         centre_x_filtered, centre_y_filtered, diameter_filtered_px (One Euro, empty
+                         on blink frames; not with --no-smooth), diameter_interpolated_px (filled
+                         across blinks), and with --mm-per-px the diameters in mm; empty: no value
+    blinks.csv           a row per blink: start_frame, end_frame, start_s, end_s, duration_s
+    timeseries.png       diameter and centre over time, blinks shaded, low-confidence frames marked
+                         (these two for more than one frame; `pupillometry.series` says how)
     masks/<name>.png     255 = pupil (images; video frames with --masks); <name> is the file's
                          stem, or its full name where two inputs share a stem (a.png -> a.png.png)
     overlays/<name>.png  the frame painted (`gallery.paint`): pupil tinted, its ellipse and centre
     overlay.mp4          the same for a video (mp4v; overlay.avi with MJPG where mp4v is missing)
-A camera shows the overlay and frames/s in a window (q or Esc stops) and writes pupil.csv only.
-An unreadable image in a folder is named on stderr and skipped, and the failures are counted; a
-video that ends before the frame count its header announces (truncated) gets a warning there.
-Exit status 1 when nothing could be processed (bad model or input, every image unreadable), else 0.
+--save-dataset DIR writes the frames at or above --save-confidence with their predicted masks in
+the mask-folder layout (DIR/train, the last --val-fraction of them in DIR/validation), and
+DIR/confidence.csv; correct the masks, then `train_efficientvit.py --init-from pretrained
+--data-dir DIR`. Reading, the model and writing overlap (`streams`). A camera shows the overlay
+and frames/s in a window (q or Esc stops); its time series is filtered causally. An unreadable
+image in a folder is named on stderr and skipped, and the failures are counted; a video that ends
+before the frame count its header announces (truncated) gets a warning there. Exit status 1 when
+nothing could be processed (bad model or input, every image unreadable), else 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
-import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import closing
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from cli import (
     add_checkpoint_argument,
@@ -48,153 +56,23 @@ from cli import (
     fraction_argument,
     given,
     positive_int_argument,
+    share_argument,
     size_argument,
 )
-from config import PreprocessConfig
-from data import DataError, read_image
-from data.folders import IMAGE_SUFFIXES, list_images, output_names, write_image
+from config import PreprocessConfig, PupillometryConfig
+from data.folders import IMAGE_SUFFIXES
 from gallery import ELLIPSE_COLOUR, FONT, paint
-from inference import (
-    PUPIL_THRESHOLD,
-    MissingMetadataError,
-    Predictor,
-    load_predictor,
-    model_file,
-    pupil_geometry,
-)
+from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
+from pupillometry.recording import PredictSummary, Recording, SavedDataset
+from streams import InputError, batches, image_files, read_ahead, read_images, read_video
 
-CSV_COLUMNS = (
-    "frame", "pupil_found", "centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px",
-    "mean_prob",
-)  # fmt: skip
-Frame = tuple[str, str, np.ndarray]  # (frame: file name or video index, output name, grey image)
+FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
 PREPROCESS_FLAGS = flags(PreprocessConfig)  # --gamma, --clahe-clip, --clahe-tiles, --mean, --std
+PUPILLOMETRY_FLAGS = flags(PupillometryConfig)  # --fps, --blink-share, ..., --mm-per-px
 MISSING_METADATA_HINT = (
     f"; pass the preprocessing it was trained with ({', '.join(f.name for f in PREPROCESS_FLAGS)}; any "
     "one given makes the rest take their defaults) and --img-size HxW if its input size is dynamic"
 )
-
-
-class InputError(ValueError):
-    """An input that cannot be used at all; the message names it."""
-
-
-@dataclass
-class PredictSummary:
-    """What a run did, as `predict` and `live_view` return it; str() is the line main prints."""
-
-    frames: int  # frames processed
-    failed: int  # images that could not be read
-    seconds: float  # wall time, reading and writing included
-    model_seconds: float  # resizing, preprocessing and the model
-
-    def __str__(self) -> str:
-        rate = self.frames / self.seconds if self.seconds > 0 else math.inf
-        model_rate = self.frames / self.model_seconds if self.model_seconds > 0 else math.inf
-        return (
-            f"{self.frames} frames in {self.seconds:.2f} s: {rate:.1f} frames/s "
-            f"({model_rate:.1f} frames/s for preprocessing and model alone)"
-        )
-
-
-class Results:
-    """One run's outputs: pupil.csv, and optionally mask PNGs, overlay PNGs or, given the frame rate
-    `video_fps`, an overlay video (mp4v in .mp4, else MJPG in .avi; at the first frame's size);
-    counts the frames and the time spent in the model."""
-
-    def __init__(
-        self, output: Path, *, masks: bool, overlays: bool, threshold: float, video_fps: float | None = None
-    ) -> None:
-        self.output, self.masks, self.overlays, self.threshold = output, masks, overlays, threshold
-        self.video_fps, self.video = video_fps, None
-        self.frames, self.model_seconds, self.start = 0, 0.0, time.perf_counter()
-        output.mkdir(parents=True, exist_ok=True)
-        for folder, wanted in (("masks", masks), ("overlays", overlays)):
-            if wanted:
-                (output / folder).mkdir(exist_ok=True)
-
-    def __enter__(self) -> Results:
-        self._file = open(self.output / "pupil.csv", "w", newline="")  # noqa: SIM115 (closed in __exit__)
-        self._rows = csv.writer(self._file)
-        self._rows.writerow(CSV_COLUMNS)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._file.close()
-        if self.video is not None:
-            self.video.release()
-
-    def _write_video(self, overlay: np.ndarray) -> None:
-        if self.video is None:
-            size = (overlay.shape[1], overlay.shape[0])
-            for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
-                path = str(self.output / f"overlay{suffix}")
-                self.video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*codec), self.video_fps, size)
-                if self.video.isOpened():
-                    break
-            else:
-                raise InputError(f"{self.output}: OpenCV can write neither mp4v nor MJPG video here")
-        self.video.write(overlay)
-
-    def add(self, frame: Frame, prob: np.ndarray) -> np.ndarray:
-        """Record one frame's (H, W) pupil probability; returns its overlay."""
-        name, stem, image = frame
-        self.frames += 1
-        mask = prob > self.threshold
-        geometry = pupil_geometry(mask, prob)
-        numbers = ("" if math.isnan(v) else round(v, 4) for v in (geometry[k] for k in CSV_COLUMNS[2:]))
-        self._rows.writerow([name, geometry["found"], *numbers])
-        overlay = paint(image, pred=mask, geometry=geometry)
-        if self.masks:
-            write_image(self.output / "masks" / f"{stem}.png", mask.astype(np.uint8) * 255)
-        if self.overlays:
-            write_image(self.output / "overlays" / f"{stem}.png", overlay)
-        if self.video_fps:
-            self._write_video(overlay)
-        return overlay
-
-    def run(self, predictor: Predictor, batch: list[Frame], tta: bool) -> list[np.ndarray]:
-        """Run `predictor` on the frames as one batch and record each; returns their overlays."""
-        tick = time.perf_counter()
-        probs = predictor.probabilities([image for *_, image in batch], tta=tta, batch_size=len(batch))
-        self.model_seconds += time.perf_counter() - tick
-        return [self.add(item, prob) for item, prob in zip(batch, probs, strict=True)]
-
-    def summary(self, failed: int = 0) -> PredictSummary:
-        return PredictSummary(self.frames, failed, time.perf_counter() - self.start, self.model_seconds)
-
-
-def image_files(path: Path) -> list[Path]:
-    """The image itself, or the images directly inside a folder, sorted by name."""
-    files = [path] if path.is_file() else list_images(path)
-    if not files:
-        raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return files
-
-
-def read_images(files: list[Path], failures: list[Path]) -> Iterator[Frame]:
-    """(file name, output name, grey frame) per readable file; the others are named on stderr and listed."""
-    for path, name in zip(files, output_names(files), strict=True):
-        try:
-            yield path.name, name, read_image(path)
-        except DataError as exc:
-            print(f"skipped: {exc}", file=sys.stderr)
-            failures.append(path)
-
-
-def read_video(capture: cv2.VideoCapture, source: object = "video") -> Iterator[Frame]:
-    """(frame index, zero-padded index, grey frame) until the video ends; a warning on stderr when
-    that is before the frame count its header announces (a truncated file)."""
-    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # 0 or -1 when unknown (a camera)
-    for index in itertools.count():
-        ok, frame = capture.read()
-        if not ok:
-            if 0 < index < announced:
-                read = f"read {index} of the {announced} frames the header announces"
-                print(f"warning: {source}: {read}; the file may be truncated", file=sys.stderr)
-            return
-        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        yield str(index), f"{index:06d}", grey
 
 
 def predict(
@@ -206,12 +84,15 @@ def predict(
     tta: bool = False,
     batch_size: int = 8,
     video_masks: bool = False,
+    config: PupillometryConfig | None = None,
+    dataset: SavedDataset | None = None,
 ) -> PredictSummary:
-    """Run `predictor` on an image, a folder of images or a video file and write the results.
+    """Run `predictor` on an image, a folder of images or a video file and write the results:
+    pupil.csv, and for more than one frame blinks.csv and timeseries.png (`config`'s settings).
 
     Raises InputError when the input cannot be opened or none of its frames can be read.
     """
-    source, output = Path(source), Path(output)
+    source, output, config = Path(source), Path(output), config or PupillometryConfig()
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
     failures: list[Path] = []
@@ -221,30 +102,43 @@ def predict(
         if not capture.isOpened():
             raise InputError(f"{source}: cannot open as a video (not a video file OpenCV can decode)")
         frames = read_video(capture, source)
-        fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-        results = Results(output, masks=video_masks, overlays=False, threshold=threshold, video_fps=fps)
+        fps = config.fps or capture.get(cv2.CAP_PROP_FPS) or FOLDER_FPS
+        if dataset is not None:
+            dataset.prefix = f"{source.stem}_"  # frames of several videos can share one dataset
+        recording = Recording(
+            output, config, threshold=threshold, masks=video_masks, video_fps=fps, dataset=dataset
+        )
     else:
         frames = read_images(image_files(source), failures)
-        results = Results(output, masks=True, overlays=True, threshold=threshold)
-
-    try:
-        with results:
-            while batch := list(itertools.islice(frames, batch_size)):
-                results.run(predictor, batch, tta=tta)
+        fps = config.fps or FOLDER_FPS
+        recording = Recording(output, config, threshold=threshold, masks=True, overlays=True, dataset=dataset)
+    # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
+    decoded = read_ahead(batches(frames, batch_size), depth=2)
+    inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
+    try:  # closing stops the threads, in turn, before the video is released
+        with recording, closing(read_ahead(inferred, depth=2)) as ahead:
+            for batch, prob in ahead:
+                recording.record(predictor, batch, prob)
     finally:
         if capture is not None:
             capture.release()
-    if results.frames == 0 and capture is not None:
+    if not recording.frames and capture is not None:
         raise InputError(f"{source}: opened as a video, but no frame could be decoded")
-    if results.frames == 0:
+    if not recording.frames:
         raise InputError(f"{source}: none of its {len(failures)} images could be read")
-    return results.summary(len(failures))
+    return recording.finish(fps, failed=len(failures))
 
 
 def live_view(
-    predictor: Predictor, camera: int, output: Path, *, threshold: float = PUPIL_THRESHOLD
+    predictor: Predictor,
+    camera: int,
+    output: Path,
+    *,
+    threshold: float = PUPIL_THRESHOLD,
+    config: PupillometryConfig | None = None,
 ) -> PredictSummary:
-    """Show camera `camera` with the pupil overlay and frames/s until q or Esc; pupil.csv in `output`."""
+    """Show camera `camera` with the pupil overlay and frames/s until q or Esc; pupil.csv (filtered
+    causally, as it could have been live), blinks.csv and timeseries.png in `output`."""
     unix = sys.platform.startswith(("linux", "freebsd", "openbsd"))  # macOS and Windows have a display
     if unix and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # X11, Wayland
         raise InputError(
@@ -253,12 +147,15 @@ def live_view(
     capture = cv2.VideoCapture(camera)
     if not capture.isOpened():
         raise InputError(f"camera {camera}: cannot be opened")
-    fps = 0.0
+    fps, start = 0.0, time.perf_counter()
+    recording = Recording(output, config or PupillometryConfig(), threshold=threshold)
     try:
-        with Results(output, masks=False, overlays=False, threshold=threshold) as results:
-            for item in read_video(capture):
+        with recording:
+            for frame in read_video(capture):
                 tick = time.perf_counter()
-                overlay = results.run(predictor, [item], tta=False)[0]
+                prob = predictor.probabilities([frame[2]])[0]
+                mask, geometry = recording.measure(frame, prob, time_s=tick - start)
+                overlay = paint(frame[2], pred=mask, geometry=geometry)
                 fps = 0.9 * fps + 0.1 / max(time.perf_counter() - tick, 1e-6)  # smoothed over ~10 frames
                 cv2.putText(overlay, f"{fps:.0f} fps", (10, 30), FONT, 1.0, ELLIPSE_COLOUR, 2)
                 cv2.imshow("pupil (q or Esc to stop)", overlay)
@@ -270,12 +167,15 @@ def live_view(
     finally:
         capture.release()
         cv2.destroyAllWindows()
-    return results.summary()
+    span = recording.frames[-1]["time_s"] - recording.frames[0]["time_s"] if recording.frames else 0.0
+    rate = (len(recording.frames) - 1) / span if span > 0 else FOLDER_FPS
+    return recording.finish(rate, causal=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Segment the pupil and fit its ellipse in images, a folder, a video or a camera."
+        description="Segment the pupil and fit its ellipse in images, a folder, a video or a camera; "
+        "for a recording, also blinks, a filtered diameter track and a plot."
     )
     checkpoint = add_checkpoint_argument(
         parser,
@@ -299,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int_argument, default=8, help="frames per batch (default: %(default)s)"
     )
     parser.add_argument("--masks", action="store_true", help="also write a mask PNG per video frame")
+    add_settings(parser.add_argument_group("time series of a video or folder"), PupillometryConfig)
+    labelling = parser.add_argument_group("labelling: predictions to correct and fine-tune on")
+    labelling.add_argument(
+        "--save-dataset",
+        type=Path,
+        metavar="DIR",
+        help="write frames and predicted masks to DIR (new or empty)",
+    )
+    labelling.add_argument(
+        "--save-confidence",
+        type=share_argument,
+        default=0.0,
+        help="save only frames at or above this confidence (default: %(default)s, all)",
+    )
+    labelling.add_argument(
+        "--val-fraction",
+        type=fraction_argument,
+        default=0.2,
+        help="the last share of saved frames that goes to validation/ (default: %(default)s)",
+    )
     legacy = parser.add_argument_group(
         "ONNX files without this project's metadata",
         "the preprocessing the model was trained with; any one given makes the rest take their defaults",
@@ -310,28 +230,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(
+    args: argparse.Namespace, preprocess: PreprocessConfig | None, config: PupillometryConfig
+) -> PredictSummary:
+    """What the parsed command line asks for; raises ValueError or OSError with a one-line message."""
+    # no spinning: decoding, the model and writing overlap on their own threads (spinning: -15% frames/s)
+    predictor = load_predictor(
+        args.checkpoint, img_size=args.img_size, preprocess_config=preprocess, spin=False
+    )
+    print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}", flush=True)
+    if args.input.isdigit() and not Path(args.input).exists():
+        return live_view(predictor, int(args.input), args.output, threshold=args.threshold, config=config)
+    dataset = None
+    if args.save_dataset is not None:
+        dataset = SavedDataset(
+            args.save_dataset, min_confidence=args.save_confidence, val_fraction=args.val_fraction
+        )
+    return predict(
+        predictor,
+        args.input,
+        args.output,
+        threshold=args.threshold,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        video_masks=args.masks,
+        config=config,
+        dataset=dataset,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     values = given(args, PREPROCESS_FLAGS)
     try:
         preprocess = build(PreprocessConfig, values, PREPROCESS_FLAGS) if values else None
+        config = build(PupillometryConfig, given(args, PUPILLOMETRY_FLAGS), PUPILLOMETRY_FLAGS)
     except ValueError as exc:  # out of bounds: a usage error like a malformed number
         parser.error(str(exc))
     try:
-        predictor = load_predictor(args.checkpoint, img_size=args.img_size, preprocess_config=preprocess)
-        if args.input.isdigit() and not Path(args.input).exists():
-            summary = live_view(predictor, int(args.input), args.output, threshold=args.threshold)
-        else:
-            summary = predict(
-                predictor,
-                args.input,
-                args.output,
-                threshold=args.threshold,
-                tta=args.tta,
-                batch_size=args.batch_size,
-                video_masks=args.masks,
-            )
+        summary = run(args, preprocess, config)
     except (ValueError, OSError) as exc:  # CheckpointError, ModelFileError, InputError; unwritable output
         hint = MISSING_METADATA_HINT if isinstance(exc, MissingMetadataError) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
@@ -339,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     if summary.failed:
         total = summary.frames + summary.failed
         print(f"{summary.failed} of {total} images could not be read", file=sys.stderr)
-    print(f"{args.checkpoint.name} ({predictor.backend}): {summary}; results in {args.output}")
+    print(f"{summary}\nresults in {args.output}")
+    if args.save_dataset is not None:
+        print(f"dataset to correct in {args.save_dataset} (confidence.csv ranks its frames)")
     return 0
 
 

@@ -16,14 +16,17 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from config import PupillometryConfig
 from data import EyeDataset, PreprocessConfig, expand_batch, synthetic_frames
 from data.dataset import resize_pair
+from data.folders import find_pairs
 from data.preprocess import Fit
 from data.synthetic import render_eye
 from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
 from models.card import ModelCard
 from models.checkpoint import save_checkpoint
-from predict import CSV_COLUMNS, main, predict
+from predict import main, predict
+from pupillometry.recording import GEOMETRY, csv_columns
 from tests.conftest import (
     EASY,
     PRETRAINED_ONNX,
@@ -175,8 +178,15 @@ def test_folder_gives_masks_painted_overlays_and_csv(frames, tmp_path, capsys):
     code, out, err = run_cli(capsys, "--checkpoint", PRETRAINED_ONNX, "--input", frames, "--output", tmp_path)
     assert code == 0 and "frames/s" in out and "onnxruntime" in out and err == ""
     rows = read_csv(tmp_path / "pupil.csv")
-    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert list(rows[0]) == list(csv_columns(PupillometryConfig(), mm=False))
     assert [r["frame"] for r in rows] == ["eye0.png", "eye1.png", "eye2.png"]
+    assert [float(r["time_s"]) for r in rows] == pytest.approx(
+        [0, 1 / 30, 2 / 30], abs=1e-6
+    )  # a folder: 30 fps
+    assert read_csv(tmp_path / "blinks.csv") == [] and (tmp_path / "blinks.csv").read_text().startswith(
+        "start_frame"
+    )
+    assert cv2.imread(str(tmp_path / "timeseries.png")) is not None
     for name in ("eye0", "eye1", "eye2"):
         mask = cv2.imread(str(tmp_path / "masks" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
         overlay = cv2.imread(str(tmp_path / "overlays" / f"{name}.png")).astype(int)
@@ -202,7 +212,7 @@ def test_pretrained_model_finds_the_pupil_centre(tmp_path, capsys):
     assert code == 0
     for row in read_csv(tmp_path / "out" / "pupil.csv"):
         centre = truth[row["frame"]]
-        assert row["pupil_found"] == "True", row
+        assert row["pupil_found"] == "1" and float(row["confidence"]) > 0.5, row
         assert math.hypot(float(row["centre_x"]) - centre[0], float(row["centre_y"]) - centre[1]) < 2.0, row
 
 
@@ -216,7 +226,10 @@ def test_no_pupil_gives_empty_numbers_a_black_mask_and_a_plain_overlay(tmp_path)
     summary = predict(stand_in(no_pupil), folder, tmp_path)
     assert summary.frames == 1
     (row,) = read_csv(tmp_path / "pupil.csv")
-    assert row["pupil_found"] == "False" and all(row[column] == "" for column in CSV_COLUMNS[2:])
+    assert row["pupil_found"] == "0" and row["confidence"] == "0.0" and row["blink"] == "1"
+    assert all(
+        row[column] == "" for column in GEOMETRY + ("diameter_filtered_px", "diameter_interpolated_px")
+    )
     assert not cv2.imread(str(tmp_path / "masks" / "shut.png"), cv2.IMREAD_UNCHANGED).any()
     overlay = cv2.imread(str(tmp_path / "overlays" / "shut.png"))
     assert (overlay == shut[..., None]).all()
@@ -400,3 +413,50 @@ def test_image_and_label_are_padded_alike():
     big_image, big_label = resize_pair(image, label, (64, 96))
     assert big_image.shape == big_label.shape == (64, 96)
     assert ((big_image > 125) == (big_label == 1)).all()  # the edge repeats in both
+
+
+def test_save_dataset_writes_a_mask_folder_dataset_with_the_last_frames_for_validation(
+    frames, tmp_path, capsys
+):
+    dataset = tmp_path / "to_correct"
+    code, out, _ = run_cli(capsys, "--input", frames, "--output", tmp_path / "out", "--save-dataset", dataset)
+    assert code == 0 and str(dataset) in out
+    assert [s.image.name for s in find_pairs(dataset, "train")] == ["eye0.png", "eye1.png"]
+    (held_out,) = find_pairs(dataset, "validation")
+    assert held_out.image.name == "eye2.png"
+    predicted = cv2.imread(str(tmp_path / "out" / "masks" / "eye2.png"), cv2.IMREAD_UNCHANGED)
+    assert (cv2.imread(str(held_out.label), cv2.IMREAD_UNCHANGED) == predicted).all()
+    assert (
+        cv2.imread(str(held_out.image), cv2.IMREAD_UNCHANGED) == cv2.imread(str(frames / "eye2.png"), 0)
+    ).all()
+    rows = read_csv(dataset / "confidence.csv")
+    assert [r["split"] for r in rows] == ["train", "train", "validation"]
+
+
+def test_save_dataset_keeps_only_confident_frames_and_refuses_a_folder_with_work_in_it(
+    frames, tmp_path, capsys
+):
+    dataset = tmp_path / "to_correct"
+    args = ("--input", frames, "--output", tmp_path / "out", "--save-dataset", dataset)
+    assert run_cli(capsys, *args, "--save-confidence", "1.0")[0] == 0
+    assert [r["split"] for r in read_csv(dataset / "confidence.csv")] == ["", "", ""]
+    assert not list((dataset / "train" / "images").iterdir())
+    corrected = dataset / "train" / "masks" / "mine.png"
+    corrected.write_bytes(b"a mask someone corrected")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and str(dataset) in err and "not empty" in err
+    assert corrected.read_bytes() == b"a mask someone corrected"
+
+
+def test_mm_per_px_adds_diameters_in_mm_and_bad_time_series_flags_are_usage_errors(frames, tmp_path, capsys):
+    code, out, _ = run_cli(
+        capsys, "--input", frames, "--output", tmp_path, "--mm-per-px", "0.1", "--no-smooth"
+    )
+    rows = read_csv(tmp_path / "pupil.csv")
+    assert code == 0 and list(rows[0]) == list(csv_columns(PupillometryConfig(smooth=False), mm=True))
+    assert float(rows[0]["diameter_mm"]) == pytest.approx(float(rows[0]["axis_major"]) * 0.1, abs=1e-5)
+    assert "mm (--mm-per-px)" in out
+    for flag, value in (("--mm-per-px", "-1"), ("--fps", "0"), ("--blink-share", "1.5")):
+        with pytest.raises(SystemExit):
+            main(["--input", str(frames), flag, value])
+        assert flag in capsys.readouterr().err

@@ -1,0 +1,173 @@
+"""Frames in and out for predict.py: an image, a folder of images, a video file or a camera read
+ahead on one thread, and what is written per frame (mask and overlay images, the overlay video)
+done in order on another, so that decoding, the model and encoding overlap. OpenCV and
+onnxruntime release the GIL while they work, so threads are enough.
+
+A frame is (frame, name, image): the frame's label in pupil.csv (a file name, or a video frame's
+index), the stem its output files get, and the (H, W) uint8 grey image.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import cv2
+import numpy as np
+
+from data import DataError, read_image
+from data.folders import IMAGE_SUFFIXES, list_images, output_names
+
+Frame = tuple[str, str, np.ndarray]  # (frame: file name or video index, output name, grey image)
+T = TypeVar("T")
+
+
+class InputError(ValueError):
+    """An input that cannot be used at all; the message names it."""
+
+
+def image_files(path: Path) -> list[Path]:
+    """The image itself, or the images directly inside a folder, sorted by name."""
+    files = [path] if path.is_file() else list_images(path)
+    if not files:
+        raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def read_images(files: list[Path], failures: list[Path]) -> Iterator[Frame]:
+    """(file name, output name, grey frame) per readable file; the others are named on stderr and listed."""
+    for path, name in zip(files, output_names(files), strict=True):
+        try:
+            yield path.name, name, read_image(path)
+        except DataError as exc:
+            print(f"skipped: {exc}", file=sys.stderr)
+            failures.append(path)
+
+
+def read_video(capture: cv2.VideoCapture, source: object = "video") -> Iterator[Frame]:
+    """(frame index, zero-padded index, grey frame) until the video ends; a warning on stderr when
+    that is before the frame count its header announces (a truncated file)."""
+    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # 0 or -1 when unknown (a camera)
+    for index in itertools.count():
+        ok, frame = capture.read()
+        if not ok:
+            if 0 < index < announced:
+                read = f"read {index} of the {announced} frames the header announces"
+                print(f"warning: {source}: {read}; the file may be truncated", file=sys.stderr)
+            return
+        grey = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        yield str(index), f"{index:06d}", grey
+
+
+def batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    """Lists of `size` consecutive items (the last one shorter)."""
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+_END = object()
+
+
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items`, produced on a thread up to `depth` ahead of the consumer; an exception raised
+    there is raised here, and a consumer that stops early (closes this generator) stops the
+    thread and closes `items`, so stages chain."""
+    ready: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: object) -> None:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                put(item)
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 (handed to the consumer, raised there)
+            put(exc)
+        finally:
+            if hasattr(items, "close"):  # a generator: its own finally (a reader thread) runs now
+                items.close()
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class InOrder:
+    """Calls run one at a time, in the order given, on a thread of their own; at most `depth` wait.
+    The first exception one raises is raised again by the next `submit` or by `close`."""
+
+    def __init__(self, depth: int = 32) -> None:
+        self._calls: queue.Queue = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="in-order", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            if self._error is None:
+                try:
+                    call()
+                except BaseException as exc:  # noqa: BLE001 (raised in the submitting thread)
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._raise()
+        self._calls.put(lambda: fn(*args))
+
+    def close(self) -> None:
+        """Wait for every call submitted; raise the first exception one raised."""
+        if self._thread.is_alive():
+            self._calls.put(None)
+            self._thread.join()
+        self._raise()
+
+
+class VideoOut:
+    """An overlay video opened at its first frame's size: mp4v in .mp4, else MJPG in .avi."""
+
+    def __init__(self, stem: Path, fps: float) -> None:
+        self.stem, self.fps, self.path = stem, fps, None
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._writer is None:
+            size = (frame.shape[1], frame.shape[0])
+            for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
+                path = self.stem.with_suffix(suffix)
+                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), self.fps, size)
+                if self._writer.isOpened():
+                    self.path = path
+                    break
+            else:
+                raise InputError(f"{self.stem.parent}: OpenCV can write neither mp4v nor MJPG video here")
+        self._writer.write(frame)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
