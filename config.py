@@ -332,25 +332,18 @@ class PupillometryConfig(Config):
 
     fps: float | None = setting(None, "frame rate of an image folder (default 30; a video's own)", above=0)
     blink_share: float = setting(
-        0.5, "blink frame: pupil area below this share of the open eye's nearby", above=0, at_most=1
+        0.5, "blink: pupil area under this share of the open eye's", above=0, at_most=1
     )
-    min_confidence: float = setting(
-        0.3, "a frame below this confidence counts as lost", at_least=0, at_most=1
-    )
+    min_confidence: float = setting(0.3, "a frame less confident than this is lost", at_least=0, at_most=1)
     smooth: bool = setting(True, "One Euro filter on centre and diameter (--no-smooth: raw values only)")
     min_cutoff: float = setting(1.0, "the filter's cutoff at rest, Hz: lower smooths more", above=0)
-    diameter_beta: float = setting(
-        0.5, "the filter's speed coefficient for the diameter: higher lags less", at_least=0
-    )
+    diameter_beta: float = setting(0.5, "how fast the diameter's cutoff rises with speed", at_least=0)
     centre_beta: float = setting(10.0, "the same for the centre, whose saccades are fast", at_least=0)
-    mm_per_px: float | None = setting(
-        None, "millimetres per pixel in the pupil's plane: adds diameter_mm", above=0
-    )
+    mm_per_px: float | None = setting(None, "mm per pixel in the pupil's plane: adds diameter_mm", above=0)
     mm_from_iris: bool = setting(False, "estimate mm per pixel from the iris, 11.7 mm across (about ±4%)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.mm_from_iris and self.mm_per_px is not None:
-            raise SettingError(
-                "PupillometryConfig", "mm_from_iris", "and --mm-per-px: give one scale, not both"
-            )
+            problem = "and --mm-per-px: give one scale, not both"
+            raise SettingError("PupillometryConfig", "mm_from_iris", problem)

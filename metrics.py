@@ -163,7 +163,12 @@ WRONG_PX = 2.0  # a pupil centre further than this from the label's makes the fr
 
 
 def frame_wrong(
-    label_pupil: bool, predicted_pupil: bool, centre_err: float, located_err: float, within: float = WRONG_PX
+    label_pupil: bool,
+    predicted_pupil: bool,
+    centre_err: float,
+    located_err: float,
+    *,
+    within: float = WRONG_PX,
 ) -> bool:
     """Whether a frame's pupil is wrong: a labelled pupil missed, or its predicted ellipse centre more
     than `within` px from the label's ellipse centre (`centre_err`) or centroid (`located_err`); on
@@ -195,6 +200,7 @@ def confidence_bins(
     pupil_iou: Sequence[float],
     centre_err: Sequence[float],
     wrong: Sequence[bool],
+    *,
     bins: int = 10,
 ) -> list[dict[str, Any]]:
     """Frames in `bins` groups of (nearly) equal size by rank of confidence, the least confident
