@@ -39,6 +39,7 @@ nothing could be processed (bad model or input, every image unreadable), else 0.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -67,12 +68,26 @@ from pupillometry.recording import PredictSummary, Recording, SavedDataset
 from streams import InputError, batches, image_files, read_ahead, read_images, read_video
 
 FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
+MAX_FPS = 10_000  # a video header's frame rate above this is a broken header, not a camera
 PREPROCESS_FLAGS = flags(PreprocessConfig)  # --gamma, --clahe-clip, --clahe-tiles, --mean, --std
 PUPILLOMETRY_FLAGS = flags(PupillometryConfig)  # --fps, --blink-share, ..., --mm-per-px
 MISSING_METADATA_HINT = (
     f"; pass the preprocessing it was trained with ({', '.join(f.name for f in PREPROCESS_FLAGS)}; any "
     "one given makes the rest take their defaults) and --img-size HxW if its input size is dynamic"
 )
+
+
+def video_fps(capture: cv2.VideoCapture, source: Path) -> float:
+    """A video's frame rate from its header; FOLDER_FPS, with a warning, where the header has none
+    or an implausible one (--fps overrides both)."""
+    header = capture.get(cv2.CAP_PROP_FPS)
+    if math.isfinite(header) and 1 <= header <= MAX_FPS:
+        return header
+    print(
+        f"warning: {source}: frame rate {header} in its header; taking {FOLDER_FPS} (give --fps)",
+        file=sys.stderr,
+    )
+    return FOLDER_FPS
 
 
 def predict(
@@ -102,9 +117,9 @@ def predict(
         if not capture.isOpened():
             raise InputError(f"{source}: cannot open as a video (not a video file OpenCV can decode)")
         frames = read_video(capture, source)
-        fps = config.fps or capture.get(cv2.CAP_PROP_FPS) or FOLDER_FPS
+        fps = config.fps or video_fps(capture, source)
         if dataset is not None:
-            dataset.prefix = f"{source.stem}_"  # frames of several videos can share one dataset
+            dataset.prefix = f"{source.stem}_"  # the video's name in the frames', for merging datasets
         recording = Recording(
             output, config, threshold=threshold, masks=video_masks, video_fps=fps, dataset=dataset
         )
@@ -115,8 +130,8 @@ def predict(
     # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
     decoded = read_ahead(batches(frames, batch_size), depth=2)
     inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
-    try:  # closing stops the threads, in turn, before the video is released
-        with recording, closing(read_ahead(inferred, depth=2)) as ahead:
+    try:  # closing stops the threads, model then decoding, before the video is released
+        with closing(decoded), recording, closing(read_ahead(inferred, depth=2)) as ahead:
             for batch, prob in ahead:
                 recording.record(predictor, batch, prob)
     finally:
@@ -136,9 +151,13 @@ def live_view(
     *,
     threshold: float = PUPIL_THRESHOLD,
     config: PupillometryConfig | None = None,
+    dataset: SavedDataset | None = None,
 ) -> PredictSummary:
     """Show camera `camera` with the pupil overlay and frames/s until q or Esc; pupil.csv (filtered
-    causally, as it could have been live), blinks.csv and timeseries.png in `output`."""
+    causally, as it could have been live), blinks.csv and timeseries.png in `output`.
+
+    Raises InputError when the camera cannot be opened, shows no frame or no window can be shown.
+    """
     unix = sys.platform.startswith(("linux", "freebsd", "openbsd"))  # macOS and Windows have a display
     if unix and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # X11, Wayland
         raise InputError(
@@ -148,7 +167,7 @@ def live_view(
     if not capture.isOpened():
         raise InputError(f"camera {camera}: cannot be opened")
     fps, start = 0.0, time.perf_counter()
-    recording = Recording(output, config or PupillometryConfig(), threshold=threshold)
+    recording = Recording(output, config or PupillometryConfig(), threshold=threshold, dataset=dataset)
     try:
         with recording:
             for frame in read_video(capture):
@@ -167,7 +186,9 @@ def live_view(
     finally:
         capture.release()
         cv2.destroyAllWindows()
-    span = recording.frames[-1]["time_s"] - recording.frames[0]["time_s"] if recording.frames else 0.0
+    if not recording.frames:
+        raise InputError(f"camera {camera}: opened, but no frame could be read")
+    span = recording.frames[-1]["time_s"] - recording.frames[0]["time_s"]
     rate = (len(recording.frames) - 1) / span if span > 0 else FOLDER_FPS
     return recording.finish(rate, causal=True)
 
@@ -239,12 +260,14 @@ def run(
         args.checkpoint, img_size=args.img_size, preprocess_config=preprocess, spin=False
     )
     print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}", flush=True)
-    if args.input.isdigit() and not Path(args.input).exists():
-        return live_view(predictor, int(args.input), args.output, threshold=args.threshold, config=config)
     dataset = None
     if args.save_dataset is not None:
         dataset = SavedDataset(
             args.save_dataset, min_confidence=args.save_confidence, val_fraction=args.val_fraction
+        )
+    if args.input.isdigit() and not Path(args.input).exists():
+        return live_view(
+            predictor, int(args.input), args.output, threshold=args.threshold, config=config, dataset=dataset
         )
     return predict(
         predictor,

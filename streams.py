@@ -13,7 +13,7 @@ import itertools
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,8 +64,9 @@ def read_video(capture: cv2.VideoCapture, source: object = "video") -> Iterator[
         yield str(index), f"{index:06d}", grey
 
 
-def batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of `size` consecutive items (the last one shorter)."""
+    items = iter(items)
     while batch := list(itertools.islice(items, size)):
         yield batch
 
@@ -77,6 +78,8 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
     """`items`, produced on a thread up to `depth` ahead of the consumer; an exception raised
     there is raised here, and a consumer that stops early (closes this generator) stops the
     thread and closes `items`, so stages chain."""
+    if depth < 1:
+        raise ValueError(f"read_ahead needs a depth of at least 1, got {depth}")
     ready: queue.Queue = queue.Queue(depth)
     stop = threading.Event()
 
@@ -91,9 +94,9 @@ def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
     def produce() -> None:
         try:
             for item in items:
-                if stop.is_set():
-                    return
                 put(item)
+                if stop.is_set():  # before reading on: the next item may cost a batch's decoding or model
+                    return
             put(_END)
         except BaseException as exc:  # noqa: BLE001 (handed to the consumer, raised there)
             put(exc)

@@ -94,21 +94,26 @@ class PredictSummary:
 
 class SavedDataset:
     """--save-dataset: frames and their predicted masks in the mask-folder layout, to correct and
-    fine-tune on; the folder must be new or empty, so corrected masks are never overwritten."""
+    fine-tune on; the folder must be new or empty, so corrected masks are never overwritten. It is
+    checked at once and filled as frames come: a run that fails first leaves it as it was."""
 
     def __init__(self, root: Path, *, min_confidence: float, val_fraction: float, prefix: str = "") -> None:
         self.root = new_folder(root, overwrite=False, flag=None)
         self.min_confidence, self.val_fraction, self.prefix = min_confidence, val_fraction, prefix
-        for kind in ("images", "masks"):
-            (self.root / "train" / kind).mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
+
+    def _folder(self, split: str, kind: str) -> Path:
+        """root/split/kind, made if missing."""
+        folder = self.root / split / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def add(self, name: str, image: np.ndarray, mask: np.ndarray, confidence: float) -> None:
         name = f"{self.prefix}{name}"
         saved = confidence >= self.min_confidence
         if saved:
-            write_image(self.root / "train" / "images" / f"{name}.png", image)
-            write_image(self.root / "train" / "masks" / f"{name}.png", mask.astype(np.uint8) * 255)
+            write_image(self._folder("train", "images") / f"{name}.png", image)
+            write_image(self._folder("train", "masks") / f"{name}.png", mask.astype(np.uint8) * 255)
         self.rows.append({"name": name, "confidence": confidence, "split": "train" if saved else ""})
 
     def close(self) -> None:
@@ -120,11 +125,11 @@ class SavedDataset:
             max(1, round(len(saved) * self.val_fraction)) if len(saved) > 1 and self.val_fraction > 0 else 0
         )
         moved = saved[len(saved) - n_val :] if n_val else []
+        train = {kind: self._folder("train", kind) for kind in ("images", "masks")}  # even if none was saved
         for row in moved:
+            file = f"{row['name']}.png"
             for kind in ("images", "masks"):
-                target = self.root / "validation" / kind
-                target.mkdir(parents=True, exist_ok=True)
-                (self.root / "train" / kind / f"{row['name']}.png").rename(target / f"{row['name']}.png")
+                (train[kind] / file).rename(self._folder("validation", kind) / file)
             row["split"] = "validation"
         write_csv(self.root / "confidence.csv", ("name", "confidence", "split"), self.rows)
 
@@ -160,9 +165,12 @@ class Recording:
     def __enter__(self) -> Recording:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         try:
             self._writes.close()
+        except Exception:
+            if exc_type is None:  # else the exception that ended the run goes on, not a writer's after it
+                raise
         finally:
             if self.video is not None:
                 self.video.close()
@@ -197,7 +205,8 @@ class Recording:
         return mask, geometry
 
     def infer(self, predictor: Predictor, batch: list[Frame], *, tta: bool = False) -> np.ndarray:
-        """The model's (B, H, W) pupil probability of a batch, timed; safe on another thread."""
+        """The model's (B, H, W) pupil probability of a batch, timed: on one thread at a time,
+        which may be another than `record`'s."""
         tick = time.perf_counter()
         prob = predictor.model_probabilities([image for *_, image in batch], tta)
         self.model_seconds += time.perf_counter() - tick

@@ -6,7 +6,9 @@ confidence is below `min_confidence`, or when the pupil's area is below `blink_s
 open eye's: the median area of the usable frames within REFERENCE_S around it. A closing lid
 hides the pupil from the top, so the area falls with the share of the pupil still showing while
 the fitted ellipse can still look whole; the reference moves with dilation, which is slow
-against a blink. Runs of blink frames at most MERGE_GAP_S apart are one event.
+against a blink. Runs of blink frames at most MERGE_GAP_S apart are one run, and a run that lasts
+MIN_BLINK_S or more is a blink event; a shorter one is frames lost, not a blink (the quickest
+blinks take about 100 ms).
 
 Smoothing. The One Euro filter (Casiez, Roussel and Vogel, CHI 2012) is a low-pass filter whose
 cutoff rises with the signal's speed: steady fixations are smoothed hard, saccades and the light
@@ -30,6 +32,7 @@ from config import PupillometryConfig
 
 REFERENCE_S = 1.0  # the open eye's pupil area: median over this window (s), centred on the frame
 MERGE_GAP_S = 0.07  # blink runs at most this far apart (s) are one blink: 2 frames at 30 frames/s
+MIN_BLINK_S = 0.05  # a shorter run of blink frames is frames lost, not a blink: 1 frame at 30 frames/s
 DERIVATIVE_CUTOFF_HZ = 1.0  # One Euro's filter on the speed, as the paper recommends
 MEASURED = ("centre_x", "centre_y", "axis_major", "area_px")  # what the time series needs of a frame
 
@@ -57,7 +60,7 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
 def blink_frames(area: np.ndarray, usable: np.ndarray, fps: float, config: PupillometryConfig) -> np.ndarray:
     """(n,) bool: frames that are not usable or whose pupil area is below `config.blink_share`
     of the open eye's nearby; runs at most MERGE_GAP_S apart joined into one."""
-    window = 2 * max(1, round(fps * REFERENCE_S / 2)) + 1
+    window = 2 * min(max(1, round(fps * REFERENCE_S / 2)), len(area)) + 1  # wider sees nothing more
     reference = running_median(np.where(usable, area, np.nan), window)
     with np.errstate(invalid="ignore"):
         blink = ~usable | ~(area >= config.blink_share * reference)  # NaN reference: nothing open near
@@ -69,11 +72,14 @@ def blink_frames(area: np.ndarray, usable: np.ndarray, fps: float, config: Pupil
 
 
 def blink_events(blink: np.ndarray, times: np.ndarray, fps: float) -> list[dict[str, Any]]:
-    """One dict per run of blink frames: start_frame, end_frame (the last blink frame, both
-    positions in the recording), start_s, end_s (when the first open frame begins), duration_s."""
+    """One dict per run of blink frames lasting MIN_BLINK_S or more: start_frame, end_frame (the
+    last blink frame, both positions in the recording), start_s, end_s (when the first open frame
+    begins), duration_s."""
     events = []
     for first, last in runs(blink):
         start, end = float(times[first]), float(times[last]) + 1 / fps
+        if end - start < MIN_BLINK_S - 1e-9:
+            continue
         events.append(
             {"start_frame": int(first), "end_frame": int(last), "start_s": start, "end_s": end,
              "duration_s": end - start}

@@ -25,7 +25,7 @@ from data.synthetic import render_eye
 from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
 from models.card import ModelCard
 from models.checkpoint import save_checkpoint
-from predict import main, predict
+from predict import main, predict, video_fps
 from pupillometry.recording import GEOMETRY, csv_columns
 from tests.conftest import (
     EASY,
@@ -460,3 +460,13 @@ def test_mm_per_px_adds_diameters_in_mm_and_bad_time_series_flags_are_usage_erro
         with pytest.raises(SystemExit):
             main(["--input", str(frames), flag, value])
         assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("header", [math.nan, 0.0, 1e9])
+def test_a_video_header_without_a_plausible_frame_rate_gives_30_with_a_warning(header, capsys):
+    class Header:
+        def get(self, prop):
+            return header
+
+    assert video_fps(Header(), Path("eye.mp4")) == 30.0
+    assert "eye.mp4" in capsys.readouterr().err

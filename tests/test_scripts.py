@@ -1,6 +1,7 @@
 """The measuring scripts: stride_ceiling.py (the ideal coarse prediction loses what its stride
 cannot draw), score_line.py (one line of real-eyes figures), fit_confidence.py (the regression
-behind the per-frame confidence) and the shell scripts' evaluate.py calls."""
+behind the per-frame confidence), sequence_check.py (predict.py on synthetic videos) and the shell
+scripts' evaluate.py calls."""
 
 import ast
 import shlex
@@ -13,7 +14,7 @@ import pytest
 import evaluate
 from metrics import mask_counts, set_metrics
 from pupillometry.confidence import WEIGHTS
-from scripts import fit_confidence
+from scripts import fit_confidence, sequence_check
 from scripts.score_line import score_line
 from scripts.stride_ceiling import main, stride_prediction
 
@@ -128,3 +129,15 @@ def test_fit_confidence_prints_coefficients_to_paste_and_the_aurocs(capsys):
     assert lines[0].startswith("INTERCEPT = ")
     assert ast.literal_eval(lines[1].removeprefix("WEIGHTS = ")).keys() == WEIGHTS.keys()
     assert [line.split()[0] for line in lines[3:]] == ["logistic", "soft", "mean_prob"]
+
+
+@pytest.mark.slow
+def test_sequence_check_prints_a_table_row_per_video_and_one_for_all(capsys):
+    assert sequence_check.main(["--videos", "1", "--frames", "45", "--size", "96x160"]) == 0
+    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    header, _, *rows = [[cell.strip() for cell in row] for row in table]
+    assert header == ["video", "blinks", "found", "extra", "diameter raw", "diameter filtered", "centre raw",
+                      "centre filtered", "frames/s"]  # fmt: skip
+    assert [row[0] for row in rows] == ["1000", "all"]
+    assert all(len(row) == len(header) and all(float(cell) >= 0 for cell in row[1:]) for row in rows)
+    assert rows[0][1:] == rows[1][1:]  # one video: its totals and means are its own
