@@ -180,7 +180,7 @@ def add_settings(parser: argparse.ArgumentParser, cls: type) -> list[Flag]:
                 help_text += f" (default: {_default_text(default)})"
         if flag.on_resume == "kept":
             help_text += "; on --resume: the run's own unless given"
-        groups[head].add_argument(flag.name, help=help_text, **kwargs)
+        groups[head].add_argument(flag.name, help=help_text.replace("%", "%%"), **kwargs)  # literal %
     return added
 
 

@@ -330,12 +330,12 @@ class ExportConfig(Config):
 class PupillometryConfig(Config):
     """From frames to a time series: blinks, smoothing, millimetres (predict.py)."""
 
-    fps: float | None = setting(None, "frame rate of an image folder (default 30; a video's own)", above=0)
+    fps: float | None = setting(None, "frames per second (default: a video's own; 30 for images)", above=0)
     blink_share: float = setting(
         0.5, "blink: pupil area under this share of the open eye's", above=0, at_most=1
     )
     min_confidence: float = setting(0.3, "a frame less confident than this is lost", at_least=0, at_most=1)
-    smooth: bool = setting(True, "One Euro filter on centre and diameter (--no-smooth: raw values only)")
+    smooth: bool = setting(True, "smooth centre and diameter with a One Euro filter (raw values only)")
     min_cutoff: float = setting(1.0, "the filter's cutoff at rest, Hz: lower smooths more", above=0)
     diameter_beta: float = setting(0.5, "how fast the diameter's cutoff rises with speed", at_least=0)
     centre_beta: float = setting(10.0, "the same for the centre, whose saccades are fast", at_least=0)

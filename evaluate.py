@@ -92,7 +92,7 @@ def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
         "centroid_error": error("centroid_x", "centroid_y"),
         "located_error": located,
         "label_diameter": 2 * math.sqrt(truth["area_px"] / math.pi) if truth["found"] else math.nan,
-        "wrong": frame_wrong(truth["found"], mine["found"], ellipse, located),
+        "wrong": frame_wrong(truth["found"], mine["found"], centre_err=ellipse, located_err=located),
         "confidence": frame_confidence(prob, pred, mine),
         "mean_prob": mine["mean_prob"] if mine["found"] else 0.0,
     }
@@ -128,9 +128,9 @@ def confidence_summary(scores: list[dict]) -> dict[str, Any]:
         "auroc_mean_prob": auroc([s["mean_prob"] for s in scores], right),
         "deciles": confidence_bins(
             confidence,
-            [s["pupil_iou"] for s in scores],
-            [s["ellipse_error"] for s in scores],
-            [s["wrong"] for s in scores],
+            pupil_iou=[s["pupil_iou"] for s in scores],
+            centre_err=[s["ellipse_error"] for s in scores],
+            wrong=[s["wrong"] for s in scores],
         ),
     }
 

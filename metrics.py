@@ -165,9 +165,9 @@ WRONG_PX = 2.0  # a pupil centre further than this from the label's makes the fr
 def frame_wrong(
     label_pupil: bool,
     predicted_pupil: bool,
+    *,
     centre_err: float,
     located_err: float,
-    *,
     within: float = WRONG_PX,
 ) -> bool:
     """Whether a frame's pupil is wrong: a labelled pupil missed, or its predicted ellipse centre more
@@ -197,10 +197,10 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float | None:
 
 def confidence_bins(
     confidence: Sequence[float],
+    *,
     pupil_iou: Sequence[float],
     centre_err: Sequence[float],
     wrong: Sequence[bool],
-    *,
     bins: int = 10,
 ) -> list[dict[str, Any]]:
     """Frames in `bins` groups of (nearly) equal size by rank of confidence, the least confident

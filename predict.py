@@ -10,18 +10,22 @@ turn what it finds into measurements over time.
 pretrained/; --model, its old name, still works for one release and says so on stderr). Frames of
 any size and shape are fitted into its input size without stretching (`data.fit_image`) and
 preprocessed as stored in the model; results are mapped back onto the frame's own pixels. A video,
-or a folder in name order, is a recording: frame i is at i / fps seconds (--fps: a folder's
-default is 30, a video's its own). Written to --output:
+or a folder in name order, is a recording: frame i is at i / fps seconds (--fps; default: a
+video's own frame rate, 30 for a folder). Written to --output:
     pupil.csv            a row per frame: frame (file name or video frame index), time_s,
                          pupil_found, confidence (0-1, `pupillometry.confidence`), blink (eye
                          closed or pupil lost), the ellipse's centre_x, centre_y, axis_major (the
                          diameter), axis_minor, angle, area_px, mean_prob (`inference.pupil_geometry`),
                          centre_x_filtered, centre_y_filtered, diameter_filtered_px (One Euro, empty
                          on blink frames; not with --no-smooth), diameter_interpolated_px (filled
-                         across blinks), and with --mm-per-px the diameters in mm; empty: no value
-    blinks.csv           a row per blink: start_frame, end_frame, start_s, end_s, duration_s
+                         across blinks), and with --mm-per-px (or an --mm-from-iris estimate) the
+                         diameters in mm: diameter_mm, diameter_filtered_mm,
+                         diameter_interpolated_mm; empty: no value
+    blinks.csv           a row per blink: start_frame, end_frame (0-based rows of pupil.csv, the
+                         first and the last blink frame), start_s, end_s, duration_s
     timeseries.png       diameter and centre over time, blinks shaded, low-confidence frames marked
-                         (these two for more than one frame; `pupillometry.series` says how)
+    summary.json         what the terminal shows, and the mm scale and where it came from
+                         (these three for more than one frame; `pupillometry.series` says how)
     masks/<name>.png     255 = pupil (images; video frames with --masks); <name> is the file's
                          stem, or its full name where two inputs share a stem (a.png -> a.png.png)
     overlays/<name>.png  the frame painted (`gallery.paint`): pupil tinted, its ellipse and centre
@@ -30,10 +34,12 @@ default is 30, a video's its own). Written to --output:
 the mask-folder layout (DIR/train, the last --val-fraction of them in DIR/validation), and
 DIR/confidence.csv; correct the masks, then `train_efficientvit.py --init-from pretrained
 --data-dir DIR`. Reading, the model and writing overlap (`streams`). A camera shows the overlay
-and frames/s in a window (q or Esc stops); its time series is filtered causally. An unreadable
+and frames/s in a window (q or Esc stops), a frame at a time, and writes pupil.csv,
+blinks.csv, timeseries.png and summary.json, its time series filtered causally. An unreadable
 image in a folder is named on stderr and skipped, and the failures are counted; a video that ends
-before the frame count its header announces (truncated) gets a warning there. Exit status 1 when
-nothing could be processed (bad model or input, every image unreadable), else 0.
+before the frame count its header announces (truncated) gets a warning there. Exit status 2 for a
+bad flag, 1 when the run fails (bad model or input, every image unreadable, an unwritable output),
+else 0.
 """
 
 from __future__ import annotations
@@ -150,6 +156,7 @@ def live_view(
     output: Path,
     *,
     threshold: float = PUPIL_THRESHOLD,
+    tta: bool = False,
     config: PupillometryConfig | None = None,
     dataset: SavedDataset | None = None,
 ) -> PredictSummary:
@@ -172,7 +179,7 @@ def live_view(
         with recording:
             for frame in read_video(capture):
                 tick = time.perf_counter()
-                prob = predictor.probabilities([frame[2]])[0]
+                prob = predictor.probabilities([frame[2]], tta=tta)[0]
                 mask, geometry = recording.measure(frame, prob, time_s=tick - start)
                 overlay = paint(frame[2], pred=mask, geometry=geometry)
                 fps = 0.9 * fps + 0.1 / max(time.perf_counter() - tick, 1e-6)  # smoothed over ~10 frames
@@ -267,7 +274,13 @@ def run(
         )
     if args.input.isdigit() and not Path(args.input).exists():
         return live_view(
-            predictor, int(args.input), args.output, threshold=args.threshold, config=config, dataset=dataset
+            predictor,
+            int(args.input),
+            args.output,
+            threshold=args.threshold,
+            tta=args.tta,
+            config=config,
+            dataset=dataset,
         )
     return predict(
         predictor,

@@ -152,7 +152,8 @@ class InOrder:
 
 
 class VideoOut:
-    """An overlay video opened at its first frame's size: mp4v in .mp4, else MJPG in .avi."""
+    """An overlay video opened at its first frame's size: mp4v in .mp4, else MJPG in .avi (OSError
+    when OpenCV can write neither)."""
 
     def __init__(self, stem: Path, fps: float) -> None:
         self.stem, self.fps, self.path = stem, fps, None
@@ -168,7 +169,7 @@ class VideoOut:
                     self.path = path
                     break
             else:
-                raise InputError(f"{self.stem.parent}: OpenCV can write neither mp4v nor MJPG video here")
+                raise OSError(f"{self.stem.parent}: OpenCV can write neither mp4v nor MJPG video here")
         self._writer.write(frame)
 
     def close(self) -> None:

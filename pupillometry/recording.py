@@ -22,12 +22,12 @@ from gallery import paint
 from inference import Predictor, pupil_geometry
 from pupillometry.confidence import frame_confidence
 from pupillometry.iris import IRIS_DIAMETER_MM, iris_radius, mm_per_px_from_iris
-from pupillometry.series import time_series
+from pupillometry.series import FILTERED, time_series
+from reports.timeseries import plural, write_timeseries
 from streams import Frame, InOrder, VideoOut
 
 GEOMETRY = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
 CSV_COLUMNS = ("frame", "time_s", "pupil_found", "confidence", "blink", *GEOMETRY)  # then those below
-FILTERED = ("centre_x_filtered", "centre_y_filtered", "diameter_filtered_px")  # unless --no-smooth
 BLINK_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s", "duration_s")
 LOW_CONFIDENCE = 0.5  # marked in timeseries.png
 
@@ -88,7 +88,8 @@ class PredictSummary:
         elif self.mm_source != "none":
             diameter += f"; no mm ({self.mm_source.removeprefix('none: ')})"
         return (
-            f"{text}\npupil in {self.pupil_share:.1%} of frames, {self.blinks} blinks{per_minute}, {diameter}"
+            f"{text}\npupil in {self.pupil_share:.1%} of frames, {plural(self.blinks, 'blink')}{per_minute}, "
+            f"{diameter}"
         )
 
 
@@ -108,7 +109,7 @@ class SavedDataset:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def add(self, name: str, image: np.ndarray, mask: np.ndarray, confidence: float) -> None:
+    def add(self, name: str, image: np.ndarray, mask: np.ndarray, *, confidence: float) -> None:
         name = f"{self.prefix}{name}"
         saved = confidence >= self.min_confidence
         if saved:
@@ -186,7 +187,7 @@ class Recording:
             if self.video is not None:
                 self.video.write(overlay)
         if self.dataset is not None:
-            self.dataset.add(name, image, mask, confidence)
+            self.dataset.add(name, image, mask, confidence=confidence)
 
     def measure(self, frame: Frame, prob: np.ndarray, time_s: float | None = None) -> tuple[np.ndarray, dict]:
         """Record one frame's (H, W) pupil probability and queue its images; returns its mask and
@@ -239,13 +240,11 @@ class Recording:
         times = np.array(taken, dtype=float) if None not in taken else np.arange(n) / fps
         mm_per_px, source = self.scale()
         config = dataclasses.replace(self.config, mm_per_px=mm_per_px, mm_from_iris=False)
-        rows, events = time_series(self.frames, times, fps, config, causal=causal)
+        rows, events = time_series(self.frames, times, fps=fps, config=config, causal=causal)
         write_csv(self.output / "pupil.csv", csv_columns(config, mm_per_px is not None), rows)
         summary = PredictSummary(n, failed, time.perf_counter() - self.start, self.model_seconds)
         if n < 2:
             return summary
-        from reports.timeseries import write_timeseries  # matplotlib: only for a recording
-
         write_csv(self.output / "blinks.csv", BLINK_COLUMNS, events)
         write_timeseries(self.output / "timeseries.png", rows, events, low_confidence=LOW_CONFIDENCE)
         summary.describe(rows, events, minutes=(times[-1] - times[0] + 1 / fps) / 60, mm=(mm_per_px, source))

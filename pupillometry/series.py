@@ -35,6 +35,7 @@ MERGE_GAP_S = 0.07  # blink runs at most this far apart (s) are one blink: 2 fra
 MIN_BLINK_S = 0.05  # a shorter run of blink frames is frames lost, not a blink: 1 frame at 30 frames/s
 DERIVATIVE_CUTOFF_HZ = 1.0  # One Euro's filter on the speed, as the paper recommends
 MEASURED = ("centre_x", "centre_y", "axis_major", "area_px")  # what the time series needs of a frame
+FILTERED = ("centre_x_filtered", "centre_y_filtered", "diameter_filtered_px")  # with config.smooth
 
 
 def running_median(values: np.ndarray, window: int) -> np.ndarray:
@@ -57,7 +58,9 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
 
 
-def blink_frames(area: np.ndarray, usable: np.ndarray, fps: float, config: PupillometryConfig) -> np.ndarray:
+def blink_frames(
+    area: np.ndarray, usable: np.ndarray, *, fps: float, config: PupillometryConfig
+) -> np.ndarray:
     """(n,) bool: frames that are not usable or whose pupil area is below `config.blink_share`
     of the open eye's nearby; runs at most MERGE_GAP_S apart joined into one."""
     window = 2 * min(max(1, round(fps * REFERENCE_S / 2)), len(area)) + 1  # wider sees nothing more
@@ -136,9 +139,9 @@ def interpolate(times: np.ndarray, values: np.ndarray) -> np.ndarray:
 def time_series(
     frames: Sequence[dict[str, Any]],
     times: np.ndarray,
+    *,
     fps: float,
     config: PupillometryConfig,
-    *,
     causal: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows for pupil.csv and blink events for blinks.csv from per-frame measurements.
@@ -153,7 +156,8 @@ def time_series(
     found = np.array([bool(f["pupil_found"]) for f in frames])
     confidence = np.array([float(f["confidence"]) for f in frames])
     raw = {key: np.array([float(f[key]) for f in frames]) for key in MEASURED}
-    blink = blink_frames(raw["area_px"], found & (confidence >= config.min_confidence), fps, config)
+    usable = found & (confidence >= config.min_confidence)
+    blink = blink_frames(raw["area_px"], usable, fps=fps, config=config)
     columns: dict[str, np.ndarray] = {}
     diameter = np.where(blink, np.nan, raw["axis_major"])
     if config.smooth and np.isfinite(diameter).any():
@@ -163,10 +167,9 @@ def time_series(
         settings = {"min_cutoff": config.min_cutoff, "causal": causal}
         filtered = smooth(times, scaled[:, :2], beta=config.centre_beta, **settings) * scale  # joint speed
         diameter = smooth(times, scaled[:, 2:], beta=config.diameter_beta, **settings)[:, 0] * scale
-        columns |= {"centre_x_filtered": filtered[:, 0], "centre_y_filtered": filtered[:, 1]}
-        columns["diameter_filtered_px"] = diameter
+        columns |= dict(zip(FILTERED, (filtered[:, 0], filtered[:, 1], diameter), strict=True))
     elif config.smooth:
-        columns |= dict.fromkeys(("centre_x_filtered", "centre_y_filtered", "diameter_filtered_px"), diameter)
+        columns |= dict.fromkeys(FILTERED, diameter)
     columns["diameter_interpolated_px"] = interpolate(times, diameter)
     if (mm_per_px := config.mm_per_px) is not None:
         columns["diameter_mm"] = raw["axis_major"] * mm_per_px

@@ -149,7 +149,6 @@ def write_timeseries(
     events: list[dict[str, Any]],
     *,
     low_confidence: float = 0.5,
-    time_label: str = "time (s)",
 ) -> Path:
     """Draw `rows` (pupil.csv's, one per frame) and blink `events` (blinks.csv's) as a
     SIZE_PX PNG at `path`, written atomically; frames whose pupil was found with confidence
@@ -159,7 +158,7 @@ def write_timeseries(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times = column(rows, "time_s")
+    times, time_label = column(rows, "time_s"), "time (s)"
     if not np.isfinite(times).all():  # no clock: frame numbers
         times, time_label = np.arange(len(rows), dtype=float), "frame"
     found = flags(rows, "pupil_found")

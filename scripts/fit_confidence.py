@@ -92,7 +92,7 @@ def soft_product(f: dict[str, float]) -> float:
 
 
 def report(
-    name: str, features: list[dict[str, float] | None], right: list[bool], fitted: tuple[float, dict]
+    name: str, features: list[dict[str, float] | None], right: list[bool], *, fitted: tuple[float, dict]
 ) -> None:
     """AUROC for a wrong pupil of the `fitted` (intercept, weights) regression, the soft product and
     mean_prob alone, and each one's mean beside the share of frames right."""
@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     intercept, weights = fit_logistic(terms, np.array([r for _, r in found], np.float64))
     fitted = (round(intercept, 3), {k: round(float(w), 3) for k, w in zip(WEIGHTS, weights, strict=True)})
     print(f"INTERCEPT = {fitted[0]}\nWEIGHTS = {fitted[1]}")
-    report(f"synthetic, seed {args.seed}, frames {args.first} on", features, right, fitted)
+    report(f"synthetic, seed {args.seed}, frames {args.first} on", features, right, fitted=fitted)
     if args.check is not None:
         frames = folder_frames(args.check, "train")
         checked = frame_features(predictor, map(frames.read, range(len(frames))))
-        report(f"{args.check} train", *checked, fitted)
+        report(f"{args.check} train", *checked, fitted=fitted)
     return 0
 
 

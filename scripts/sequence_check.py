@@ -67,7 +67,7 @@ def errors(truth: list[dict], rows: list[dict]) -> dict[str, float]:
     }
 
 
-def check(root: Path, seed: int, frames: int, size: tuple[int, int]) -> dict[str, float]:
+def check(root: Path, seed: int, *, frames: int, size: tuple[int, int]) -> dict[str, float]:
     """One video written, run through predict.py and scored."""
     video = write_sequence(root / f"video{seed}", frames, seed=seed, size=size)
     out = video / "out"
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=size_argument, default="400x640", help="HxW (default 400x640)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        results = [check(Path(tmp), 1000 + i, args.frames, args.size) for i in range(args.videos)]
+        results = [check(Path(tmp), 1000 + i, frames=args.frames, size=args.size) for i in range(args.videos)]
     columns = list(results[0])
     print("| video | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 1))
     for i, result in enumerate(results):

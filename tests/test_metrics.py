@@ -121,7 +121,7 @@ def test_set_metrics_sum_pixels_over_frames_before_dividing():
     ],
 )
 def test_a_frame_is_wrong_when_its_pupil_is_off_missed_or_invented(label, predicted, centre, located, wrong):
-    assert frame_wrong(label, predicted, centre, located) is wrong
+    assert frame_wrong(label, predicted, centre_err=centre, located_err=located) is wrong
 
 
 def test_auroc_is_one_for_a_perfect_ranking_zero_reversed_and_a_half_for_ties():
@@ -143,7 +143,7 @@ def test_confidence_bins_rank_frames_least_confident_first_and_hold_every_frame(
     confidence = np.linspace(1, 0, 23)  # frame 22 the least confident
     iou = np.where(np.arange(23) >= 20, 0.25, 1.0)
     errors = np.where(np.arange(23) >= 20, math.nan, 0.5)
-    rows = confidence_bins(confidence, iou, errors, np.arange(23) >= 20)
+    rows = confidence_bins(confidence, pupil_iou=iou, centre_err=errors, wrong=np.arange(23) >= 20)
     assert [r["frames"] for r in rows] == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2] and sum(
         r["frames"] for r in rows
     ) == 23
@@ -151,4 +151,5 @@ def test_confidence_bins_rank_frames_least_confident_first_and_hold_every_frame(
     assert (first["confidence_min"], first["pupil_iou"], first["wrong"]) == (0.0, 0.25, 1.0)
     assert first["median_centre_error_px"] is None  # no frame of it has an error
     assert (second["pupil_iou"], second["median_centre_error_px"], second["wrong"]) == (1.0, 0.5, 0.0)
-    assert len(confidence_bins([0.3, 0.1], [1, 1], [0, 0], [False, True])) == 2  # fewer frames than bins
+    few = confidence_bins([0.3, 0.1], pupil_iou=[1, 1], centre_err=[0, 0], wrong=[False, True])
+    assert len(few) == 2  # fewer frames than bins

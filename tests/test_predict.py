@@ -462,6 +462,13 @@ def test_mm_per_px_adds_diameters_in_mm_and_bad_time_series_flags_are_usage_erro
         assert flag in capsys.readouterr().err
 
 
+def test_help_shows_every_flag_percent_signs_included(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "--save-dataset" in out and "(about ±4%)" in out  # --mm-from-iris
+
+
 @pytest.mark.parametrize("header", [math.nan, 0.0, 1e9])
 def test_a_video_header_without_a_plausible_frame_rate_gives_30_with_a_warning(header, capsys):
     class Header:

@@ -60,14 +60,14 @@ def test_a_shrinking_area_and_a_lost_pupil_are_blink_frames():
     area[40] = 300.0  # three quarters: still open
     usable = np.ones(60, bool)
     usable[23] = False  # no pupil found
-    blink = blink_frames(area, usable, FPS, PupillometryConfig())
+    blink = blink_frames(area, usable, fps=FPS, config=PupillometryConfig())
     assert np.flatnonzero(blink).tolist() == [20, 21, 22, 23]
 
 
 def test_blink_runs_two_frames_apart_are_one_blink_but_three_apart_are_two():
     area = np.full(60, 400.0)
     area[[10, 11, 14, 15, 30, 31, 35, 36]] = 50.0  # gaps of 2 and of 3 open frames
-    blink = blink_frames(area, np.ones(60, bool), FPS, PupillometryConfig())
+    blink = blink_frames(area, np.ones(60, bool), fps=FPS, config=PupillometryConfig())
     events = blink_events(blink, np.arange(60) / FPS, FPS)
     assert [(e["start_frame"], e["end_frame"]) for e in events] == [(10, 15), (30, 31), (35, 36)]
     assert events[0]["duration_s"] == pytest.approx(6 / FPS)
@@ -117,7 +117,8 @@ def test_interpolate_fills_inner_gaps_linearly_in_time_and_leaves_the_ends():
 def test_time_series_marks_blinks_leaves_them_unfiltered_and_interpolates_the_diameter():
     frames = [frame(314.0, d=20.0) for _ in range(30)] + [frame(0, found=False)] * 5
     frames += [frame(314.0, d=22.0) for _ in range(30)]
-    rows, events = time_series(frames, np.arange(len(frames)) / FPS, FPS, PupillometryConfig(mm_per_px=0.1))
+    times, config = np.arange(len(frames)) / FPS, PupillometryConfig(mm_per_px=0.1)
+    rows, events = time_series(frames, times, fps=FPS, config=config)
     assert [(e["start_frame"], e["end_frame"]) for e in events] == [(30, 34)]
     assert [r["blink"] for r in rows[29:36]] == [0, 1, 1, 1, 1, 1, 0]
     assert math.isnan(rows[32]["diameter_filtered_px"]) and math.isnan(rows[32]["centre_x_filtered"])
@@ -130,7 +131,7 @@ def test_a_low_confidence_frame_is_lost_not_a_blink_and_no_smooth_leaves_out_the
     frames = (
         [frame(314.0) for _ in range(10)] + [frame(314.0, confidence=0.1)] + [frame(314.0) for _ in range(10)]
     )
-    rows, events = time_series(frames, np.arange(21) / FPS, FPS, PupillometryConfig(smooth=False))
+    rows, events = time_series(frames, np.arange(21) / FPS, fps=FPS, config=PupillometryConfig(smooth=False))
     assert rows[10]["blink"] == 1 and events == []  # one lost frame (33 ms) is no blink
     assert "diameter_filtered_px" not in rows[0] and rows[10]["diameter_interpolated_px"] == pytest.approx(
         20.0
@@ -139,7 +140,7 @@ def test_a_low_confidence_frame_is_lost_not_a_blink_and_no_smooth_leaves_out_the
 
 def test_a_recording_without_any_pupil_is_one_long_blink():
     frames = [frame(0, found=False)] * 6
-    rows, events = time_series(frames, np.arange(6) / FPS, FPS, PupillometryConfig())
+    rows, events = time_series(frames, np.arange(6) / FPS, fps=FPS, config=PupillometryConfig())
     assert all(r["blink"] for r in rows) and len(events) == 1
     assert all(math.isnan(r["diameter_interpolated_px"]) for r in rows)
 

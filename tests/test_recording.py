@@ -15,7 +15,7 @@ import pupillometry.recording
 from config import PupillometryConfig
 from data.synthetic import render_eye
 from predict import main, predict
-from pupillometry.recording import Recording
+from pupillometry.recording import PredictSummary, Recording
 from tests.conftest import EASY, PRETRAINED_ONNX
 from tests.test_predict import dark_is_pupil, stand_in
 
@@ -131,3 +131,8 @@ def test_a_camera_saves_its_frames_as_a_dataset_when_asked(camera, tmp_path, cap
     assert len(read_csv(tmp_path / "out" / "pupil.csv")) == 3
     assert [row["split"] for row in read_csv(dataset / "confidence.csv")] == ["train", "train", "validation"]
     assert (dataset / "validation" / "images" / "000002.png").is_file()
+
+
+def test_the_summary_counts_one_blink_in_the_singular():
+    summary = PredictSummary(30, 0, seconds=1.0, model_seconds=0.5, pupil_share=0.9, blinks=1, minutes=0.5)
+    assert "pupil in 90.0% of frames, 1 blink (2.0 a minute)" in str(summary)
