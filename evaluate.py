@@ -119,10 +119,14 @@ def score_frames(
 def confidence_summary(scores: list[dict]) -> dict[str, Any]:
     """How well per-frame confidence foretells a wrong pupil: the AUROC of confidence for right
     frames over wrong ones (1: every wrong frame less confident than every right one; 0.5: chance),
-    the same of mean pupil probability alone, and the frames by confidence decile."""
+    the same of mean pupil probability alone, and the frames by confidence decile. Over the frames
+    with a pupil in the label or the prediction: a frame rightly left without one has no pupil to
+    trust or doubt (its confidence is 0 by definition), and detection is scored on its own."""
+    scores = [s for s in scores if s["label_pupil"] or s["predicted_pupil"]]
     confidence, right = [s["confidence"] for s in scores], [not s["wrong"] for s in scores]
     return {
         "wrong_px": WRONG_PX,
+        "frames": len(scores),
         "wrong": sum(s["wrong"] for s in scores),
         "auroc": auroc(confidence, right),
         "auroc_mean_prob": auroc([s["mean_prob"] for s in scores], right),

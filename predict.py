@@ -126,17 +126,16 @@ def predict(
         fps = config.fps or video_fps(capture, source)
         if dataset is not None:
             dataset.prefix = f"{source.stem}_"  # the video's name in the frames', for merging datasets
-        recording = Recording(
-            output, config, threshold=threshold, masks=video_masks, video_fps=fps, dataset=dataset
-        )
+        outputs = {"masks": video_masks, "video_fps": fps}
     else:
         frames = read_images(image_files(source), failures)
         fps = config.fps or FOLDER_FPS
-        recording = Recording(output, config, threshold=threshold, masks=True, overlays=True, dataset=dataset)
-    # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
-    decoded = read_ahead(batches(frames, batch_size), depth=2)
-    inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
-    try:  # closing stops the threads, model then decoding, before the video is released
+        outputs = {"masks": True, "overlays": True}
+    try:  # the capture is released however this ends, after closing stops the threads
+        recording = Recording(output, config, threshold=threshold, dataset=dataset, **outputs)
+        # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
+        decoded = read_ahead(batches(frames, batch_size), depth=2)
+        inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
         with closing(decoded), recording, closing(read_ahead(inferred, depth=2)) as ahead:
             for batch, prob in ahead:
                 recording.record(predictor, batch, prob)
@@ -220,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold",
         type=fraction_argument,
         default=PUPIL_THRESHOLD,
-        help="pupil probability (default: %(default)s)",
+        help="pupil probability (default: %(default)s, at which confidence was fitted)",
     )
     parser.add_argument("--tta", action="store_true", help="average with the horizontally mirrored frame")
     parser.add_argument(

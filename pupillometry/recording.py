@@ -49,7 +49,7 @@ class PredictSummary:
     failed: int  # images that could not be read
     seconds: float  # wall time, reading and writing included
     model_seconds: float  # resizing, preprocessing and the model
-    pupil_share: float = math.nan  # frames that are not blink frames
+    tracked_share: float = math.nan  # frames that are not blink frames: eye open, pupil found and trusted
     blinks: int = 0
     minutes: float = 0.0  # the recording's length
     median_diameter_px: float = math.nan  # over the frames that are not blink frames
@@ -62,7 +62,7 @@ class PredictSummary:
     ) -> None:
         """Fill in the pupil figures from pupil.csv's rows and blinks.csv's events."""
         open_eye = [row["axis_major"] for row in rows if not row["blink"]]
-        self.pupil_share, self.blinks, self.minutes = len(open_eye) / len(rows), len(events), minutes
+        self.tracked_share, self.blinks, self.minutes = len(open_eye) / len(rows), len(events), minutes
         self.median_diameter_px = float(np.median(open_eye)) if open_eye else math.nan
         self.mm_per_px, self.mm_source = mm
         if self.mm_per_px is not None:
@@ -87,10 +87,8 @@ class PredictSummary:
             diameter += f" = {self.median_diameter_mm:.2f} mm ({self.mm_source})"
         elif self.mm_source != "none":
             diameter += f"; no mm ({self.mm_source.removeprefix('none: ')})"
-        return (
-            f"{text}\npupil in {self.pupil_share:.1%} of frames, {plural(self.blinks, 'blink')}{per_minute}, "
-            f"{diameter}"
-        )
+        blinks = f"{plural(self.blinks, 'blink')}{per_minute}"
+        return f"{text}\npupil tracked in {self.tracked_share:.1%} of frames, {blinks}, {diameter}"
 
 
 class SavedDataset:
@@ -227,7 +225,7 @@ class Recording:
         mm_per_px = mm_per_px_from_iris(self.iris_radii)
         if mm_per_px is None:
             return None, "none: the iris edge was not found in enough frames"
-        return mm_per_px, f"estimate from the iris ({IRIS_DIAMETER_MM} mm across)"
+        return mm_per_px, f"estimate from the iris, {IRIS_DIAMETER_MM} mm across"
 
     def finish(self, fps: float, *, failed: int = 0, causal: bool = False) -> PredictSummary:
         """Wait for the images; write pupil.csv, and for a recording blinks.csv, timeseries.png
@@ -243,7 +241,9 @@ class Recording:
         rows, events = time_series(self.frames, times, fps=fps, config=config, causal=causal)
         write_csv(self.output / "pupil.csv", csv_columns(config, mm_per_px is not None), rows)
         summary = PredictSummary(n, failed, time.perf_counter() - self.start, self.model_seconds)
-        if n < 2:
+        if n < 2:  # no recording: no time series, and none left from an earlier run in this folder
+            for stale in ("blinks.csv", "timeseries.png", "summary.json"):
+                (self.output / stale).unlink(missing_ok=True)
             return summary
         write_csv(self.output / "blinks.csv", BLINK_COLUMNS, events)
         write_timeseries(self.output / "timeseries.png", rows, events, low_confidence=LOW_CONFIDENCE)

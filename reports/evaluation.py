@@ -17,7 +17,7 @@ from data.folders import write_image
 from data.frames import Frames
 from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
 from inference import Predictor
-from metrics import MB
+from metrics import MB, WRONG_PX
 
 GALLERY_FRAMES = 16  # per gallery: 4 rows of 4 on a full-HD screen
 MODE_NAMES = {"plain": "plain", "tta": "flip TTA"}  # result keys -> table column titles
@@ -92,7 +92,7 @@ TABLE_ROWS: tuple[tuple[str, Callable[[dict], str]], ...] = (
         lambda r: f"{r['detection']['false_positives']} of {r['detection']['without_pupil']}",
     ),
     (
-        "AUROC of confidence for a wrong pupil (centre > 2 px off, missed, invented)",
+        f"AUROC of confidence for a wrong pupil (centre > {WRONG_PX:g} px off, missed, invented)",
         lambda r: _number(r["confidence"]["auroc"], 3),
     ),
     ("OpenEDS challenge score", lambda r: _number(r["challenge_score"])),
@@ -125,9 +125,10 @@ def _confidence_section(summary: dict) -> list[str]:
         "",
         f"Frames ranked by confidence, least confident first, in groups of equal size. Wrong: a "
         f"labelled pupil missed or its ellipse centre more than {px} px from the label's ellipse "
-        f"centre or centroid, or a pupil found on a frame without one; {summary['wrong']} of "
-        f"{frames} frames. AUROC of confidence for a wrong pupil: {_number(summary['auroc'], 3)} "
-        f"(mean pupil probability alone: {_number(summary['auroc_mean_prob'], 3)}).",
+        f"centre or centroid, or a pupil found on a frame without one; {summary['wrong']} of the "
+        f"{frames} frames with a pupil in the label or the prediction. AUROC of confidence for a "
+        f"wrong pupil: {_number(summary['auroc'], 3)} (mean pupil probability alone: "
+        f"{_number(summary['auroc_mean_prob'], 3)}).",
         "",
         "| decile | frames | confidence | mean pupil IoU | median centre error, px | wrong |",
         "|---:|---:|---|---:|---:|---:|",
@@ -193,6 +194,7 @@ FRAME_COLUMNS = (
     "centroid_error",
     "located_error",
     "confidence",
+    "wrong",
 )
 
 

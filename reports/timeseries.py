@@ -76,7 +76,9 @@ def summary(rows: list[dict[str, Any]], events: list[dict[str, Any]]) -> str:
     """The title: frames, pupil found, blinks and their rate, median diameter of open-eye frames."""
     times = column(rows, "time_s")
     found = flags(rows, "pupil_found")
-    line = f"{plural(len(rows), 'frame')}, pupil in {int(found.sum())}  |  {plural(len(events), 'blink')}"
+    line = (
+        f"{plural(len(rows), 'frame')}, pupil found in {int(found.sum())}  |  {plural(len(events), 'blink')}"
+    )
     if rows and np.isfinite(times).all():
         minutes = (times.max() - times.min() + frame_step(times)) / 60
         line += f" ({len(events) / minutes:.1f} per minute)"

@@ -66,9 +66,9 @@ def test_summary_ranks_wrong_frames_by_confidence():
     assert [s["wrong"] for s in scores] == [False, True, True, False]
     assert scores[0]["confidence"] > scores[1]["confidence"] > 0 == scores[2]["confidence"]
     summary = summarize(scores, seconds=1.0, file_bytes=1000)["confidence"]
-    # right over wrong: 1 and 1 for the sure frame; 0 and a tie for the empty one: 2.5 of 4 pairs
-    assert summary["auroc"] == pytest.approx(2.5 / 4) and summary["wrong"] == 2
-    assert [d["frames"] for d in summary["deciles"]] == [1, 1, 1, 1]
+    # the frame rightly left empty has no pupil to trust: left out, the sure frame ranks over both wrong
+    assert summary["auroc"] == 1.0 and summary["wrong"] == 2 and summary["frames"] == 3
+    assert [d["frames"] for d in summary["deciles"]] == [1, 1, 1]
     assert summary["deciles"][-1]["confidence_min"] == scores[0]["confidence"]
 
 
@@ -221,6 +221,7 @@ def test_out_folder_has_metrics_report_frames_and_galleries(result):
         "centroid_error",
         "located_error",
         "confidence",
+        "wrong",
     ]
     assert list(rows[0]) == ["frame", "label_pupil", *columns, *(f"{c}_tta" for c in columns)]
     assert [r["frame"] for r in rows] == [f"synthetic_{i:05d}" for i in range(FRAMES)]

@@ -134,5 +134,5 @@ def test_a_camera_saves_its_frames_as_a_dataset_when_asked(camera, tmp_path, cap
 
 
 def test_the_summary_counts_one_blink_in_the_singular():
-    summary = PredictSummary(30, 0, seconds=1.0, model_seconds=0.5, pupil_share=0.9, blinks=1, minutes=0.5)
-    assert "pupil in 90.0% of frames, 1 blink (2.0 a minute)" in str(summary)
+    summary = PredictSummary(30, 0, seconds=1.0, model_seconds=0.5, tracked_share=0.9, blinks=1, minutes=0.5)
+    assert "pupil tracked in 90.0% of frames, 1 blink (2.0 a minute)" in str(summary)

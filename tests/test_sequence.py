@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from data.synthetic.render import PUPIL
-from data.synthetic.sequence import Blink, blink_events, eye_sequence
+from data.synthetic.sequence import BLINK_COLUMNS, Blink, eye_sequence, truth_blinks
+from pupillometry.recording import BLINK_COLUMNS as RECORDING_BLINK_COLUMNS
 
 SIZE, N, FPS = (64, 96), 40, 30.0
 BLINKS = [Blink(8), Blink(26, closing=2, closed=4, opening=6)]
@@ -38,7 +39,7 @@ def test_blink_frames_hide_the_pupil_and_open_ones_show_it(frames):
     assert len(blink) >= 8 and max(blink) < 0.5 * min(shown)
     closed = [t for _, _, t in frames if t["openness"] == 0]
     assert closed and all(t["blink"] and t["visible_fraction"] == 0 for t in closed)
-    events = blink_events([t for _, _, t in frames], FPS)
+    events = truth_blinks([t for _, _, t in frames], FPS)
     assert len(events) == 2
     for event, given in zip(events, BLINKS, strict=True):  # inside the lids' movement
         end = given.start + given.closing + given.closed + given.opening - 1
@@ -70,8 +71,8 @@ def test_cli_writes_video_truth_and_blinks_and_refuses_a_full_folder(tmp_path, c
     with (out / "blinks.csv").open() as f:
         blinks = list(csv.DictReader(f))
     assert [int(row["frame"]) for row in truth] == list(range(N))
-    assert len(blinks) == len(blink_events([{k: float(v) for k, v in r.items()} for r in truth], FPS))
-    assert blinks and set(blinks[0]) == {"start_frame", "end_frame", "duration_s"}
+    assert len(blinks) == len(truth_blinks([{k: float(v) for k, v in r.items()} for r in truth], FPS))
+    assert blinks and list(blinks[0]) == list(BLINK_COLUMNS)
     video, count = cv2.VideoCapture(str(out / "eye.mp4")), 0
     while video.read()[0]:
         count += 1
@@ -80,3 +81,7 @@ def test_cli_writes_video_truth_and_blinks_and_refuses_a_full_folder(tmp_path, c
     assert "folder is not empty" in capsys.readouterr().err
     assert main(["--sequence", "4", "--out", str(out), "--size", "64x96", "--overwrite"]) == 0
     assert len((out / "truth.csv").read_text().splitlines()) == 5
+
+
+def test_the_truths_blinks_csv_has_the_columns_of_predicts():
+    assert BLINK_COLUMNS == RECORDING_BLINK_COLUMNS

@@ -100,8 +100,8 @@ def test_diameter_in_mm_when_the_rows_carry_it():
 def test_the_title_sums_the_recording_up():
     rows, events = recording(blinks=((30, 39), (120, 149)), mm_per_px=0.05)
     title = summary(rows, events)
-    assert "300 frames, pupil in 260" in title
+    assert "300 frames, pupil found in 260" in title
     assert "2 blinks (12.0 per minute)" in title  # in 10 s
     open_eye = [r["diameter_mm"] for r in rows if not r["blink"]]
     assert f"median diameter {np.median(open_eye):.2f} mm" in title
-    assert summary(*recording(n=1, blinks=((0, 0),))).startswith("1 frame, pupil in 0  |  1 blink")
+    assert summary(*recording(n=1, blinks=((0, 0),))).startswith("1 frame, pupil found in 0  |  1 blink")

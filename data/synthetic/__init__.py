@@ -24,7 +24,7 @@ import numpy as np
 from config import MIN_SIZE
 from data.folders import new_folder, write_csv, write_image
 from data.synthetic.render import PUPIL, STYLES, render_eye
-from data.synthetic.sequence import TRUTH_COLUMNS, blink_events, eye_sequence
+from data.synthetic.sequence import BLINK_COLUMNS, TRUTH_COLUMNS, eye_sequence, truth_blinks
 
 
 class SyntheticEyes:
@@ -128,7 +128,8 @@ def write_sequence(
     overwrite: bool = False,
 ) -> Path:
     """Write an n-frame `sequence.eye_sequence` as ROOT/eye.mp4 (mp4v), ROOT/truth.csv (a row a
-    frame) and ROOT/blinks.csv (start_frame, end_frame, duration_s); returns ROOT, which must be
+    frame) and ROOT/blinks.csv (as predict.py writes it: start_frame, end_frame, start_s, end_s,
+    duration_s); returns ROOT, which must be
     new or empty unless `overwrite`, as for write_openeds."""
     if len(size) != 2 or min(size) < MIN_SIZE:
         raise ValueError(f"sequence size must be (H, W) of at least {MIN_SIZE} each, got {size}")
@@ -146,5 +147,5 @@ def write_sequence(
     finally:
         video.release()
     write_csv(root / "truth.csv", TRUTH_COLUMNS, truths)
-    write_csv(root / "blinks.csv", ("start_frame", "end_frame", "duration_s"), blink_events(truths, fps))
+    write_csv(root / "blinks.csv", BLINK_COLUMNS, truth_blinks(truths, fps))
     return root

@@ -36,6 +36,7 @@ TRUTH_COLUMNS = (
     "blink",
 )
 REFLEX_S = 0.25  # time constant of the light reflex's constriction
+BLINK_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s", "duration_s")  # predict.py's too
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def eye_sequence(
     The truth: `frame`, `time_s`, `pupil_x`, `pupil_y`, `diameter_px` (the pupil ellipse's major
     axis, true even behind the lids), `pupil_ratio`, `openness`, `visible_fraction` (of the pupil's
     pixels), `blink` (1 while visible_fraction < BLINK_VISIBLE, else 0). `blinks` default to ones
-    drawn from `seed`; `blink_events` gives the runs of blink frames.
+    drawn from `seed`; `truth_blinks` gives the runs of blink frames.
     """
     if n < 1 or fps <= 0:
         raise ValueError(f"eye_sequence needs n >= 1 and fps > 0, got n={n}, fps={fps}")
@@ -203,14 +204,18 @@ def pose_at(eye: Person, gaze: tuple[float, float], *, pupil_ratio: float, openn
     )
 
 
-def blink_events(truths: Sequence[dict], fps: float) -> list[dict]:
-    """Runs of blink frames: `start_frame`, `end_frame` (the last blink frame), `duration_s`."""
+def truth_blinks(truths: Sequence[dict], fps: float) -> list[dict]:
+    """Runs of blink frames in the truth, as predict.py's blinks.csv gives them: `start_frame`,
+    `end_frame` (the last blink frame), `start_s`, `end_s`, `duration_s`."""
     events, start = [], None
     for row in [*truths, {"frame": len(truths), "blink": 0}]:
         if row["blink"] and start is None:
             start = row["frame"]
         elif not row["blink"] and start is not None:
             end = row["frame"] - 1
-            events.append({"start_frame": start, "end_frame": end, "duration_s": (end - start + 1) / fps})
+            events.append(
+                {"start_frame": start, "end_frame": end, "start_s": start / fps, "end_s": (end + 1) / fps,
+                 "duration_s": (end - start + 1) / fps}
+            )  # fmt: skip
             start = None
     return events
