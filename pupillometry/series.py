@@ -17,7 +17,10 @@ covariances a Kalman filter would. It runs on values in units of the recording's
 diameter, so its settings do not depend on the camera's resolution. For files, where the whole
 recording is known, the forward and the time-reversed passes are averaged: the lag of one is the
 lead of the other, so the result does not lag. Blink frames are not filtered; their diameter is a
-separate, interpolated column, linear in time between the filtered values either side.
+separate, interpolated column, linear in time between the filtered values either side of the blink
+and of BLINK_PAD_S around it, where a lid still covers part of the pupil and biases its diameter
+(as pupillometry's blink reconstruction does: S. Mathôt, "Pupillometry: psychology, physiology,
+and function", J. Cognition 2018).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from config import PupillometryConfig
 
 REFERENCE_S = 1.0  # the open eye's pupil area: median over this window (s), centred on the frame
 MERGE_GAP_S = 0.07  # blink runs at most this far apart (s) are one blink: 2 frames at 30 frames/s
+BLINK_PAD_S = 0.05  # either side of a blink the lids still cover part of the pupil (Mathôt, 2018)
 MIN_BLINK_S = 0.05  # a shorter run of blink frames is frames lost, not a blink: 1 frame at 30 frames/s
 DERIVATIVE_CUTOFF_HZ = 1.0  # One Euro's filter on the speed, as the paper recommends
 MEASURED = ("centre_x", "centre_y", "axis_major", "area_px")  # what the time series needs of a frame
@@ -149,7 +153,8 @@ def time_series(
     `frames`: dicts with `pupil_found`, `confidence` and MEASURED (NaN without a pupil). Each row is its
     frame's dict plus `time_s`, `blink` (0/1), with `config.smooth` `centre_x_filtered`,
     `centre_y_filtered`, `diameter_filtered_px` (NaN on blink frames), `diameter_interpolated_px`
-    (the filtered diameter, or the raw one without smoothing, filled linearly across blinks), and
+    (the filtered diameter, or the raw one without smoothing, with the blink frames and
+    BLINK_PAD_S either side filled in linearly), and
     with `config.mm_per_px` the same diameters in mm. The diameter is the ellipse's major axis: a circular
     pupil seen off-axis keeps its full width along it.
     """
@@ -170,7 +175,11 @@ def time_series(
         columns |= dict(zip(FILTERED, (filtered[:, 0], filtered[:, 1], diameter), strict=True))
     elif config.smooth:
         columns |= dict.fromkeys(FILTERED, diameter)
-    columns["diameter_interpolated_px"] = interpolate(times, diameter)
+    around = blink.copy()  # the blink frames and BLINK_PAD_S either side: reconstructed
+    pad = round(fps * BLINK_PAD_S)
+    for first, last in runs(blink):
+        around[max(0, first - pad) : last + pad + 1] = True
+    columns["diameter_interpolated_px"] = interpolate(times, np.where(around, np.nan, diameter))
     if (mm_per_px := config.mm_per_px) is not None:
         columns["diameter_mm"] = raw["axis_major"] * mm_per_px
         for kind in ("filtered", "interpolated"):

@@ -215,3 +215,14 @@ def test_mm_from_iris_on_a_synthetic_eye_video_is_within_8_percent_and_marked_an
     assert float(row["diameter_mm"]) == pytest.approx(
         float(row["axis_major"]) * summary["mm_per_px"], abs=1e-4
     )
+
+
+def test_the_interpolated_diameter_also_replaces_the_lid_covered_frames_next_to_a_blink():
+    frames = [frame(314.0, d=20.0) for _ in range(28)] + [frame(300.0, d=15.0)] * 2  # a lid coming down
+    frames += [frame(0, found=False)] * 5 + [frame(314.0, d=20.0) for _ in range(30)]
+    rows, _ = time_series(
+        frames, np.arange(len(frames)) / FPS, fps=FPS, config=PupillometryConfig(smooth=False)
+    )
+    assert [r["blink"] for r in rows[27:31]] == [0, 0, 0, 1]
+    assert rows[29]["diameter_interpolated_px"] == pytest.approx(20.0)  # 2 frames = 50 ms at 30 frames/s
+    assert rows[29]["axis_major"] == 15.0
