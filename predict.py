@@ -272,6 +272,14 @@ def run(
             args.save_dataset, min_confidence=args.save_confidence, val_fraction=args.val_fraction
         )
     if args.input.isdigit() and not Path(args.input).exists():
+        # a camera runs frame by frame, timed by the clock, and writes no images
+        ignored = {
+            "--masks": args.masks,
+            "--batch-size": args.batch_size != 8,
+            "--fps": config.fps is not None,
+        }
+        if unused := [flag for flag, given in ignored.items() if given]:
+            print(f"note: a camera ignores {', '.join(unused)}", file=sys.stderr)
         return live_view(
             predictor,
             int(args.input),

@@ -477,3 +477,11 @@ def test_a_video_header_without_a_plausible_frame_rate_gives_30_with_a_warning(h
 
     assert video_fps(Header(), Path("eye.mp4")) == 30.0
     assert "eye.mp4" in capsys.readouterr().err
+
+
+def test_a_camera_says_which_flags_it_ignores(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    code, _, err = run_cli(capsys, "--input", "0", "--output", tmp_path, "--masks", "--fps", "60")
+    assert code == 1 and "note: a camera ignores --masks, --fps" in err and "needs a display" in err
