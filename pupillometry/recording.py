@@ -18,6 +18,7 @@ import numpy as np
 
 from config import PupillometryConfig
 from data.folders import new_folder, write_csv, write_image
+from data.synthetic.sequence import BLINK_COLUMNS  # the columns of the synthetic truth's blinks.csv
 from gallery import paint
 from inference import Predictor, pupil_geometry
 from pupillometry.confidence import frame_confidence
@@ -28,15 +29,15 @@ from streams import Frame, InOrder, VideoOut
 
 GEOMETRY = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
 CSV_COLUMNS = ("frame", "time_s", "pupil_found", "confidence", "blink", *GEOMETRY)  # then those below
-BLINK_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s", "duration_s")
 LOW_CONFIDENCE = 0.5  # marked in timeseries.png
 
 
-def csv_columns(config: PupillometryConfig, mm: bool) -> tuple[str, ...]:
-    """pupil.csv's columns: CSV_COLUMNS, the filtered ones, the interpolated diameter, mm ones."""
+def csv_columns(config: PupillometryConfig) -> tuple[str, ...]:
+    """pupil.csv's columns: CSV_COLUMNS, the filtered ones, the interpolated diameter, and with
+    `config.mm_per_px` the mm ones."""
     kinds = ("", "_filtered", "_interpolated") if config.smooth else ("", "_interpolated")
     filtered = FILTERED if config.smooth else ()
-    in_mm = tuple(f"diameter{kind}_mm" for kind in kinds) if mm else ()
+    in_mm = tuple(f"diameter{kind}_mm" for kind in kinds) if config.mm_per_px is not None else ()
     return (*CSV_COLUMNS, *filtered, "diameter_interpolated_px", *in_mm)
 
 
@@ -239,7 +240,7 @@ class Recording:
         mm_per_px, source = self.scale()
         config = dataclasses.replace(self.config, mm_per_px=mm_per_px, mm_from_iris=False)
         rows, events = time_series(self.frames, times, fps=fps, config=config, causal=causal)
-        write_csv(self.output / "pupil.csv", csv_columns(config, mm_per_px is not None), rows)
+        write_csv(self.output / "pupil.csv", csv_columns(config), rows)
         summary = PredictSummary(n, failed, time.perf_counter() - self.start, self.model_seconds)
         if n < 2:  # no recording: no time series, and none left from an earlier run in this folder
             for stale in ("blinks.csv", "timeseries.png", "summary.json"):

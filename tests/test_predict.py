@@ -178,7 +178,7 @@ def test_folder_gives_masks_painted_overlays_and_csv(frames, tmp_path, capsys):
     code, out, err = run_cli(capsys, "--checkpoint", PRETRAINED_ONNX, "--input", frames, "--output", tmp_path)
     assert code == 0 and "frames/s" in out and "onnxruntime" in out and err == ""
     rows = read_csv(tmp_path / "pupil.csv")
-    assert list(rows[0]) == list(csv_columns(PupillometryConfig(), mm=False))
+    assert list(rows[0]) == list(csv_columns(PupillometryConfig()))
     assert [r["frame"] for r in rows] == ["eye0.png", "eye1.png", "eye2.png"]
     assert [float(r["time_s"]) for r in rows] == pytest.approx(
         [0, 1 / 30, 2 / 30], abs=1e-6
@@ -453,7 +453,7 @@ def test_mm_per_px_adds_diameters_in_mm_and_bad_time_series_flags_are_usage_erro
         capsys, "--input", frames, "--output", tmp_path, "--mm-per-px", "0.1", "--no-smooth"
     )
     rows = read_csv(tmp_path / "pupil.csv")
-    assert code == 0 and list(rows[0]) == list(csv_columns(PupillometryConfig(smooth=False), mm=True))
+    assert code == 0 and list(rows[0]) == list(csv_columns(PupillometryConfig(smooth=False, mm_per_px=0.1)))
     assert float(rows[0]["diameter_mm"]) == pytest.approx(float(rows[0]["axis_major"]) * 0.1, abs=1e-5)
     assert "mm (--mm-per-px)" in out
     for flag, value in (("--mm-per-px", "-1"), ("--fps", "0"), ("--blink-share", "1.5")):

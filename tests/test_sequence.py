@@ -8,7 +8,6 @@ import pytest
 
 from data.synthetic.render import PUPIL
 from data.synthetic.sequence import BLINK_COLUMNS, Blink, eye_sequence, truth_blinks
-from pupillometry.recording import BLINK_COLUMNS as RECORDING_BLINK_COLUMNS
 
 SIZE, N, FPS = (64, 96), 40, 30.0
 BLINKS = [Blink(8), Blink(26, closing=2, closed=4, opening=6)]
@@ -81,7 +80,3 @@ def test_cli_writes_video_truth_and_blinks_and_refuses_a_full_folder(tmp_path, c
     assert "folder is not empty" in capsys.readouterr().err
     assert main(["--sequence", "4", "--out", str(out), "--size", "64x96", "--overwrite"]) == 0
     assert len((out / "truth.csv").read_text().splitlines()) == 5
-
-
-def test_the_truths_blinks_csv_has_the_columns_of_predicts():
-    assert BLINK_COLUMNS == RECORDING_BLINK_COLUMNS
