@@ -270,6 +270,27 @@ def keyword_values(keywords: Mapping[str, Any], added: Sequence[Flag]) -> dict[s
     return values
 
 
+def run_size_argument(text: str) -> str | tuple[int, int]:
+    """--img-size of predict and evaluate: "auto" or HxW."""
+    return "auto" if text.strip().lower() == "auto" else parse_size(text)
+
+
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """--img-size auto|HxW and --raw-mask, as predict.py and evaluate.py take them."""
+    parser.add_argument(
+        "--img-size",
+        type=argument_type(run_size_argument),
+        metavar="auto|HxW",
+        help="auto: each frame at its own size (a .pt checkpoint or a cpu-profile ONNX export); HxW: "
+        "frames fitted into it (default: the model's own choice: auto where it takes any size)",
+    )
+    parser.add_argument(
+        "--raw-mask",
+        action="store_true",
+        help="keep every pixel above the threshold, not the pupil's blob alone",
+    )
+
+
 def add_checkpoint_argument(
     parser: argparse.ArgumentParser,
     *,

@@ -7,6 +7,7 @@ what a command line needs to offer it (cli.py makes them). Standard library only
       AugmentConfig      training augmentation (data.augment)
       PreprocessConfig   the one preprocessing (data.preprocess); travels with every model file
     ExportConfig         export_onnx.py
+    AdaptConfig          adapt.py: pseudo-labels, fine-tuning rounds, guard rails
     PupillometryConfig   predict.py's time series (pupillometry.series)
 
 Each field is declared with `setting(...)`: its default, help text, bounds, flag name and what a
@@ -224,11 +225,31 @@ class DataConfig(Config):
     synthetic_train: int = setting(1000, "synthetic training frames, rendered on the fly", at_least=1)
     synthetic_val: int = setting(100, "synthetic validation frames", at_least=1)
     synthetic_style: SyntheticStyle = setting("full", "synthetic eyes: the full randomisation or an ablation")
+    train_sizes: str = setting(
+        "",
+        "multi-scale: training batches at these HxW sizes, comma-separated, each batch one at random, "
+        "its frames cropped to its shape around the pupil (default: img_size alone)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.img_size) != 2:
             raise SettingError("DataConfig", "img_size", f"must be (H, W), got {self.img_size}")
+        self.sizes()  # a malformed train_sizes is a SettingError now, not in a data worker
+
+    def sizes(self) -> tuple[tuple[int, int], ...]:
+        """The training batches' sizes: train_sizes parsed, or () for img_size alone."""
+        sizes = []
+        for text in filter(None, (t.strip() for t in self.train_sizes.split(","))):
+            try:
+                h, w = (int(v) for v in text.lower().split("x"))
+            except ValueError:
+                raise SettingError("DataConfig", "train_sizes", f"must be HxW sizes, got {text!r}") from None
+            if min(h, w) < MIN_SIZE:
+                problem = f"must be at least {MIN_SIZE} a side, got {text!r}"
+                raise SettingError("DataConfig", "train_sizes", problem)
+            sizes.append((h, w))
+        return tuple(sizes)
 
 
 @dataclass(frozen=True)
@@ -270,6 +291,12 @@ class TrainConfig(Config):
     alpha_floor: float = setting(0.0, "lowest Dice weight of the loss schedule", at_least=0, at_most=1)
     alpha_span: int | None = setting(
         None, "epochs of the Dice weight's decay (default: min(125, epochs), fixed at the start)", at_least=1
+    )
+    schedule: Literal["plateau", "cosine"] | None = setting(
+        None,
+        "learning rate: plateau (drops when validation stalls) or cosine (down to 1% by the last "
+        "epoch, so a run ends settled however many epochs it has; default: cosine with --init-from, "
+        "else plateau)",
     )
     plateau_patience: int = setting(5, "epochs without progress before the lr drops", at_least=0)
     plateau_factor: float = setting(0.5, "lr factor at a plateau", above=0, at_most=1)
@@ -324,6 +351,32 @@ class ExportConfig(Config):
             raise SettingError("ExportConfig", "target", problem)
         if self.int8 and self.target == "mobile":  # CoreML runs no QuantizeLinear / DequantizeLinear
             raise SettingError("ExportConfig", "int8", "has no mobile file: use --target cpu or tensorrt")
+
+
+@dataclass(frozen=True)
+class AdaptConfig(Config):
+    """Adapting a model to a camera without labels (adapt.py): which frames, how long, when to stop."""
+
+    rounds: int = setting(1, "pseudo-label, select and fine-tune this many times", at_least=1)
+    min_confidence: float = setting(
+        0.9, "a frame becomes a training frame at or above this confidence (flip TTA)", at_least=0, at_most=1
+    )
+    min_frames: int = setting(40, "refuse with fewer confident frames than this", at_least=2)
+    max_frames: int = setting(400, "training frames at most, spread over time and recordings", at_least=2)
+    scan: int = setting(1500, "frames looked at per recording, evenly spread", at_least=2)
+    min_span: float = setting(
+        0.2, "refuse when the confident frames cover less than this share of the recordings' length",
+        at_least=0, at_most=1,
+    )  # fmt: skip
+    epochs: int = setting(10, "fine-tuning epochs per round", at_least=1)
+    lr: float = setting(2e-3, "fine-tuning learning rate", above=0)
+    batch_size: int = setting(8, "frames per step", at_least=1)
+    max_drift: float = setting(
+        0.35, "a collapse: median pupil area or tracked share moved by more than this share", above=0
+    )
+    seed: int = setting(0, "training order and augmentation", at_least=0)
+    mlflow: bool = setting(True, "log each round's fine-tuning to MLflow")
+    export: bool = setting(True, "export the adapted model to a verified ONNX file")
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from cli import add_checkpoint_argument, deprecated_alias, positive_int_argument
+from cli import add_checkpoint_argument, add_size_arguments, deprecated_alias, positive_int_argument
 from config import DataConfig
 from data.folders import SPLITS
 from data.frames import Frames, frames_for
-from inference import PUPIL_THRESHOLD, Predictor, load_predictor, model_file, pupil_geometry
+from inference import PUPIL_THRESHOLD, Predictor, load_predictor, model_file, pupil_geometry, pupil_mask
 from metrics import (
     WITHIN_PX,
     WRONG_PX,
@@ -70,12 +70,15 @@ from reports.evaluation import markdown_table, write_outputs
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
 
-def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+def score_frame(prob: np.ndarray, label: np.ndarray, *, raw_mask: bool = False) -> dict[str, Any]:
     """Counts, pupil IoU, pupil found in label / prediction, centre errors, whether the frame is
-    wrong (`metrics.frame_wrong`), its confidence and mean pupil probability (0 without a pupil)."""
-    pred = prob > PUPIL_THRESHOLD
+    wrong (`metrics.frame_wrong`), its confidence and mean pupil probability (0 without a pupil).
+    The prediction is the pupil's blob (`inference.pupil_mask`), or with `raw_mask` every pixel
+    above the threshold; confidence weighs every blob either way, as predict's does."""
+    above = prob > PUPIL_THRESHOLD
+    pred = above if raw_mask else pupil_mask(prob)
     counts = mask_counts(pred, label)
-    mine, truth = pupil_geometry(pred, prob), pupil_geometry(label.astype(bool))
+    mine, truth = pupil_geometry(above, prob), pupil_geometry(label.astype(bool))
     both = mine["found"] and truth["found"]
 
     def error(x: str, y: str) -> float:
@@ -93,15 +96,20 @@ def score_frame(prob: np.ndarray, label: np.ndarray) -> dict[str, Any]:
         "located_error": located,
         "label_diameter": 2 * math.sqrt(truth["area_px"] / math.pi) if truth["found"] else math.nan,
         "wrong": frame_wrong(truth["found"], mine["found"], centre_err=ellipse, located_err=located),
-        "confidence": frame_confidence(prob, pred, mine),
+        "confidence": frame_confidence(prob, above, mine),
         "mean_prob": mine["mean_prob"] if mine["found"] else 0.0,
     }
 
 
 def score_frames(
-    predictor: Predictor, frames: Frames, modes: dict[str, bool], *, batch_size: int = 8
+    predictor: Predictor,
+    frames: Frames,
+    modes: dict[str, bool],
+    *,
+    batch_size: int = 8,
+    raw_mask: bool = False,
 ) -> tuple[dict[str, list[dict]], dict[str, float]]:
-    """Per-frame scores and model seconds for each mode (name -> flip TTA or not)."""
+    """Per-frame scores (`score_frame`) and model seconds for each mode (name -> flip TTA or not)."""
     scores: dict[str, list[dict]] = {mode: [] for mode in modes}
     seconds = dict.fromkeys(modes, 0.0)
     predictor.probabilities([frames.read(0)[0]], tta=any(modes.values()))  # warm-up: first runs allocate
@@ -112,7 +120,8 @@ def score_frames(
             tick = time.perf_counter()
             probs = predictor.probabilities(images, tta=flip, batch_size=batch_size)
             seconds[mode] += time.perf_counter() - tick
-            scores[mode] += [score_frame(p, label) for p, (_, label) in zip(probs, pairs, strict=True)]
+            scored = zip(probs, pairs, strict=True)
+            scores[mode] += [score_frame(p, label, raw_mask=raw_mask) for p, (_, label) in scored]
     return scores, seconds
 
 
@@ -196,6 +205,8 @@ def evaluate(
     seed: int | None = None,
     batch_size: int = 8,
     device: str = "cpu",
+    img_size: str | tuple[int, int] | None = None,
+    raw_mask: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Score `checkpoint` (.pt or .onnx) on a split; returns the figures (see the module docstring),
@@ -204,6 +215,9 @@ def evaluate(
     `seed` picks the synthetic frames: default the model's training seed (stored in .pt and .onnx), else 0.
     Synthetic frames (no `data_dir`) only for a model trained on them or of unknown origin: one
     trained on a dataset folder raises ValueError naming that folder.
+    `img_size`: "auto" runs each frame at its own size (a model that takes any size), (H, W)
+    fits frames into that size, None into the model's own. `raw_mask` scores every pixel above
+    the threshold, not the pupil's blob alone (`inference.pupil_mask`).
     Raises CheckpointError, ModelFileError, DataError or ValueError with a one-line message.
     """
     log = log or (lambda _: None)
@@ -212,12 +226,12 @@ def evaluate(
     checkpoint = Path(checkpoint)
     if output is not None:
         Path(output).mkdir(parents=True, exist_ok=True)  # a bad --output fails now, not after the frames
-    predictor = load_predictor(checkpoint, device=device)
+    predictor = load_predictor(checkpoint, device=device).use_size(img_size)
     card = predictor.card
     frames, seed = frames_to_score(predictor, data_dir, split, n=synthetic_n, seed=seed)
     log(f"evaluating {card.model_name} on {frames.description}...")
     modes = {"plain": False, "tta": True} if tta else {"plain": False}
-    scores, seconds = score_frames(predictor, frames, modes, batch_size=batch_size)
+    scores, seconds = score_frames(predictor, frames, modes, batch_size=batch_size, raw_mask=raw_mask)
     result: dict[str, Any] = {
         "model": {
             "file": str(checkpoint),
@@ -227,6 +241,7 @@ def evaluate(
             "num_params": card.num_params,
             "file_bytes": predictor.file_bytes,
             "img_size": list(predictor.img_size),
+            "run_size": predictor.size_name,
         },
         "data": {
             "description": frames.description,
@@ -238,6 +253,7 @@ def evaluate(
             "without_pupil": sum(not s["label_pupil"] for s in scores["plain"]),
         },
         "threshold": PUPIL_THRESHOLD,
+        "mask": "raw" if raw_mask else "pupil blob",
         "diameter_edges_px": list(DIAMETER_EDGES),
         "batch_size": batch_size,
         **{mode: summarize(scores[mode], seconds[mode], predictor.file_bytes) for mode in modes},
@@ -280,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="frames per model call (default: %(default)s)",
     )
     parser.add_argument("--device", default="cpu", help="for .pt checkpoints: cpu, cuda, ... (default: cpu)")
+    add_size_arguments(parser)
     output = parser.add_argument(
         "--output", type=Path, metavar="DIR", help="folder for metrics.json, report.md, frames.csv, galleries"
     )
@@ -301,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             batch_size=args.batch_size,
             device=args.device,
+            img_size=args.img_size,
+            raw_mask=args.raw_mask,
             log=print,
         )
         if args.json is not None:

@@ -54,7 +54,17 @@ from export_profiles import (
     partitions,
     quantized,
 )
-from inference import PRETRAINED_DIR, PUPIL_THRESHOLD, Predictor, load_predictor, model_file, prepare_batch
+from inference import (
+    AUTO_MIN_SIDE,
+    PRETRAINED_DIR,
+    SIZE_MULTIPLE,
+    Predictor,
+    load_predictor,
+    model_file,
+    own_size,
+    prepare_batch,
+    pupil_mask,
+)
 from metrics import mask_counts, set_metrics
 from models import fuse_model
 from models.card import ModelCard
@@ -129,20 +139,31 @@ def export_fp32(
     opset: int,
     metadata: dict,
     dynamic_batch: bool = True,
+    any_size: bool = False,
 ) -> None:
     """Export the fused eval-mode model traced at `sample`: (2, 1, H, W) for a dynamic batch axis,
     else the static (B, 1, H, W) of a mobile runtime, whose partitioners take no unnamed inputs.
+    `any_size`: height and width dynamic too, multiples of SIZE_MULTIPLE from AUTO_MIN_SIDE up
+    (the sample's among them), so each stage's map is wider than its attention window.
 
     A batch of 2, not 1: torch.export treats size-1 dimensions as constants and, for some input
     sizes, silently exports a fixed batch of 1. ExportErrors leave `path` (temporary) unnamed.
     """
+    dims: dict[int, Any] = {0: torch.export.Dim("batch")} if dynamic_batch else {}
+    if any_size:
+        low, high = AUTO_MIN_SIDE // SIZE_MULTIPLE, 4096 // SIZE_MULTIPLE
+        for axis, name in ((2, "height"), (3, "width")):
+            dims[axis] = SIZE_MULTIPLE * torch.export.Dim(f"{name}_{SIZE_MULTIPLE}", min=low, max=high)
+        for module in model.modules():
+            if hasattr(module, "any_size"):  # squeeze-excite: a mean, where a pool's kernel is fixed
+                module.any_size = True
     program = torch.onnx.export(
         model,
         (sample,),
         input_names=["image"],
         output_names=["logits"],
         opset_version=opset,
-        dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic_batch else None,
+        dynamic_shapes=(dims,) if dims else None,
         external_data=False,
         verbose=False,
     )
@@ -159,6 +180,21 @@ def export_fp32(
     finish(proto, metadata, path)
 
 
+def takes_any_size(profile: Profile, img_size: tuple[int, int]) -> bool:
+    """Whether the profile's file takes any input size: a cpu export of a model trained at
+    AUTO_MIN_SIDE or more a side. Below that, the smallest maps fit in one attention window and
+    attend globally, which a graph of any size cannot follow: such a file keeps its own size."""
+    return profile.any_size and min(img_size) >= AUTO_MIN_SIDE
+
+
+def pad_to(inputs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(B, 1, H, W) model inputs cropped or edge-padded at the bottom and right to (h, w) `size`."""
+    h, w = size
+    cropped = inputs[:, :, :h, :w]
+    pad = ((0, 0), (0, 0), (0, h - cropped.shape[2]), (0, w - cropped.shape[3]))
+    return np.ascontiguousarray(np.pad(cropped, pad, mode="edge"))
+
+
 def quantize_int8(
     fp32_path: Path, int8_path: Path, inputs: np.ndarray, *, metadata: dict, scheme: QuantScheme = CPU_INT8
 ) -> None:
@@ -167,15 +203,19 @@ def quantize_int8(
     finish(quantized(fp32_path, inputs, scheme), metadata, int8_path)
 
 
-def check_parity(predictor: Predictor, model: nn.Module, inputs: np.ndarray) -> Parity:
-    """Compare onnxruntime with PyTorch on a (B, 1, H, W) batch; the output shapes must match too."""
+def check_parity(
+    predictor: Predictor, model: nn.Module, inputs: np.ndarray, *, other_size: bool = False
+) -> Parity:
+    """Compare onnxruntime with PyTorch on a (B, 1, H, W) batch; the output shapes must match too.
+    `other_size`: the batch is not at the export's own size (say which)."""
     got = predictor.logits(inputs)
     with torch.no_grad():
         want = model(torch.from_numpy(inputs)).numpy()
     if got.shape != want.shape:
         raise ExportError(f"onnxruntime output shape {got.shape}, PyTorch {want.shape}")
+    size = tuple(inputs.shape[2:]) if other_size else None
     return Parity(
-        len(inputs), float(np.abs(got - want).max()), float((got.argmax(1) == want.argmax(1)).mean())
+        len(inputs), float(np.abs(got - want).max()), float((got.argmax(1) == want.argmax(1)).mean()), size
     )
 
 
@@ -192,10 +232,10 @@ def measure(predictor: Predictor, path: Path, frame: np.ndarray, *, runs: int = 
 def pupil_iou(
     predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray], *, batch_size: int = 8
 ) -> float:
-    """Pupil IoU of the whole set (`metrics.set_metrics`: pixels summed, then divided), pupil where the
-    probability is above PUPIL_THRESHOLD; `batch_size`: 1 for a file with a static batch of 1."""
+    """Pupil IoU of the whole set (`metrics.set_metrics`: pixels summed, then divided); the predicted
+    mask is the pupil's blob (`inference.pupil_mask`); `batch_size`: 1 for a static batch of 1."""
     probs = predictor.probabilities(images, batch_size=batch_size)
-    counts = [mask_counts(p > PUPIL_THRESHOLD, y) for p, y in zip(probs, labels, strict=True)]
+    counts = [mask_counts(pupil_mask(p), y) for p, y in zip(probs, labels, strict=True)]
     return set_metrics(counts)["pupil_iou"]
 
 
@@ -221,19 +261,26 @@ def write_verified(
     until then it is a temporary file, removed on failure."""
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.stem}.tmp.onnx")
-    sample = torch.from_numpy(inputs[: profile.batch or 2])
+    sample = inputs[: profile.batch or 2]
+    any_size = takes_any_size(profile, tuple(sample.shape[2:]))
+    if any_size:  # traced at a size it takes: a multiple of SIZE_MULTIPLE
+        sample = pad_to(sample, own_size(sample.shape[2:])[0])
     try:
         export_fp32(
             fuse_model(model),
-            sample,
+            torch.from_numpy(sample),
             tmp,
             opset=opset,
             metadata=metadata,
             dynamic_batch=profile.batch is None,
+            any_size=any_size,
         )
         exported = load_predictor(tmp)  # reads the metadata back, too
         # against the checkpoint's own unfused model, so the check covers BN folding too
         parity = [check_parity(exported, model, inputs[:batch]) for batch in profile.parity_batches]
+        if any_size:  # and at a size of another shape than training's
+            square = pad_to(inputs[:1], (AUTO_MIN_SIDE + 64,) * 2)
+            parity.append(check_parity(exported, model, square, other_size=True))
         if not all(p.passed for p in parity):
             raise ExportError("onnxruntime does not match PyTorch: " + "; ".join(map(str, parity)))
         if profile.batch is not None:
@@ -289,7 +336,14 @@ def export_onnx(
     files = {output: load_predictor(output)}
     fp32 = measure(files[output], output, inputs[:1])
     report = ExportReport(
-        card.img_size, config.opset, where, parity, fp32, target=profile.target, batch=profile.batch
+        card.img_size,
+        config.opset,
+        where,
+        parity,
+        fp32,
+        target=profile.target,
+        batch=profile.batch,
+        any_size=takes_any_size(profile, card.img_size),
     )
     if profile.writes_int8(config.int8):
         scheme, int8_path = profile.int8, output.with_name(output.stem + profile.int8_suffix)

@@ -1,11 +1,13 @@
 """What each `--target` of export_onnx.py writes, and the ONNX tools behind it: the 8-bit schemes,
 the graph a mobile runtime partitions whole, and what onnxruntime's mobile checker makes of a file.
 
-    cpu       <stem>.onnx, dynamic batch (the default); --int8 adds <stem>.int8.onnx (CPU_INT8)
+    cpu       <stem>.onnx, dynamic batch, height and width (the default; frames run at their own
+              size, a multiple of 16 from 128 up); --int8 adds <stem>.int8.onnx (CPU_INT8)
     mobile    <stem>.mobile.onnx, static batch 1 at the checkpoint's size, one partition for NNAPI
               and CoreML ML Program (no int8: CoreML runs no QuantizeLinear / DequantizeLinear)
-    tensorrt  <stem>.onnx as for cpu (TensorRT's fp32 / fp16 engines), and <stem>.trt.int8.onnx,
-              symmetric signed QDQ (TENSORRT_INT8), which TensorRT builds int8 engines from
+    tensorrt  <stem>.onnx, dynamic batch at the checkpoint's size (TensorRT's fp32 / fp16
+              engines), and <stem>.trt.int8.onnx, symmetric signed QDQ (TENSORRT_INT8), which
+              TensorRT builds int8 engines from
 
 An `--output` names the profile's main file; the 8-bit file sits beside it. The checker is
 onnxruntime.tools.check_onnx_model_mobile_usability's: basic graph optimisation, shape inference,
@@ -91,13 +93,14 @@ class Profile:
     int8: QuantScheme | None = None
     int8_suffix: str = ""
     int8_always: bool = False  # written without --int8
+    any_size: bool = False  # a dynamic height and width: frames run at their own size
 
     def writes_int8(self, asked: bool) -> bool:
         return self.int8 is not None and (asked or self.int8_always)
 
 
 PROFILES = {
-    "cpu": Profile("cpu", None, ".onnx", PARITY_BATCHES, CPU_INT8, ".int8.onnx"),
+    "cpu": Profile("cpu", None, ".onnx", PARITY_BATCHES, CPU_INT8, ".int8.onnx", any_size=True),
     "mobile": Profile("mobile", 1, ".mobile.onnx", (1,)),
     "tensorrt": Profile(
         "tensorrt", None, ".onnx", PARITY_BATCHES, TENSORRT_INT8, ".trt.int8.onnx", int8_always=True

@@ -2,7 +2,7 @@
 
     predictor = load_predictor("best.onnx")        # or "best.pt"
     probs = predictor.probabilities([image_u8])    # [(H, W) pupil probability] at the image's size
-    geometry = pupil_geometry(probs[0] > PUPIL_THRESHOLD, probs[0])
+    geometry = pupil_geometry(pupil_mask(probs[0]), probs[0])   # the pupil's blob, its ellipse
 
 Frames are fitted into the model's input size without changing their aspect ratio (scaled,
 edges repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
@@ -41,12 +41,38 @@ class MissingMetadataError(ModelFileError):
     """An ONNX file without this project's metadata: input size or preprocessing must be supplied."""
 
 
-def prepare_batch(
-    images: Sequence[np.ndarray], img_size: tuple[int, int], config: PreprocessConfig
-) -> np.ndarray:
-    """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: fit (`data.fit_image`), then
-    preprocess. `Fit.of(image.shape, img_size)` says where each frame went."""
-    return np.stack([preprocess(fit_image(image, img_size)[0], config)[None] for image in images])
+AUTO = "auto"  # --img-size auto: each frame at its own size
+SIZE_MULTIPLE = 16  # a frame run at its own size is padded to a multiple of the encoder's stride
+AUTO_MIN_SIDE = 128  # and a smaller one scaled up to this: each stage's map wider than its window
+RunSize = tuple[int, int] | None  # a fixed input size (frames fitted into it), or None: each frame's own
+
+
+def own_size(shape: tuple[int, ...]) -> tuple[tuple[int, int], float]:
+    """The input size a frame of `shape` runs at on its own, and its scale: 1 (padded with its
+    edges to a multiple of SIZE_MULTIPLE), more for a frame under AUTO_MIN_SIDE a side."""
+    h, w = shape[:2]
+    scale = max(1.0, AUTO_MIN_SIDE / min(h, w))
+    return tuple(-(-round(v * scale) // SIZE_MULTIPLE) * SIZE_MULTIPLE for v in (h, w)), scale
+
+
+def batch_fits(shapes: Sequence[tuple[int, ...]], size: RunSize) -> tuple[tuple[int, int], list[float]]:
+    """The input size a batch of frames of `shapes` runs at, and each frame's largest scale
+    (`Fit.of`'s max_scale): fitted into `size`, or with None each at its own scale in the
+    smallest size that holds them all."""
+    if size is not None:
+        return size, [math.inf] * len(shapes)
+    owns = [own_size(shape) for shape in shapes]
+    return (max(s[0] for s, _ in owns), max(s[1] for s, _ in owns)), [scale for _, scale in owns]
+
+
+def prepare_batch(images: Sequence[np.ndarray], img_size: RunSize, config: PreprocessConfig) -> np.ndarray:
+    """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: fit (`data.fit_image`; see
+    `batch_fits` for `img_size`), then preprocess."""
+    size, scales = batch_fits([image.shape for image in images], img_size)
+    return np.stack(
+        [preprocess(fit_image(image, size, max_scale=scale)[0], config)[None]
+         for image, scale in zip(images, scales, strict=True)]
+    )  # fmt: skip
 
 
 PUPIL_THRESHOLD = 0.5  # pupil where its probability is above this: predicting, evaluating, exporting
@@ -63,36 +89,78 @@ def pupil_probability(logits: np.ndarray) -> np.ndarray:
 
 class Predictor:
     """A model ready to run: its card (input size, preprocessing, how it was trained), the file it
-    came from, the backend ("pytorch" or "onnxruntime") and a logits function."""
+    came from, the backend ("pytorch" or "onnxruntime"), a logits function, and whether it takes
+    any input size (`dynamic`: a checkpoint, or an ONNX export of the cpu profile)."""
 
     def __init__(
-        self, run: Callable[[np.ndarray], np.ndarray], card: ModelCard, source: Path, backend: str
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        card: ModelCard,
+        source: Path,
+        backend: str,
+        *,
+        dynamic: bool = False,
     ) -> None:
         self._run = run
         self.card = card
         self.source = source
         self.backend = backend
+        self.dynamic = dynamic
+        # a model trained across sizes runs frames at their own where it can; `use_size` changes it
+        self.run_size: RunSize = None if dynamic and card.native else card.img_size
         self.file_bytes = source.stat().st_size
 
     @property
     def img_size(self) -> tuple[int, int]:
+        """The size the model was trained at (its card's)."""
         return self.card.img_size
 
     @property
     def preprocess_config(self) -> PreprocessConfig:
         return self.card.preprocess
 
+    def use_size(self, size: str | tuple[int, int] | None) -> Predictor:
+        """Run frames fitted into (H, W) `size`, or each at its own size ("auto"; a dynamic model
+        only); None keeps the model's own choice (auto for a model trained across sizes that takes
+        any, else the size it was trained at). Returns self; a ValueError names what cannot be."""
+        if size is None:
+            return self
+        if size != AUTO and tuple(size) == self.img_size:
+            self.run_size = self.img_size
+            return self
+        if not self.dynamic:
+            fixed, asked = ("x".join(map(str, v)) for v in (self.img_size, (size,) if size == AUTO else size))
+            raise ValueError(
+                f"{self.source}: its input is fixed at {fixed}; --img-size {asked} needs a checkpoint "
+                "or an export of the cpu profile (any size)"
+            )
+        if size != AUTO and self.backend == "onnxruntime" and min(size) < AUTO_MIN_SIDE:
+            asked = "x".join(map(str, size))  # its graph windows every map; PyTorch's attends globally there
+            raise ValueError(
+                f"{self.source}: --img-size {asked}: this file takes {AUTO_MIN_SIDE} or more a side"
+            )
+        self.run_size = None if size == AUTO else (int(size[0]), int(size[1]))
+        return self
+
+    @property
+    def size_name(self) -> str:
+        """What `run_size` means, for people: "auto" or "HxW"."""
+        return AUTO if self.run_size is None else "x".join(map(str, self.run_size))
+
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        """(B, 1, H, W) preprocessed input at `img_size` -> (B, 2, H, W) float32 logits."""
-        if batch.ndim != 4 or batch.shape[1] != 1 or tuple(batch.shape[2:]) != self.img_size:
+        """(B, 1, H, W) preprocessed input -> (B, 2, H, W) float32 logits; (H, W) is `img_size`
+        for a model of a fixed size."""
+        fixed = not self.dynamic and tuple(batch.shape[2:]) != self.img_size
+        if batch.ndim != 4 or batch.shape[1] != 1 or fixed:
             h, w = self.img_size
             raise ValueError(f"expected a (B, 1, {h}, {w}) batch, got shape {tuple(batch.shape)}")
         return self._run(np.ascontiguousarray(batch, dtype=np.float32))
 
     def model_probabilities(self, images: Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
-        """(B, H, W) pupil probability at `img_size` of (H_i, W_i) uint8 frames run as one batch;
-        `tta` averages the softmax of the frame and of its horizontal mirror (mirrored back)."""
-        batch = prepare_batch(images, self.img_size, self.preprocess_config)
+        """(B, H, W) pupil probability at the batch's input size (`batch_fits`) of (H_i, W_i) uint8
+        frames run as one batch; `tta` averages the softmax of the frame and of its horizontal
+        mirror (mirrored back)."""
+        batch = prepare_batch(images, self.run_size, self.preprocess_config)
         prob = pupil_probability(self.logits(batch))
         if tta:
             mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
@@ -101,10 +169,11 @@ class Predictor:
 
     def on_frames(self, images: Sequence[np.ndarray], prob: np.ndarray) -> list[np.ndarray]:
         """`model_probabilities`' (B, H, W) mapped back onto each frame's own (H_i, W_i) pixels."""
+        size, scales = batch_fits([image.shape for image in images], self.run_size)
         probs = []
-        for image, p in zip(images, prob, strict=True):
+        for image, p, scale in zip(images, prob, scales, strict=True):
             h, w = image.shape[:2]
-            p = np.ascontiguousarray(Fit.of(image.shape, self.img_size).crop(p))
+            p = np.ascontiguousarray(Fit.of(image.shape, size, scale).crop(p))
             probs.append(cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) if p.shape != (h, w) else p)
         return probs
 
@@ -136,7 +205,7 @@ def _torch_predictor(path: Path, device: str) -> Predictor:
     def run(batch: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
-    return Predictor(run, card, path, "pytorch")
+    return Predictor(run, card, path, "pytorch", dynamic=True)
 
 
 def _static_size(shape: list) -> tuple[int, int] | None:
@@ -193,8 +262,8 @@ def _onnx_predictor(
             f"{path}: expected one (batch, 1, H, W) input and one output, got inputs {shapes}"
         )
     card = ModelCard.from_onnx_metadata(session.get_modelmeta().custom_metadata_map, path)
-    if card is not None and (img_size is not None or preprocess_config is not None):
-        raise ValueError(f"{path} stores its own input size and preprocessing; do not pass them")
+    if card is not None and preprocess_config is not None:
+        raise ValueError(f"{path} stores its own preprocessing; do not pass it")
     if card is None:
         static = _static_size(inputs[0].shape)
         if img_size is not None and static is not None and tuple(img_size) != static:
@@ -214,7 +283,7 @@ def _onnx_predictor(
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: batch})[0]
 
-    return Predictor(run, card, path, "onnxruntime")
+    return Predictor(run, card, path, "onnxruntime", dynamic=_static_size(inputs[0].shape) is None)
 
 
 def load_predictor(
@@ -232,35 +301,61 @@ def load_predictor(
     `device` is for checkpoints; `providers` (default CPU) and `threads` (default: all cores)
     for onnxruntime, and `spin`: whether its threads spin between operators, which is fastest
     when nothing else runs but takes cores that other threads (decoding, writing) need.
-    `img_size` (H, W) and `preprocess_config` are only for an ONNX file without this project's
-    metadata (the input size defaults to the file's static input shape).
+    `img_size` (H, W) and `preprocess_config` are for an ONNX file without this project's
+    metadata (the input size defaults to the file's static input shape); other files ignore the
+    first (`Predictor.use_size` picks the size frames run at) and refuse the second.
     Raises `CheckpointError` or `ModelFileError` (both ValueError) with a one-line message.
     """
     path = Path(path)
     if path.suffix.lower() != ".onnx":
-        if img_size is not None or preprocess_config is not None:
-            raise ValueError(f"{path} stores its own input size and preprocessing; do not pass them")
+        if preprocess_config is not None:
+            raise ValueError(f"{path} stores its own preprocessing; do not pass it")
         return _torch_predictor(path, device)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     return _onnx_predictor(path, providers, threads, img_size, preprocess_config, spin)
 
 
-def _largest_component(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """The largest 8-connected blob of an (H, W) bool mask, as a bool mask of the box around all
-    of the mask's pixels, and that box's (x, y) offset; None for an empty mask. Working in the
+def _pupil_component(
+    mask: np.ndarray, prob: np.ndarray | None = None
+) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """The pupil's 8-connected blob of an (H, W) bool mask: the one of most pupil probability
+    (area times mean probability; the largest without `prob`), as a bool mask of the box around
+    all of the mask's pixels, and that box's (x, y) offset; None for an empty mask. Working in the
     box keeps a 640x400 frame to the pupil's few thousand pixels."""
     x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
     if w == 0:
         return None
     box = np.ascontiguousarray(mask[y : y + h, x : x + w]).view(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(box, connectivity=8)
-    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # label 0 is the background
-    return labels == largest, (x, y)
+    if count == 2:  # one blob: the common case needs no sums
+        return labels == 1, (x, y)
+    if prob is None:
+        weight = stats[1:, cv2.CC_STAT_AREA].astype(float)
+    else:
+        weight = np.bincount(labels.ravel(), prob[y : y + h, x : x + w].ravel(), minlength=count)[1:]
+    return labels == 1 + int(np.argmax(weight)), (x, y)  # label 0 is the background
+
+
+def pupil_mask(prob: np.ndarray, threshold: float = PUPIL_THRESHOLD, *, raw: bool = False) -> np.ndarray:
+    """The (H, W) bool pupil mask of a probability map: above `threshold`, the pupil's blob alone
+    (`_pupil_component`: a stray glint cluster or dark iris patch beside it dropped), or with `raw`
+    every pixel above it. Predicting, evaluating, exporting and adapting all make masks here."""
+    mask = prob > threshold
+    if raw:
+        return mask
+    found = _pupil_component(mask, prob)
+    if found is None:
+        return mask
+    component, (x, y) = found
+    clean = np.zeros_like(mask)
+    clean[y : y + component.shape[0], x : x + component.shape[1]] = component
+    return clean
 
 
 def pupil_geometry(mask: np.ndarray, prob: np.ndarray | None = None) -> dict[str, Any]:
-    """Pupil found, centre, ellipse and area from an (H, W) bool mask; its largest component only.
+    """Pupil found, centre, ellipse and area from an (H, W) bool mask; its pupil's blob only (the
+    one of most probability where `prob` is given, else the largest: `_pupil_component`).
 
     The centre is that of an ellipse fitted to the component's outline (`cv2.fitEllipse`, which
     needs 5 outline points; smaller blobs fall back to the centroid and a circle of equal area).
@@ -269,7 +364,7 @@ def pupil_geometry(mask: np.ndarray, prob: np.ndarray | None = None) -> dict[str
     of `prob` over the component. Without a pupil, `found` is False and every number is NaN.
     """
     keys = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
-    found = _largest_component(mask.astype(bool, copy=False))
+    found = _pupil_component(mask.astype(bool, copy=False), prob)
     if found is None:
         return {"found": False, **dict.fromkeys(keys + ("centroid_x", "centroid_y"), math.nan)}
     component, (x0, y0) = found

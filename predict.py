@@ -7,9 +7,12 @@ turn what it finds into measurements over time.
     python predict.py --checkpoint best.onnx --input 0                   # camera 0, live view
 
 --checkpoint is a `.onnx` export or a `.pt` checkpoint (default: the pretrained model in
-pretrained/; --model, its old name, still works for one release and says so on stderr). Frames of
-any size and shape are fitted into its input size without stretching (`data.fit_image`) and
-preprocessed as stored in the model; results are mapped back onto the frame's own pixels. A video,
+pretrained/; --model, its old name, still works for one release and says so on stderr). Frames run
+at their own size (--img-size auto, padded to a multiple of 16: a checkpoint or a cpu-profile
+export takes any size), or fitted into an HxW without stretching (`data.fit_image`; a file of a
+fixed size, its own), preprocessed as stored in the model; results are mapped back onto the frame's
+own pixels. The mask is the pupil's blob alone (`inference.pupil_mask`: a stray glint cluster or
+dark iris patch beside it is dropped), or with --raw-mask every pixel above --threshold. A video,
 or a folder in name order, is a recording: frame i is at i / fps seconds (--fps; default: a
 video's own frame rate, 30 for a folder). Written to --output:
     pupil.csv            a row per frame: frame (file name or video frame index), time_s,
@@ -57,6 +60,7 @@ import cv2
 from cli import (
     add_checkpoint_argument,
     add_settings,
+    add_size_arguments,
     build,
     deprecated_alias,
     flags,
@@ -64,7 +68,6 @@ from cli import (
     given,
     positive_int_argument,
     share_argument,
-    size_argument,
 )
 from config import PreprocessConfig, PupillometryConfig
 from data.folders import IMAGE_SUFFIXES
@@ -105,11 +108,13 @@ def predict(
     tta: bool = False,
     batch_size: int = 8,
     video_masks: bool = False,
+    raw_mask: bool = False,
     config: PupillometryConfig | None = None,
     dataset: SavedDataset | None = None,
 ) -> PredictSummary:
     """Run `predictor` on an image, a folder of images or a video file and write the results:
     pupil.csv, and for more than one frame blinks.csv and timeseries.png (`config`'s settings).
+    Masks hold the pupil's blob alone, or with `raw_mask` every pixel above `threshold`.
 
     Raises InputError when the input cannot be opened or none of its frames can be read.
     """
@@ -132,7 +137,9 @@ def predict(
         fps = config.fps or FOLDER_FPS
         outputs = {"masks": True, "overlays": True}
     try:  # the capture is released however this ends, after closing stops the threads
-        recording = Recording(output, config, threshold=threshold, dataset=dataset, **outputs)
+        recording = Recording(
+            output, config, threshold=threshold, raw_mask=raw_mask, dataset=dataset, **outputs
+        )
         # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
         decoded = read_ahead(batches(frames, batch_size), depth=2)
         inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
@@ -156,6 +163,7 @@ def live_view(
     *,
     threshold: float = PUPIL_THRESHOLD,
     tta: bool = False,
+    raw_mask: bool = False,
     config: PupillometryConfig | None = None,
     dataset: SavedDataset | None = None,
 ) -> PredictSummary:
@@ -173,7 +181,9 @@ def live_view(
     if not capture.isOpened():
         raise InputError(f"camera {camera}: cannot be opened")
     fps, start = 0.0, time.perf_counter()
-    recording = Recording(output, config or PupillometryConfig(), threshold=threshold, dataset=dataset)
+    recording = Recording(
+        output, config or PupillometryConfig(), threshold=threshold, raw_mask=raw_mask, dataset=dataset
+    )
     try:
         with recording:
             for frame in read_video(capture):
@@ -222,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pupil probability (default: %(default)s, at which confidence was fitted)",
     )
     parser.add_argument("--tta", action="store_true", help="average with the horizontally mirrored frame")
+    add_size_arguments(parser)
     parser.add_argument(
         "--batch-size", type=positive_int_argument, default=8, help="frames per batch (default: %(default)s)"
     )
@@ -250,10 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX files without this project's metadata",
         "the preprocessing the model was trained with; any one given makes the rest take their defaults",
     )
-    legacy.add_argument(
-        "--img-size", type=size_argument, metavar="HxW", help="input (default: the file's static input shape)"
-    )
-    add_settings(legacy, PreprocessConfig)  # PREPROCESS_FLAGS
+    add_settings(legacy, PreprocessConfig)  # PREPROCESS_FLAGS; --img-size HxW is its input size
     return parser
 
 
@@ -262,10 +270,11 @@ def run(
 ) -> PredictSummary:
     """What the parsed command line asks for; raises ValueError or OSError with a one-line message."""
     # no spinning: decoding, the model and writing overlap on their own threads (spinning: -15% frames/s)
-    predictor = load_predictor(
-        args.checkpoint, img_size=args.img_size, preprocess_config=preprocess, spin=False
-    )
-    print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}", flush=True)
+    fixed = args.img_size if isinstance(args.img_size, tuple) else None  # a metadata-less file's input
+    predictor = load_predictor(args.checkpoint, img_size=fixed, preprocess_config=preprocess, spin=False)
+    predictor.use_size(args.img_size)
+    size = "each at its own size" if predictor.run_size is None else f"fitted into {predictor.size_name}"
+    print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}, frames {size}", flush=True)
     dataset = None
     if args.save_dataset is not None:
         dataset = SavedDataset(
@@ -286,6 +295,7 @@ def run(
             args.output,
             threshold=args.threshold,
             tta=args.tta,
+            raw_mask=args.raw_mask,
             config=config,
             dataset=dataset,
         )
@@ -297,6 +307,7 @@ def run(
         tta=args.tta,
         batch_size=args.batch_size,
         video_masks=args.masks,
+        raw_mask=args.raw_mask,
         config=config,
         dataset=dataset,
     )

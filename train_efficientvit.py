@@ -31,7 +31,7 @@ from cli import Flag, add_settings, given, one_line, train_config
 from config import DataConfig, TrainConfig
 from data import build_datasets, folder_frames
 from data.folders import is_folder
-from data.loading import close_loader, make_loader
+from data.loading import close_loader, make_loader, set_epoch
 from distributed import any_rank, from_main, is_main, process_group, rank, world_size, wrap
 from gallery import prediction_grid
 from inference import model_file
@@ -114,6 +114,8 @@ def settle(config: TrainConfig) -> tuple[TrainConfig, dict | None, dict | None]:
         raise ValueError("TrainConfig.model is None: name a model, or a checkpoint to start from (init_from)")
     if not resumed:
         config = config.started()
+    if config.schedule is None:  # fine-tuning ends settled at any number of frames; a run of old, plateau
+        config = config.replace(schedule="cosine" if config.init_from and not resumed else "plateau")
     if config.alpha_span is None:
         config = config.replace(alpha_span=min(125, config.epochs))
     if config.data.data_dir:  # absolute, so that export and evaluate find it from anywhere
@@ -165,7 +167,7 @@ def train_epochs(run: Run, loaders: list, val_set, *, out_dir: Path, tracker, on
     first = run.epoch
     for epoch in range(first, config.epochs):
         alpha = alpha_schedule(epoch, config.alpha_span, floor=config.alpha_floor)
-        loaders[0].sampler.set_epoch(epoch)
+        set_epoch(loaders[0], epoch)
         update = {"optimizer": run.optimizer, "scaler": run.scaler, "grad_clip": config.grad_clip}
         try:
             metrics = run_epoch(
@@ -185,7 +187,10 @@ def train_epochs(run: Run, loaders: list, val_set, *, out_dir: Path, tracker, on
         metrics |= {"lr": run.optimizer.param_groups[0]["lr"], "alpha": alpha, "epoch": epoch + 1}
         # The total falls by itself as alpha shifts weight from Dice to the (negative) surface
         # term, which would hide a plateau: watch the alpha-free part of the validation loss.
-        run.scheduler.step(metrics["val/ce"] + metrics["val/dice"])
+        if config.schedule == "cosine":
+            run.scheduler.step()
+        else:
+            run.scheduler.step(metrics["val/ce"] + metrics["val/dice"])
         improved = run.finish_epoch(metrics, out_dir)
         if is_main():
             shown = {"out_dir": out_dir, "tracker": tracker, "val_set": val_set}

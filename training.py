@@ -66,17 +66,25 @@ def place(model: nn.Module, device: torch.device) -> nn.Module:
     )
 
 
+COSINE_FLOOR = 0.01  # the cosine schedule's last learning rate, of the first
+
+
 def make_optimiser(model: nn.Module, config: TrainConfig) -> tuple:
     """Adam (lr, weight decay; fused on CUDA, where it takes the scaler's verdict without a wait),
-    ReduceLROnPlateau on the validation loss, and the AMP gradient scaler (on only on CUDA):
-    (optimizer, scheduler, scaler)."""
+    the schedule (ReduceLROnPlateau on the validation loss, or a cosine over the epochs, stepped
+    once an epoch), and the AMP gradient scaler (on only on CUDA): (optimizer, scheduler, scaler)."""
     cuda = next(model.parameters()).device.type == "cuda"
     optimizer = torch.optim.Adam(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=cuda
     )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
-    )
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=max(1, config.epochs - 1), eta_min=COSINE_FLOOR * config.lr
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience
+        )
     return optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=cuda)
 
 
@@ -223,7 +231,7 @@ class Run:
     config: TrainConfig
     model: SegmentationModel
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
     scaler: torch.amp.GradScaler
     epoch: int = 0  # epochs finished
     best: float = -1.0
@@ -231,6 +239,7 @@ class Run:
     history: list[dict] = field(default_factory=list)
     mlflow_run_id: str | None = None
     data_counts: dict[str, int] | None = None  # frames per split: a resumed run's data checked by it
+    native: bool = False  # trained across sizes (multi-scale, or from such a model): its card says so
 
     @classmethod
     def create(
@@ -243,6 +252,7 @@ class Run:
             model = build_model(config.model)
         model = place(model, device)
         run = cls(config, model, *make_optimiser(model, config))
+        run.native = bool(config.data.sizes()) or bool((resumed or source or {}).get("native"))
         if resumed:
             for part in ("optimizer", "scheduler", "scaler"):
                 getattr(run, part).load_state_dict(resumed[f"{part}_state"])
@@ -270,6 +280,7 @@ class Run:
             train_seed=c.seed,
             train_style=c.data.synthetic_style,
             train_data_dir=c.data.data_dir,
+            native=self.native,
         )
         return {
             **card.to_checkpoint(),
@@ -317,9 +328,10 @@ def check_memory(run: Run, device: torch.device) -> None:
     """Refuse a size and batch whose training step cannot fit here, before the kernel kills it."""
     c = run.config
     batch = c.batch_size // world_size()  # this process's share of the batch
-    needed, free = step_bytes(run.model, c.data.img_size, batch), available_bytes(device)
+    largest = max((c.data.img_size, *c.data.sizes()), key=lambda size: size[0] * size[1])
+    needed, free = step_bytes(run.model, largest, batch), available_bytes(device)
     if free is not None and needed > free:
-        (h, w), gb = c.data.img_size, 1e9
+        (h, w), gb = largest, 1e9
         raise ValueError(
             f"--img-size {h}x{w} with --batch-size {c.batch_size} needs at least {needed / gb:.1f} GB for "
             f"one training step, and {device} has {free / gb:.1f} GB free: use a smaller size or batch"

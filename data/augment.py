@@ -87,6 +87,33 @@ def _noise(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
+CROP_ZOOM = (0.6, 1.0)  # a multi-scale crop's side, of the largest window of its shape in the frame
+
+
+def crop_to(
+    image: np.ndarray, label: np.ndarray, size: tuple[int, int], *, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random window of an (H, W) image and label with the aspect of (h, w) `size`, resized to it:
+    its side a CROP_ZOOM share of the largest such window, placed to hold the pupil's centre where
+    there is one. Multi-scale training sees each frame at many pixel scales and shapes this way,
+    as a model run at a frame's own size (a 128x128 crop, a 640x400 frame) must."""
+    (fh, fw), (h, w) = image.shape[:2], size
+    scale = rng.uniform(*CROP_ZOOM) * min(fh / h, fw / w)
+    ch, cw = min(fh, max(1, round(h * scale))), min(fw, max(1, round(w * scale)))
+    ys, xs = np.nonzero(label)
+    if xs.size:  # a corner that keeps the pupil's centre inside, at random
+        cy, cx = int(ys.mean()), int(xs.mean())
+        top = int(rng.integers(max(0, cy - ch + 1), min(cy, fh - ch) + 1))
+        left = int(rng.integers(max(0, cx - cw + 1), min(cx, fw - cw) + 1))
+    else:
+        top, left = int(rng.integers(0, fh - ch + 1)), int(rng.integers(0, fw - cw + 1))
+    window = (slice(top, top + ch), slice(left, left + cw))
+    shrinking = ch >= h and cw >= w
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    cropped = cv2.resize(image[window], (w, h), interpolation=interpolation)
+    return cropped, cv2.resize(label[window], (w, h), interpolation=cv2.INTER_NEAREST)
+
+
 def augment(
     image: np.ndarray, label: np.ndarray, config: AugmentConfig, *, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from config import AugmentConfig, DataConfig, PreprocessConfig
-from data.augment import augment
+from data.augment import augment, crop_to
 from data.frames import Frames, frames_for, verify
 from data.preprocess import enhance, fit_image, normalise_tensor
 from data.targets import boundary_weight, distance_maps
@@ -72,17 +72,24 @@ class EyeDataset(Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
 
-    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(H, W) uint8 image and {0, 1} label of a sample at img_size, before augmentation."""
+    def load(
+        self, index: int, size: tuple[int, int] | None = None, *, epoch: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(H, W) uint8 image and {0, 1} label of a sample at img_size, before augmentation; with
+        `size`, a multi-scale crop of that size around the pupil (`data.augment.crop_to`), its coins
+        drawn from a generator of its own so that the augmentation's stay as they are."""
         image, label = self.frames.read(index)
         if label is None:
             raise ValueError(f"{self.frames.names[index]} has no label; training needs labelled frames")
-        return resize_pair(image, label, self.img_size)
+        if size is None:
+            return resize_pair(image, label, self.img_size)
+        return crop_to(image, label, size, rng=np.random.default_rng((self.seed, epoch, index, 1)))
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor | int]:
-        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+    def __getitem__(self, key: int | tuple) -> dict[str, torch.Tensor | int]:
+        """Item `index`, `(epoch, index)`, or `(epoch, index, (h, w))`: a multi-scale batch's frame."""
+        epoch, index, size = (*key, None)[:3] if isinstance(key, tuple) else (self.epoch, key, None)
         index = range(len(self))[index]  # negative indices too; IndexError past the end
-        image, label = self.load(index)
+        image, label = self.load(index, size, epoch=epoch)
         if self.augment_config is not None:
             rng = np.random.default_rng((self.seed, epoch, index))
             image, label = augment(image, label, self.augment_config, rng=rng)

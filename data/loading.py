@@ -13,6 +13,7 @@ import signal
 from collections.abc import Iterator
 
 import cv2
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
@@ -58,6 +59,32 @@ class EpochSampler(Sampler):
         return len(range(self.rank, self.kept, self.world))
 
 
+class SizedBatches(Sampler):
+    """Multi-scale training: `sampler`'s pairs in batches of `batch_size`, each batch's frames
+    as `(epoch, index, (h, w))` at one of `sizes`, drawn by (seed, epoch, batch) alone, so every
+    rank's batch k has the same size and a resumed run the same batches."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int, sizes: tuple[tuple[int, int], ...]) -> None:
+        self.sampler, self.batch_size, self.sizes = sampler, batch_size, sizes
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, tuple[int, int]]]]:
+        pairs = list(self.sampler)
+        rng = np.random.default_rng((self.sampler.seed, self.sampler.epoch, 7))
+        picks = rng.integers(len(self.sizes), size=len(self))
+        for k, start in enumerate(range(0, len(pairs), self.batch_size)):
+            size = self.sizes[picks[k]]
+            yield [(epoch, index, size) for epoch, index in pairs[start : start + self.batch_size]]
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Tell a make_loader loader's sampler the epoch (plain or multi-scale)."""
+    multi_scale = isinstance(loader.batch_sampler, SizedBatches)
+    (loader.batch_sampler.sampler if multi_scale else loader.sampler).set_epoch(epoch)
+
+
 def worker_init(worker: int) -> None:
     """Each DataLoader worker: one OpenCV thread (workers are the parallelism; a thread pool per
     worker would oversubscribe the cores), and SIGTERM left to the main process, which stops the
@@ -80,17 +107,21 @@ def make_loader(
     world: int = 1,
 ) -> DataLoader:
     """This rank's loader of `dataset` for training on `device`, its batches `config.batch_size /
-    world` frames; call `loader.sampler.set_epoch(epoch)` before each epoch. Workers persist across
+    world` frames (a training loader's at `config.data`'s train_sizes, if any: SizedBatches); call
+    `set_epoch(loader, epoch)` before each epoch. Workers persist across
     epochs; batches come in pinned memory for a GPU."""
     if config.workers:  # the workers do the OpenCV work, each on one core (see worker_init)
         cv2.setNumThreads(1)
     sampler = EpochSampler(
         len(dataset), shuffle=shuffle, seed=config.seed, batch_size=config.batch_size, rank=rank, world=world
     )
+    sizes = config.data.sizes() if shuffle else ()  # validation: every frame at img_size
+    batching: dict = {"batch_size": config.batch_size // world, "sampler": sampler}
+    if sizes:
+        batching = {"batch_sampler": SizedBatches(sampler, config.batch_size // world, sizes)}
     return DataLoader(
         dataset,
-        batch_size=config.batch_size // world,
-        sampler=sampler,
+        **batching,
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
         worker_init_fn=worker_init if config.workers else None,

@@ -17,6 +17,7 @@ model preprocess alike.
 """
 
 import functools
+import math
 import threading
 from dataclasses import dataclass
 
@@ -47,11 +48,11 @@ class Fit:
     width: int
 
     @classmethod
-    def of(cls, shape: tuple[int, ...], size: tuple[int, int]) -> "Fit":
+    def of(cls, shape: tuple[int, ...], size: tuple[int, int], max_scale: float = math.inf) -> "Fit":
         """The fit of a frame of `shape` (H_i, W_i, ...) into (H, W) `size`: scaled by the smaller
-        of the two ratios, centred."""
+        of the two ratios (and at most `max_scale`: 1 pads a frame at its own size), centred."""
         (h, w), (fh, fw) = size, shape[:2]
-        scale = min(h / fh, w / fw)
+        scale = min(h / fh, w / fw, max_scale)
         height, width = min(h, max(1, round(fh * scale))), min(w, max(1, round(fw * scale)))
         return cls((h - height) // 2, (w - width) // 2, height, width)
 
@@ -61,12 +62,18 @@ class Fit:
 
 
 def fit_image(
-    image: np.ndarray, size: tuple[int, int], *, interpolation: int | None = None, fill: int | None = None
+    image: np.ndarray,
+    size: tuple[int, int],
+    *,
+    interpolation: int | None = None,
+    fill: int | None = None,
+    max_scale: float = math.inf,
 ) -> tuple[np.ndarray, Fit]:
-    """Scale an (H_i, W_i) frame into (H, W) `size` keeping its aspect ratio, pad by repeating its
-    edge (or with the constant `fill`, for pictures); returns the input and where the frame sits in
-    it. `interpolation` defaults to `resize_image`'s choice (give cv2.INTER_NEAREST for labels)."""
-    fit = Fit.of(image.shape, size)
+    """Scale an (H_i, W_i) frame into (H, W) `size` keeping its aspect ratio (by at most
+    `max_scale`), pad by repeating its edge (or with the constant `fill`, for pictures); returns
+    the input and where the frame sits in it. `interpolation` defaults to `resize_image`'s choice
+    (give cv2.INTER_NEAREST for labels)."""
+    fit = Fit.of(image.shape, size, max_scale)
     if interpolation is None:
         scaled = resize_image(image, (fit.height, fit.width))
     elif image.shape[:2] != (fit.height, fit.width):

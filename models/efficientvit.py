@@ -211,11 +211,17 @@ class SqueezeExcite(nn.Module):
         self.reduce = nn.Conv2d(dim, hidden, 1)
         self.act = nn.ReLU()
         self.expand = nn.Conv2d(hidden, dim, 1)
+        self.any_size = False  # set by `export_any_size` for an ONNX export with a dynamic H and W
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # a pool over the whole map, not x.mean: ONNX ReduceMean (which adaptive_avg_pool2d exports
-        # as, too) keeps the graph off CoreML NeuralNetwork, AveragePool does not
-        gate = self.expand(self.act(self.reduce(F.avg_pool2d(x, x.shape[-2:]))))
+        # as, too) keeps the graph off CoreML NeuralNetwork, AveragePool does not; but a pool's
+        # kernel cannot follow a dynamic map size, so an export of any input size takes the mean
+        if self.any_size and torch.compiler.is_exporting():
+            pooled = x.mean((2, 3), keepdim=True)
+        else:
+            pooled = F.avg_pool2d(x, x.shape[-2:])
+        gate = self.expand(self.act(self.reduce(pooled)))
         return x * gate.sigmoid()
 
 

@@ -20,7 +20,7 @@ from config import PupillometryConfig
 from data.folders import new_folder, write_csv, write_image
 from data.synthetic.sequence import BLINK_COLUMNS  # the columns of the synthetic truth's blinks.csv
 from gallery import paint
-from inference import Predictor, pupil_geometry
+from inference import Predictor, pupil_geometry, pupil_mask
 from pupillometry.confidence import frame_confidence
 from pupillometry.iris import IRIS_DIAMETER_MM, iris_radius, mm_per_px_from_iris
 from pupillometry.series import FILTERED, time_series
@@ -137,7 +137,8 @@ class SavedDataset:
 class Recording:
     """One run's outputs in `output`: pupil.csv (and for a recording blinks.csv, timeseries.png,
     summary.json), and as asked mask PNGs, overlay PNGs, an overlay video at `video_fps`, a
-    SavedDataset; `config` says how frames become a time series."""
+    SavedDataset; `config` says how frames become a time series. Masks hold the pupil's blob alone
+    (`inference.pupil_mask`), or with `raw_mask` every pixel above `threshold`."""
 
     def __init__(
         self,
@@ -145,12 +146,13 @@ class Recording:
         config: PupillometryConfig,
         *,
         threshold: float,
+        raw_mask: bool = False,
         masks: bool = False,
         overlays: bool = False,
         video_fps: float | None = None,
         dataset: SavedDataset | None = None,
     ) -> None:
-        self.output, self.config, self.threshold = output, config, threshold
+        self.output, self.config, self.threshold, self.raw_mask = output, config, threshold, raw_mask
         self.masks, self.overlays, self.dataset = masks, overlays, dataset
         self.video = VideoOut(output / "overlay", video_fps) if video_fps else None
         self.frames: list[dict[str, Any]] = []
@@ -191,9 +193,10 @@ class Recording:
     def measure(self, frame: Frame, prob: np.ndarray, time_s: float | None = None) -> tuple[np.ndarray, dict]:
         """Record one frame's (H, W) pupil probability and queue its images; returns its mask and
         geometry. `time_s`: when it was taken, for a camera (else frame index / fps)."""
-        mask = prob > self.threshold
-        geometry = pupil_geometry(mask, prob)
-        confidence = frame_confidence(prob, mask, geometry)
+        above = prob > self.threshold  # every blob: confidence weighs the fragments beside the pupil
+        geometry = pupil_geometry(above, prob)
+        confidence = frame_confidence(prob, above, geometry)
+        mask = above if self.raw_mask else pupil_mask(prob, self.threshold)
         record = {"frame": frame[0], "pupil_found": geometry["found"], "confidence": confidence}
         self.frames.append(record | {key: geometry[key] for key in GEOMETRY} | {"time_s": time_s})
         if self.config.mm_from_iris and confidence >= self.config.min_confidence:

@@ -16,7 +16,7 @@ from typing import Any
 from data.folders import write_image
 from data.frames import Frames
 from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
-from inference import Predictor
+from inference import Predictor, pupil_mask
 from metrics import MB, WRONG_PX
 
 GALLERY_FRAMES = 16  # per gallery: 4 rows of 4 on a full-HD screen
@@ -43,9 +43,11 @@ def write_gallery(
     picks: list[int],
     scores: list[dict],
     threshold: float,
+    raw_mask: bool = False,
 ) -> None:
     """The picked frames in a grid (`tile_grid`), each with its name, pupil IoU and centre error;
-    the prediction is the pupil probability above `threshold`, as scored."""
+    the prediction as scored: the pupil's blob above `threshold` (`inference.pupil_mask`), or
+    with `raw_mask` every pixel above it."""
     tiles = []
     for index in picks:
         image, label = frames.read(index)
@@ -53,7 +55,7 @@ def write_gallery(
         s = scores[index]
         error = "" if math.isnan(s["ellipse_error"]) else f"  centre {s['ellipse_error']:.1f} px"
         caption = [(frames.names[index], NAME_COLOUR), (f"pupil IoU {s['pupil_iou']:.3f}{error}", IOU_COLOUR)]
-        tiles.append(gallery_tile(image, label, prob > threshold, caption=caption))
+        tiles.append(gallery_tile(image, label, pupil_mask(prob, threshold, raw=raw_mask), caption=caption))
     write_image(path, tile_grid(tiles))
 
 
@@ -237,6 +239,7 @@ def write_outputs(
                 picks=picks,
                 scores=scores["plain"],
                 threshold=result["threshold"],
+                raw_mask=result["mask"] == "raw",
             )
     write_frames_csv(paths["frames"], frames.names, scores)
     result["outputs"] = {name: str(path) for name, path in paths.items()}

@@ -18,6 +18,7 @@ class Parity:
     batch: int
     max_abs_diff: float
     argmax_agreement: float  # share of pixels, 0..1
+    size: tuple[int, int] | None = None  # (H, W) where it is not the export's own
 
     @property
     def passed(self) -> bool:
@@ -25,7 +26,8 @@ class Parity:
 
     def __str__(self) -> str:
         diff, agreement = self.max_abs_diff, 100 * self.argmax_agreement
-        return f"batch {self.batch}: max |diff| {diff:.2e}, argmax agrees on {agreement:.4f}%"
+        at = f" at {self.size[0]}x{self.size[1]}" if self.size else ""
+        return f"batch {self.batch}{at}: max |diff| {diff:.2e}, argmax agrees on {agreement:.4f}%"
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,10 @@ class ExportReport:
     validation: str = ""  # the frames of the IoU comparison
     target: str = "cpu"
     batch: int | None = None  # the files' static batch size; None: dynamic
+    any_size: bool = False  # height and width dynamic too
 
     def summary(self) -> str:
-        h, w = self.img_size
+        h, w = ("height", "width") if self.any_size else self.img_size
         batch = "batch" if self.batch is None else self.batch
         lines = [
             f"--target {self.target}: image ({batch}, 1, {h}, {w}) -> logits ({batch}, 2, {h}, {w}), "

@@ -17,7 +17,7 @@ from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
 from evaluate import build_parser, evaluate, main, score_frame, summarize
 from gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
-from inference import PUPIL_THRESHOLD, load_predictor, pupil_geometry
+from inference import load_predictor, pupil_geometry, pupil_mask
 from metrics import (
     MB,
     confusion_metrics,
@@ -227,7 +227,7 @@ def test_out_folder_has_metrics_report_frames_and_galleries(result):
     assert [r["frame"] for r in rows] == [f"synthetic_{i:05d}" for i in range(FRAMES)]
     image, label = frames_for(None, "validation", n=FRAMES, seed=0, size=(256, 416), style="full").read(1)
     prob = load_predictor(PRETRAINED_ONNX).probabilities([image])[0]
-    mask = prob > PUPIL_THRESHOLD
+    mask = pupil_mask(prob)  # the pupil's blob, as scored
     assert float(rows[1]["pupil_iou"]) == pytest.approx(
         set_metrics([mask_counts(mask, label)])["pupil_iou"], abs=1e-4
     )
@@ -257,7 +257,7 @@ def test_folder_frames_are_scored_at_the_label_size(tmp_path):
     images = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(root.glob("validation/images/*"))]
     labels = [(np.load(p) == 3) for p in sorted(root.glob("validation/labels/*.npy"))]
     probs = predictor.probabilities(images)
-    counts = [mask_counts(p > PUPIL_THRESHOLD, label) for p, label in zip(probs, labels, strict=True)]
+    counts = [mask_counts(pupil_mask(p), label) for p, label in zip(probs, labels, strict=True)]
     counts = np.sum(counts, axis=0)
     assert figures["data"]["frames"] == 2 and figures["data"]["seed"] is None
     assert figures["plain"]["pupil_iou"] > 0.5  # pupils found, so the comparison below says something
