@@ -7,8 +7,8 @@
 Each round, the model (flip TTA) looks at up to --scan frames of every recording (videos, image
 folders or images), evenly spread; the frames whose pupil it is sure of (--min-confidence) become
 training frames, spread over time and over the recordings, near copies dropped, each mask the
-pupil's blob (`data.pseudo`); it is fine-tuned on them (`train_efficientvit.main`, at the frames'
-own size) and looks again. What it can know without labels is printed before and after (and in
+pupil's blob (`data.pseudo`); it is fine-tuned on them (`train_efficientvit.main`, at the size
+it runs them at) and looks again. What it can know without labels is printed before and after (and in
 report.md): its confidence, the share of frames it tracks, how much it disagrees with itself on the
 mirrored frame, the pupil's size, and how far its masks moved from the start's.
 It refuses, in one line, frames too few or too alike to stand for the camera, and stops at a
@@ -232,11 +232,13 @@ def adapt(
         (name, pos, length, image) for name, (kept, length) in recordings.items() for pos, image in kept
     ]
     images = [image for *_, image in frames]
-    size = img_size or own_size(Counter(im.shape[:2] for im in images).most_common(1)[0][0])[0]
+    predictor = load_predictor(checkpoint).use_size(img_size)
+    # the size the start model runs these frames at (their own, for a model trained across sizes)
+    size = predictor.run_size or own_size(Counter(im.shape[:2] for im in images).most_common(1)[0][0])[0]
     total = sum(length for _, length in recordings.values())
     log(f"looking at {len(images)} of {total} frames in {len(inputs)} recording(s), at {size[0]}x{size[1]}")
     output.mkdir(parents=True, exist_ok=True)
-    start = latest = look(load_predictor(checkpoint).use_size(size), images)
+    start = latest = look(predictor.use_size(size), images)
     rounds, adapted, source, stop = [figures(start, start, config.min_confidence)], None, checkpoint, None
     for k in range(1, config.rounds + 1):
         candidates = [
@@ -302,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--img-size",
         type=size_argument,
         metavar="HxW",
-        help="fine-tune and look at this size (default: the frames' own)",
+        help="look and fine-tune at this size (default: the start model's own choice, predict.py's: "
+        "the frames' own size for a model trained across sizes)",
     )
     add_settings(parser, AdaptConfig)
     return parser

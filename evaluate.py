@@ -4,9 +4,11 @@
     python evaluate.py --checkpoint runs/<run>/best.pt                  # trained on synthetic eyes
     python evaluate.py --checkpoint best.onnx --data-dir /data/openeds --tta --output eval/
 
-Frames of any size and shape are fitted into the model's input without stretching and its pupil
-probability mapped back onto the label's own pixels (`inference.Predictor`), where everything is
-scored; pupil = probability > 0.5 (`inference.PUPIL_THRESHOLD`). Reported over the split:
+Frames run as predict.py runs them (`inference.Predictor`): at their own size (--img-size auto; the
+default for a model trained across sizes, in a file that takes any) or fitted into an HxW without
+stretching, the pupil probability mapped back onto the label's own pixels, where everything is
+scored; pupil = the blob of probability > 0.5 (`inference.pupil_mask`; --raw-mask: every pixel
+above it). Reported over the split:
 per-class IoU, mIoU, pupil Dice, precision and recall (pixels summed over the split,
 `metrics.set_metrics`); pupil-centre error in pixels, fitted-ellipse centre and centroid of
 the largest blob (`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils

@@ -319,10 +319,11 @@ def load_predictor(
 def _pupil_component(
     mask: np.ndarray, prob: np.ndarray | None = None
 ) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """The pupil's 8-connected blob of an (H, W) bool mask: the one of most pupil probability
-    (area times mean probability; the largest without `prob`), as a bool mask of the box around
-    all of the mask's pixels, and that box's (x, y) offset; None for an empty mask. Working in the
-    box keeps a 640x400 frame to the pupil's few thousand pixels."""
+    """The pupil's 8-connected blob of an (H, W) bool mask: the one with the most probability above
+    one half summed over its pixels (a sure pupil beats a larger patch barely above the threshold;
+    without `prob`, the largest), as a bool mask of the box around all of the mask's pixels, and
+    that box's (x, y) offset; None for an empty mask. Working in the box keeps a 640x400 frame to
+    the pupil's few thousand pixels."""
     x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
     if w == 0:
         return None
@@ -333,7 +334,8 @@ def _pupil_component(
     if prob is None:
         weight = stats[1:, cv2.CC_STAT_AREA].astype(float)
     else:
-        weight = np.bincount(labels.ravel(), prob[y : y + h, x : x + w].ravel(), minlength=count)[1:]
+        above = np.maximum(prob[y : y + h, x : x + w] - 0.5, 0.0)
+        weight = np.bincount(labels.ravel(), above.ravel(), minlength=count)[1:]
     return labels == 1 + int(np.argmax(weight)), (x, y)  # label 0 is the background
 
 

@@ -56,15 +56,17 @@ def link(files: list[Path], folder: Path, masks: bool) -> Path:
     return folder
 
 
-def adapted(inputs: list[Path], out: Path, checkpoint: str, flags: list[str]) -> Path:
+def adapted(inputs: list[Path], out: Path, checkpoint: str, flags: list[str]) -> Path | None:
+    """adapt.py's model, or None where it refused (its reason is on stderr)."""
     argv = ["--input", *map(str, inputs), "--output", str(out), "--checkpoint", checkpoint, *flags]
-    if adapt_main(argv) != 0:
-        sys.exit(f"error: adapt.py {' '.join(argv)} failed")
-    return out / "adapted.pt"
+    return out / "adapted.pt" if adapt_main(argv) == 0 else None
 
 
-def score(checkpoint: Path, root: Path, label: str) -> None:
-    print(score_line(evaluate(checkpoint, root, "validation"), label), flush=True)
+def score(checkpoint: Path | None, root: Path, label: str) -> None:
+    if checkpoint is None:
+        print(f"{label:24s} refused by adapt.py", flush=True)
+    else:
+        print(score_line(evaluate(checkpoint, root, "validation"), label), flush=True)
 
 
 def frames(real: Path, out: Path, checkpoint: str, flags: list[str]) -> None:
@@ -116,6 +118,8 @@ def video(rec: Path, out: Path, checkpoint: str, flags: list[str]) -> None:
     with (rec / "truth.csv").open() as f:
         truth = list(csv.DictReader(f))
     model = adapted([out / "first-half"], out / "adapt", checkpoint, flags)
+    if model is None:
+        sys.exit("error: adapt.py refused the recording's first half")
     for label, path in (("start", model_file(checkpoint, ".pt")), ("adapted", model)):
         result = out / f"predict-{label}"
         if predict_main(
@@ -137,10 +141,11 @@ def main() -> int:
     parser.add_argument("source", type=Path, help="REAL_ROOT (frames) or REC_DIR (video)")
     parser.add_argument("out", type=Path, help="a new folder for the runs")
     parser.add_argument("--checkpoint", default="pretrained")
-    parser.add_argument("flags", nargs="*", help="adapt.py flags, after --")
-    args = parser.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # adapt.py's flags come after --
+    args = parser.parse_args(argv[:cut])
     args.out.mkdir(parents=True)
-    (frames if args.mode == "frames" else video)(args.source, args.out, args.checkpoint, args.flags)
+    (frames if args.mode == "frames" else video)(args.source, args.out, args.checkpoint, argv[cut + 1 :])
     return 0
 
 

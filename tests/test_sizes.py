@@ -1,0 +1,190 @@
+"""Frames at their own size: run sizes, the any-size export, multi-scale training; and the one
+pupil blob that masks, ellipses and metrics keep."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+from conftest import PRETRAINED_ONNX, PRETRAINED_PT, make_checkpoint, tiny_config
+
+from config import DataConfig, PreprocessConfig, SettingError
+from data.augment import crop_to
+from data.dataset import EyeDataset
+from data.frames import synthetic_frames
+from data.loading import EpochSampler, SizedBatches
+from inference import batch_fits, load_predictor, own_size, pupil_geometry, pupil_mask
+from models.checkpoint import load_checkpoint
+from train_efficientvit import main as train
+
+# ---- one blob ----
+
+
+def two_blobs() -> np.ndarray:
+    """A probability map: a pupil disc (0.9) and a smaller glint-cluster blob (0.8) beside it."""
+    prob = np.zeros((100, 120), np.float32)
+    cv2.circle(prob, (40, 50), 15, 0.9, -1)
+    cv2.circle(prob, (95, 20), 6, 0.8, -1)
+    return prob
+
+
+def test_the_mask_keeps_the_pupils_blob_alone():
+    prob = two_blobs()
+    mask = pupil_mask(prob)
+    assert mask[50, 40] and not mask[20, 95] and mask.sum() == (prob > 0.5).sum() - (prob == 0.8).sum()
+
+
+def test_raw_keeps_every_pixel_above_the_threshold():
+    prob = two_blobs()
+    assert np.array_equal(pupil_mask(prob, raw=True), prob > 0.5)
+
+
+def test_a_sure_pupil_wins_over_a_larger_patch_barely_above_the_threshold():
+    prob = np.zeros((100, 120), np.float32)
+    cv2.circle(prob, (30, 50), 12, 0.99, -1)  # the pupil
+    cv2.rectangle(prob, (70, 10), (115, 90), 0.52, -1)  # a dark iris patch, eight times its area
+    assert pupil_mask(prob)[50, 30] and not pupil_mask(prob)[50, 90]
+    assert pupil_geometry(prob > 0.5, prob)["centre_x"] == pytest.approx(30, abs=1)
+
+
+def test_an_empty_map_gives_an_empty_mask():
+    assert not pupil_mask(np.zeros((10, 12), np.float32)).any()
+
+
+# ---- run sizes ----
+
+
+@pytest.mark.parametrize(
+    ("shape", "size", "scale"),
+    [((200, 200), (208, 208), 1.0), ((400, 640), (400, 640), 1.0), ((64, 96), (128, 192), 2.0)],
+)
+def test_a_frame_runs_at_its_own_size_padded_to_16_and_at_least_128(shape, size, scale):
+    assert own_size(shape) == (size, scale)
+
+
+def test_a_batch_of_two_shapes_runs_at_the_size_that_holds_both():
+    size, scales = batch_fits([(200, 200), (192, 300)], None)
+    assert size == (208, 304) and scales == [1.0, 1.0]
+    assert batch_fits([(200, 200)], (256, 416)) == ((256, 416), [math.inf])
+
+
+def test_probabilities_at_the_own_size_land_on_the_frames_pixels():
+    predictor = load_predictor(PRETRAINED_PT).use_size("auto")
+    image, label = synthetic_frames(1, 5, (192, 320)).read(0)  # runs padded to 192x320: no scaling
+    prob = predictor.probabilities([image])[0]
+    found, truth = pupil_geometry(pupil_mask(prob), prob), pupil_geometry(label.astype(bool))
+    assert prob.shape == (192, 320) and found["found"]
+    assert abs(found["centre_x"] - truth["centre_x"]) < 2 and abs(found["centre_y"] - truth["centre_y"]) < 2
+
+
+def test_a_file_of_fixed_size_refuses_auto_in_one_line():
+    predictor = load_predictor(PRETRAINED_ONNX)
+    if predictor.dynamic:
+        pytest.skip("the shipped export takes any size")
+    with pytest.raises(ValueError, match=r"its input is fixed at 256x416; --img-size auto needs"):
+        predictor.use_size("auto")
+
+
+def test_a_model_trained_across_sizes_runs_frames_at_their_own_by_default(tmp_path):
+    native = load_predictor(make_checkpoint(tmp_path / "n.pt", native=True))
+    fixed = load_predictor(make_checkpoint(tmp_path / "f.pt"))
+    assert native.run_size is None and fixed.run_size == fixed.img_size
+    assert fixed.use_size("auto").run_size is None and native.use_size((96, 96)).size_name == "96x96"
+
+
+# ---- multi-scale training ----
+
+
+def test_a_crop_keeps_the_pupils_centre_and_takes_the_batchs_shape():
+    image, label = synthetic_frames(1, 0, (256, 416)).read(0)
+    ys, xs = np.nonzero(label)
+    for seed in range(5):
+        cropped, cropped_label = crop_to(image, label, (128, 128), rng=np.random.default_rng(seed))
+        assert cropped.shape == cropped_label.shape == (128, 128) and cropped_label.any()
+    assert set(np.unique(cropped_label)) <= {0, 1} and xs.size
+
+
+def test_each_batch_has_one_size_drawn_by_seed_and_epoch():
+    sizes = ((64, 64), (96, 160))
+    sampler = EpochSampler(12, shuffle=True, seed=3, batch_size=4)
+    batches = SizedBatches(sampler, 4, sizes)
+    sampler.set_epoch(1)
+    first, again = list(batches), list(batches)
+    assert first == again and len(first) == len(batches) == 3
+    assert all(len({size for *_, size in batch}) == 1 for batch in first)
+    assert {
+        batch[0][2] for epoch in range(6) for batch in (sampler.set_epoch(epoch), list(batches))[1]
+    } == set(sizes)
+
+
+def test_a_multi_scale_item_is_at_its_batchs_size():
+    dataset = EyeDataset(synthetic_frames(2, 0, (96, 128)), (96, 128), PreprocessConfig(), None, 0)
+    item = dataset[(0, 1, (64, 80))]
+    assert item["image"].shape == (1, 64, 80) and item["label"].shape == (64, 80)
+    assert dataset[(0, 1)]["image"].shape == (1, 96, 128)  # without a size: img_size, as before
+
+
+@pytest.mark.parametrize("text", ["64x", "16x16", "64x64,abc"])
+def test_malformed_train_sizes_are_setting_errors(text):
+    with pytest.raises(SettingError, match="train_sizes"):
+        DataConfig(train_sizes=text)
+
+
+def test_a_multi_scale_run_trains_and_its_card_says_native(tmp_path):
+    config = tiny_config(tmp_path / "run", epochs=1)
+    config = config.replace(data=config.data.replace(train_sizes="48x48,64x96"))
+    train(config)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["native"] is True
+
+
+def test_fine_tuning_defaults_to_a_cosine_schedule_down_to_a_hundredth(tmp_path):
+    source = make_checkpoint(tmp_path / "source.pt")
+    summary = train(tiny_config(tmp_path / "run", epochs=3, init_from=str(source), model=None, lr=1e-3))
+    lrs = [epoch["lr"] for epoch in summary["history"]]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-5)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["schedule"] == "cosine"
+
+
+def test_training_from_scratch_keeps_the_plateau_schedule(tmp_path):
+    train(tiny_config(tmp_path / "run", epochs=1))
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["train_config"]["schedule"] == "plateau"
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_predicts_masks_hold_the_pupils_blob_unless_raw(tmp_path, raw):
+    from config import PupillometryConfig
+    from pupillometry.recording import Recording
+
+    with Recording(tmp_path, PupillometryConfig(), threshold=0.5, raw_mask=raw, masks=True) as recording:
+        mask, geometry = recording.measure(("a.png", "a", np.zeros((100, 120), np.uint8)), two_blobs())
+    written = cv2.imread(str(tmp_path / "masks" / "a.png"), cv2.IMREAD_GRAYSCALE) > 0
+    assert np.array_equal(written, mask) and written[20, 95] == raw and written[50, 40]
+    assert geometry["centre_x"] == pytest.approx(40, abs=0.5)  # the ellipse is the pupil's either way
+
+
+def test_evaluate_scores_at_the_size_asked_and_says_so(tmp_path):
+    from data.synthetic import write_openeds
+    from evaluate import evaluate
+
+    root = write_openeds(tmp_path / "ds", 4, seed=3, size=(200, 200), val_fraction=0.5)
+    auto = evaluate(PRETRAINED_PT, data_dir=root, img_size="auto")
+    fitted = evaluate(PRETRAINED_PT, data_dir=root, img_size=(256, 416), raw_mask=True)
+    assert (auto["model"]["run_size"], fitted["model"]["run_size"]) == ("auto", "256x416")
+    assert (auto["mask"], fitted["mask"]) == ("pupil blob", "raw")
+
+
+@pytest.mark.slow
+def test_a_cpu_export_of_a_model_trained_at_128_or_more_takes_any_size(tmp_path):
+    from export_onnx import export_onnx
+
+    checkpoint = make_checkpoint(tmp_path / "m.pt", img_size=(128, 128), native=True)
+    report = export_onnx(checkpoint, tmp_path / "m.onnx", calib_n=3)
+    exported, source = load_predictor(tmp_path / "m.onnx"), load_predictor(checkpoint)
+    assert exported.dynamic and exported.run_size is None and report.parity[-1].size == (192, 192)
+    assert "image (batch, 1, height, width)" in report.summary()
+    image = synthetic_frames(1, 0, (200, 200)).read(0)[0]
+    np.testing.assert_allclose(
+        exported.probabilities([image])[0], source.probabilities([image])[0], atol=1e-4
+    )
