@@ -160,7 +160,11 @@ def quantized(fp32_path: Path, inputs: np.ndarray, scheme: QuantScheme) -> onnx.
     """The fp32 file quantised by `scheme`, calibrated on (N, 1, H, W) `inputs`, names shortened."""
     with tempfile.TemporaryDirectory() as tmp:
         prepared, int8 = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        quant_pre_process(fp32_path, prepared)  # shape inference and graph optimisation first
+        # shape inference and graph optimisation first; onnxruntime's symbolic shape inference
+        # cannot follow a height and width of any size (16 * height_16): ONNX's own then
+        dims = onnx.load(fp32_path).graph.input[0].type.tensor_type.shape.dim[2:]
+        any_size = any(dim.dim_param for dim in dims)
+        quant_pre_process(fp32_path, prepared, skip_symbolic_shape=any_size)
         options = scheme.options(onnx.load(prepared).graph)
         quantize_static(prepared, int8, _FrameReader(inputs), **options)
         proto = onnx.load(int8)

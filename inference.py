@@ -4,11 +4,14 @@
     probs = predictor.probabilities([image_u8])    # [(H, W) pupil probability] at the image's size
     geometry = pupil_geometry(pupil_mask(probs[0]), probs[0])   # the pupil's blob, its ellipse
 
-Frames are fitted into the model's input size without changing their aspect ratio (scaled,
-edges repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
-(`data.preprocess`), run, and the pupil probability of the frame's region is resized back to the
-frame's own size. What a model file says about itself (input size, preprocessing, how it was
-trained) is its `models.card.ModelCard`, read from a checkpoint or from an ONNX file's metadata.
+Frames run at their own size (padded with their edges to a multiple of 16: a checkpoint, or an
+export that takes any size, `predictor.use_size("auto")`, the default for a model trained across
+sizes) or fitted into a fixed input size without changing their aspect ratio (scaled, edges
+repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
+(`data.preprocess`), run, and the pupil probability of the frame's region is mapped back onto the
+frame's own pixels; `pupil_mask` keeps the pupil's blob of it. What a model file says about
+itself (input size, preprocessing, how it was trained) is its `models.card.ModelCard`, read from a
+checkpoint or from an ONNX file's metadata.
 `predict.py` and `evaluate.py` both run models through this module.
 """
 

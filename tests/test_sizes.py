@@ -173,18 +173,3 @@ def test_evaluate_scores_at_the_size_asked_and_says_so(tmp_path):
     fitted = evaluate(PRETRAINED_PT, data_dir=root, img_size=(256, 416), raw_mask=True)
     assert (auto["model"]["run_size"], fitted["model"]["run_size"]) == ("auto", "256x416")
     assert (auto["mask"], fitted["mask"]) == ("pupil blob", "raw")
-
-
-@pytest.mark.slow
-def test_a_cpu_export_of_a_model_trained_at_128_or_more_takes_any_size(tmp_path):
-    from export_onnx import export_onnx
-
-    checkpoint = make_checkpoint(tmp_path / "m.pt", img_size=(128, 128), native=True)
-    report = export_onnx(checkpoint, tmp_path / "m.onnx", calib_n=3)
-    exported, source = load_predictor(tmp_path / "m.onnx"), load_predictor(checkpoint)
-    assert exported.dynamic and exported.run_size is None and report.parity[-1].size == (192, 192)
-    assert "image (batch, 1, height, width)" in report.summary()
-    image = synthetic_frames(1, 0, (200, 200)).read(0)[0]
-    np.testing.assert_allclose(
-        exported.probabilities([image])[0], source.probabilities([image])[0], atol=1e-4
-    )
