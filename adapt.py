@@ -289,8 +289,12 @@ def adapt(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Adapt a model to a camera from its unlabelled frames.")
-    add_checkpoint_argument(parser, convert=lambda name: model_file(name, ".pt"), default="pretrained",
-                            help="the .pt checkpoint to start from, or pretrained: the shipped model")  # fmt: skip
+    add_checkpoint_argument(
+        parser,
+        convert=lambda name: model_file(name, ".pt"),
+        default="pretrained",
+        help="the .pt checkpoint to start from, or pretrained: the shipped model",
+    )
     parser.add_argument(
         "--input", type=Path, nargs="+", required=True, help="videos, image folders or images of the camera"
     )

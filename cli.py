@@ -99,6 +99,18 @@ fraction_argument = _between_0_and_1(inclusive=False)  # --threshold
 share_argument = _between_0_and_1(inclusive=True)  # --save-confidence
 
 
+def _fps(text: str) -> float:
+    """A frame rate from 0.1 to 10,000 per second: slower is no recording, faster no camera."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.1 <= value <= 10_000:
+        raise ValueError(f"expected frames per second from 0.1 to 10000, got {text!r}")
+    return value
+
+
+fps_argument = argument_type(_fps)  # data.synthetic --fps (predict's comes from PupillometryConfig's bounds)
 size_argument = argument_type(parse_size)  # --img-size, --size
 positive_int_argument = _positive(int)  # --batch-size, frame counts
 

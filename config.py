@@ -383,7 +383,9 @@ class AdaptConfig(Config):
 class PupillometryConfig(Config):
     """From frames to a time series: blinks, smoothing, millimetres (predict.py)."""
 
-    fps: float | None = setting(None, "frames per second (default: a video's own; 30 for images)", above=0)
+    fps: float | None = setting(
+        None, "frames per second (default: a video's own; 30 for images)", at_least=0.1, at_most=10_000
+    )
     blink_share: float = setting(
         0.5, "blink: pupil area under this share of the open eye's", above=0, at_most=1
     )

@@ -264,6 +264,12 @@ def _onnx_predictor(
         raise ModelFileError(
             f"{path}: expected one (batch, 1, H, W) input and one output, got inputs {shapes}"
         )
+    logits = outputs[0].shape
+    if len(logits) != 4 or logits[1] not in (2, None) and not isinstance(logits[1], str):
+        raise ModelFileError(
+            f"{path}: its output has shape {logits}; a pupil model gives (batch, 2, H, W) logits "
+            "(background, pupil)"
+        )
     card = ModelCard.from_onnx_metadata(session.get_modelmeta().custom_metadata_map, path)
     if card is not None and preprocess_config is not None:
         raise ValueError(f"{path} stores its own preprocessing; do not pass it")

@@ -14,7 +14,8 @@ fixed size, its own), preprocessed as stored in the model; results are mapped ba
 own pixels. The mask is the pupil's blob alone (`inference.pupil_mask`: a stray glint cluster or
 dark iris patch beside it is dropped), or with --raw-mask every pixel above --threshold. A video,
 or a folder in name order, is a recording: frame i is at i / fps seconds (--fps; default: a
-video's own frame rate, 30 for a folder). Written to --output:
+video's own frame rate, 30 for a folder; a folder's images in natural name order, frame_9 before
+frame_10). Written to --output:
     pupil.csv            a row per frame: frame (file name or video frame index), time_s,
                          pupil_found, confidence (0-1, `pupillometry.confidence`), blink (eye
                          closed or pupil lost), the ellipse's centre_x, centre_y, axis_major (the
@@ -130,7 +131,8 @@ def predict(
         frames = read_video(capture, source)
         fps = config.fps or video_fps(capture, source)
         if dataset is not None:
-            dataset.prefix = f"{source.stem}_"  # the video's name in the frames', for merging datasets
+            # the video's name in the frames', for merging datasets; never a hidden file's leading dot
+            dataset.prefix = f"{source.stem.lstrip('.') or 'video'}_"
         outputs = {"masks": video_masks, "video_fps": fps}
     else:
         frames = read_images(image_files(source), failures)
@@ -274,7 +276,8 @@ def run(
     predictor = load_predictor(args.checkpoint, img_size=fixed, preprocess_config=preprocess, spin=False)
     predictor.use_size(args.img_size)
     size = "each at its own size" if predictor.run_size is None else f"fitted into {predictor.size_name}"
-    print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}, frames {size}", flush=True)
+    order = ", in natural name order (frame_9 before frame_10)" if Path(args.input).is_dir() else ""
+    print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}{order}, frames {size}", flush=True)
     dataset = None
     if args.save_dataset is not None:
         dataset = SavedDataset(

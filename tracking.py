@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,11 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def redacted(text: str) -> str:
+    """`text` with the credentials of any URI in it hidden: http://user:password@host -> http://***@host."""
+    return re.sub(r"(\b[a-zA-Z][\w+.-]*://)[^/@\s]+@", r"\1***@", text)
+
+
 class MlflowRun:
     """One MLflow run, started fresh or continued (resume) by id."""
 
@@ -73,10 +79,10 @@ class MlflowRun:
                 mlflow.set_experiment(experiment)
                 self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=run_name)
         except Exception as exc:
-            first = one_line(exc)[:200]
-            raise TrackingError(f"MLflow tracking store {uri} is not usable: {first}") from None
+            first = redacted(one_line(exc))[:200]
+            raise TrackingError(f"MLflow tracking store {redacted(uri)} is not usable: {first}") from None
         self.run_id = self.run.info.run_id
-        self.uri = uri
+        self.uri = redacted(uri)  # for messages: never the password
         self.broken: str | None = None  # why logging stopped, after a failure mid-run
         self.skipped = 0  # calls not made since
 
@@ -89,7 +95,7 @@ class MlflowRun:
         try:
             call()
         except Exception as exc:
-            self.broken = one_line(exc)[:200]
+            self.broken = redacted(one_line(exc))[:200]
             print(
                 f"warning: MLflow ({self.uri}) failed to {what}: {self.broken}; training goes on, "
                 "its checkpoints, curves and grids are still written to the run folder",
@@ -148,7 +154,7 @@ def start_tracking(
         tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
     except Exception as exc:  # the store took the run but not its params: one line, as at the start
         tracker.end("FAILED")
-        first = one_line(exc)[:200]
+        first = redacted(one_line(exc))[:200]
         raise TrackingError(f"MLflow tracking store {tracker.uri} is not usable: {first}") from None
     except BaseException:
         tracker.end("FAILED")

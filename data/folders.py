@@ -12,6 +12,8 @@ rest. Every problem raises DataError with a one-line message that starts with th
 import csv
 import errno
 import math
+import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,12 +116,26 @@ def write_image(path: str | Path, image: np.ndarray) -> Path:
     return path
 
 
+def natural_key(path: Path) -> tuple:
+    """A file name's sort key with its runs of digits as numbers: frame_2 before frame_10."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
+
+
+UMASK = os.umask(0o022)  # read once, at import: setting it back at once is the only way to read it
+os.umask(UMASK)
+FILE_MODE = 0o666 & ~UMASK  # what the user's umask gives a new file (a temporary one of mkstemp's is 0600)
+
+
 def list_images(folder: Path) -> list[Path]:
-    """The images directly inside `folder` (IMAGE_SUFFIXES, no hidden files), sorted by name."""
+    """The images directly inside `folder` (IMAGE_SUFFIXES, no hidden files), in natural name
+    order (`natural_key`): a recording's frame_9 comes before its frame_10."""
     return sorted(
-        p
-        for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        ),
+        key=natural_key,
     )
 
 

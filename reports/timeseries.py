@@ -8,6 +8,7 @@ bottom, and the title sums the recording up: frames, blinks, blinks per minute, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data.folders import FILE_MODE
 
 SIZE_PX, DPI = (1600, 900), 100
 RAW, FILTERED, BRIDGE = "#9ecae1", "#08519c", "#e6550d"  # light blue dots, dark blue, orange
@@ -135,6 +138,8 @@ def save_atomically(fig: Any, path: Path) -> Path:
     """Save the figure as PNG to a temporary file beside `path`, then move it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows; some mounts refuse it
+        os.fchmod(fd, FILE_MODE)  # as every other output: mkstemp's 0600 would hide it from the group
     os.close(fd)
     try:
         fig.savefig(temporary, dpi=DPI, format="png")

@@ -17,7 +17,18 @@ from data.synthetic import write_sequence
 from inference import load_predictor
 
 # a round small enough for the default suite: few frames, one short epoch, no MLflow, no export
-QUICK = "--epochs 1 --scan 18 --min-confidence 0.5 --min-frames 5 --no-mlflow --no-export".split()
+QUICK = [
+    "--epochs",
+    "1",
+    "--scan",
+    "18",
+    "--min-confidence",
+    "0.5",
+    "--min-frames",
+    "5",
+    "--no-mlflow",
+    "--no-export",
+]
 
 
 def candidate(

@@ -6,7 +6,7 @@ import math
 import sys
 from pathlib import Path
 
-from cli import size_argument
+from cli import fps_argument, size_argument
 from data.synthetic import STYLES, write_openeds, write_preview, write_sequence
 
 
@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="with --out: write an N-frame video of one blinking eye, eye.mp4, truth.csv and blinks.csv",
     )
-    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of --sequence (default 30)")
+    parser.add_argument(
+        "--fps", type=fps_argument, default=30.0, help="frame rate of --sequence (default 30)"
+    )
     parser.add_argument("--n", type=int, default=16, help="number of frames (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="frames are fixed by (seed, index) (default 0)")
     parser.add_argument(

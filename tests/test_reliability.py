@@ -1,0 +1,116 @@
+"""Hostile inputs on the prediction side: each gets one clear line, and no silently wrong result."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.folders import list_images, write_image
+from predict import main as predict_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_frames_are_in_natural_name_order(tmp_path):
+    for i in (10, 2, 0, 1, 11, 9):
+        write_image(tmp_path / f"frame_{i}.png", np.zeros((8, 8), np.uint8))
+    assert [p.stem for p in list_images(tmp_path)] == [f"frame_{i}" for i in (0, 1, 2, 9, 10, 11)]
+
+
+@pytest.mark.parametrize("fps", ["1e9", "1e-9", "0", "nan"])
+def test_a_frame_rate_out_of_bounds_is_a_usage_error(tmp_path, capsys, fps):
+    with pytest.raises(SystemExit) as stopped:
+        predict_main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), "--fps", fps])
+    assert stopped.value.code == 2 and "--fps" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_synthetic_sequence_at_0_fps_is_a_usage_error(tmp_path):
+    args = ["-m", "data.synthetic", "--sequence", "3", "--fps", "0", "--out", str(tmp_path / "eye")]
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "--fps: expected frames per second from 0.1 to 10000" in done.stderr
+
+
+def test_timeseries_png_gets_the_mode_the_umask_gives_every_other_output(tmp_path):
+    from reports.timeseries import write_timeseries
+    from tests.test_timeseries import recording
+
+    old = os.umask(0o022)
+    try:
+        path = write_timeseries(tmp_path / "timeseries.png", *recording(), low_confidence=0.5)
+        other = write_image(tmp_path / "mask.png", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(other.stat().st_mode) == 0o644
+
+
+def test_an_mlflow_uri_with_a_password_never_shows_it(tmp_path, monkeypatch, capsys):
+    from tests.conftest import tiny_config
+    from tracking import TrackingError, redacted
+    from train_efficientvit import main as train
+
+    assert (
+        redacted("http://ann:s3cret@host:5000/x and https://bob:pw@h")
+        == "http://***@host:5000/x and https://***@h"
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://ann:s3cret@127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    with pytest.raises(TrackingError) as failed:
+        train(tiny_config(tmp_path / "run", mlflow=True, epochs=1))
+    shown = str(failed.value) + capsys.readouterr().err
+    assert "http://***@127.0.0.1:9" in shown and "s3cret" not in shown
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 8, 8), (1, 1000)])
+def test_an_onnx_file_that_does_not_give_two_channels_is_refused_in_one_line(tmp_path, shape):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from inference import load_predictor
+    from models.card import ModelFileError
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, list(shape))
+    if len(shape) == 4:  # a segmentation net of three classes
+        weight = helper.make_tensor("w", TensorProto.FLOAT, [3, 1, 1, 1], [1.0, 2.0, 3.0])
+        nodes, inits = [helper.make_node("Conv", ["image", "w"], ["out"])], [weight]
+    else:  # a classifier
+        weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 1000], [0.0] * 64000)
+        shaped = helper.make_tensor("s", TensorProto.INT64, [2], [1, 64])
+        nodes = [
+            helper.make_node("Reshape", ["image", "s"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["out"]),
+        ]
+        inits = [weight, shaped]
+    graph = helper.make_graph(nodes, "g", [image], [out], inits)
+    path = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    with pytest.raises(ModelFileError, match=r"a pupil model gives \(batch, 2, H, W\) logits") as refused:
+        load_predictor(path, img_size=(8, 8), preprocess_config=None)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_hidden_video_names_no_hidden_dataset_frames(tmp_path):
+    from data.synthetic import write_sequence
+
+    video = (write_sequence(tmp_path / "eye", 3, size=(64, 96)) / "eye.mp4").rename(tmp_path / ".eye.mp4")
+    argv = ["--input", str(video), "--output", str(tmp_path / "out"), "--save-dataset", str(tmp_path / "ds")]
+    assert predict_main(argv) == 0
+    saved = sorted(p.name for p in (tmp_path / "ds").rglob("*.png"))
+    assert saved and not any(name.startswith(".") for name in saved) and saved[0].startswith("eye_")
+
+
+def test_predict_says_a_folders_frames_are_in_natural_name_order(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    for i in (10, 9):
+        write_image(tmp_path / "in" / f"frame_{i}.png", np.full((64, 64), 128, np.uint8))
+    assert predict_main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]) == 0
+    assert "in natural name order (frame_9 before frame_10)" in capsys.readouterr().out
+    with open(tmp_path / "out" / "pupil.csv") as f:
+        assert [line.split(",")[0] for line in f][1:] == ["frame_9.png", "frame_10.png"]
