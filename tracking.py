@@ -58,6 +58,9 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+LOCAL_PATHS = ("out_dir", "resume", "init_from")  # TrainConfig's paths of this machine, logged by name
+
+
 def redacted(text: str) -> str:
     """`text` with the credentials of any URI in it hidden: http://user:password@host -> http://***@host."""
     return re.sub(r"(\b[a-zA-Z][\w+.-]*://)[^/@\s]+@", r"\1***@", text)
@@ -141,9 +144,14 @@ def start_tracking(
     try:
         dataset = {"source": train_set.source_name, "train": len(train_set), "val": len(val_set)}
         env = {"device": str(next(run.model.parameters()).device), "torch": torch.__version__}
+        # the folders by name: the store may be shared, and a path shows the user's home
+        folders = {key: Path(value).name for key in LOCAL_PATHS if (value := getattr(config, key))}
+        settings = config.to_dict() | folders
+        if config.data.data_dir:
+            settings["data"] = settings["data"] | {"data_dir": Path(config.data.data_dir).name}
         tracker.log_params(
             {
-                **config.to_dict(),
+                **settings,
                 "params_trainable": run.model.get_num_trainable_params(),
                 "params_total": run.model.get_num_total_params(),
                 "dataset": dataset,
@@ -151,7 +159,7 @@ def start_tracking(
             }
         )
         tags = {"model": config.model, "dataset": train_set.source_name}
-        tracker.set_tags(tags | ({"init_from": config.init_from} if config.init_from else {}))
+        tracker.set_tags(tags | ({"init_from": folders["init_from"]} if config.init_from else {}))
     except Exception as exc:  # the store took the run but not its params: one line, as at the start
         tracker.end("FAILED")
         first = redacted(one_line(exc))[:200]

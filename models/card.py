@@ -103,9 +103,12 @@ class ModelCard:
     # ---- ONNX metadata ----
 
     def to_onnx_metadata(self, **extra: Any) -> dict[str, str]:
-        """`metadata_props` for an ONNX file: each field and `extra` as a JSON string."""
+        """`metadata_props` for an ONNX file: each field and `extra` as a JSON string (the training
+        data folder by its name alone)."""
         values = {**self.to_checkpoint(), **extra}
         del values["format"]
+        if self.train_data_dir:  # a file to ship: the folder's name, not where it sat on the trainer's disk
+            values["train_data_dir"] = Path(self.train_data_dir).name
         if self.quantization is None:
             del values["quantization"]
         return {"format": ONNX_FORMAT, **{key: json.dumps(value) for key, value in values.items()}}

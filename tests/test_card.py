@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,14 @@ def test_a_card_survives_a_checkpoint_and_onnx_metadata():
     assert ModelCard.from_checkpoint(state, "a.pt") == CARD
     props = json.loads(json.dumps(CARD.to_onnx_metadata(exporter="x")))  # strings, as ONNX keeps them
     assert props["format"] == ONNX_FORMAT and props["exporter"] == '"x"'
-    assert ModelCard.from_onnx_metadata(props, "a.onnx") == CARD
+    read_back = ModelCard.from_onnx_metadata(props, "a.onnx")
+    assert read_back == dataclasses.replace(CARD, train_data_dir=Path(CARD.train_data_dir).name)
+
+
+def test_an_onnx_file_names_its_training_folder_not_where_it_was():
+    card = dataclasses.replace(CARD, train_data_dir="/home/ann/data/eyes")
+    assert json.loads(card.to_onnx_metadata()["train_data_dir"]) == "eyes"
+    assert card.to_checkpoint()["train_data_dir"] == "/home/ann/data/eyes"  # resuming and export need it
 
 
 def test_training_metrics_are_not_part_of_the_card():

@@ -114,3 +114,20 @@ def test_predict_says_a_folders_frames_are_in_natural_name_order(tmp_path, capsy
     assert "in natural name order (frame_9 before frame_10)" in capsys.readouterr().out
     with open(tmp_path / "out" / "pupil.csv") as f:
         assert [line.split(",")[0] for line in f][1:] == ["frame_9.png", "frame_10.png"]
+
+
+def test_mlflow_is_told_the_folders_by_name_not_where_they_are(tmp_path, monkeypatch):
+    import mlflow
+
+    from tests.conftest import make_checkpoint, tiny_config
+    from train_efficientvit import main as train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    home = tmp_path / "home" / "ann"
+    source = make_checkpoint(home / "source.pt")
+    config = tiny_config(home / "run", mlflow=True, epochs=1, max_steps=1, init_from=str(source), model=None)
+    run = mlflow.get_run(train(config)["mlflow_run_id"])
+    logged = {**run.data.params, **run.data.tags}
+    assert run.data.tags["init_from"] == "source.pt" and run.data.params["out_dir"] == "run"
+    assert not [key for key, value in logged.items() if str(home) in value]
