@@ -47,7 +47,15 @@ from cli import add_checkpoint_argument, add_size_arguments, deprecated_alias, p
 from config import DataConfig
 from data.folders import SPLITS
 from data.frames import Frames, frames_for
-from inference import PUPIL_THRESHOLD, Predictor, load_predictor, model_file, pupil_geometry, pupil_mask
+from inference import (
+    PUPIL_THRESHOLD,
+    MissingMetadataError,
+    Predictor,
+    load_predictor,
+    model_file,
+    pupil_geometry,
+    pupil_mask,
+)
 from metrics import (
     WITHIN_PX,
     WRONG_PX,
@@ -327,9 +335,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")
+    except MissingMetadataError:  # predict.py takes the preprocessing by hand; evaluate does not
+        print(
+            f"error: {args.checkpoint} has no tiny-pupil-seg metadata (input size, preprocessing), which "
+            "evaluate.py reads: export the checkpoint it came from with export_onnx.py",
+            file=sys.stderr,
+        )
+        return 1
     except (ValueError, OSError) as exc:  # CheckpointError, ModelFileError and DataError among them
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: no report written", file=sys.stderr)
+        return 130
     print(markdown_table(result))
     if "outputs" in result:
         print(f"report, metrics and galleries in {args.output}")

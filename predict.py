@@ -79,6 +79,7 @@ from streams import InputError, batches, image_files, read_ahead, read_images, r
 
 FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
 MAX_FPS = 10_000  # a video header's frame rate above this is a broken header, not a camera
+MAX_CAMERA = 1000  # camera indices run from 0
 PREPROCESS_FLAGS = flags(PreprocessConfig)  # --gamma, --clahe-clip, --clahe-tiles, --mean, --std
 PUPILLOMETRY_FLAGS = flags(PupillometryConfig)  # --fps, --blink-share, ..., --mm-per-px
 MISSING_METADATA_HINT = (
@@ -284,6 +285,8 @@ def run(
             args.save_dataset, min_confidence=args.save_confidence, val_fraction=args.val_fraction
         )
     if args.input.isdigit() and not Path(args.input).exists():
+        if int(args.input) >= MAX_CAMERA:  # OpenCV takes an int32, and no machine has that many
+            raise InputError(f"camera {args.input}: no such camera (an index from 0 to {MAX_CAMERA - 1})")
         # a camera runs frame by frame, timed by the clock, and writes no images
         ignored = {
             "--masks": args.masks,

@@ -25,7 +25,7 @@ import numpy as np
 
 OPENEDS_PUPIL = 3
 OPENEDS_CLASSES = 4
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 MASK_SUFFIXES = (".png", ".bmp")  # lossless only: a JPEG mask has speckle around the pupil
 
 Layout = Literal["openeds", "masks"]
@@ -304,6 +304,15 @@ def find_pairs(root: str | Path, split: Split) -> list[Sample]:
     problems = []
     if files.images_without_label:
         problem = f"no label in {files.label_folder}"
+        lossy = [p for p in files.label_folder.glob("*") if p.suffix.lower() in (".jpg", ".jpeg")]
+        if files.layout == "masks" and lossy:  # there, but not taken
+            problem += (
+                f" ({lossy[0].name} and {len(lossy) - 1} more are JPEG: masks must be PNG or BMP, since "
+                "JPEG's compression speckles the pupil's edge; save them losslessly)"
+                if len(lossy) > 1
+                else f" ({lossy[0].name} is a JPEG: masks must be PNG or BMP, since JPEG's compression "
+                "speckles the pupil's edge; save it losslessly)"
+            )
         problems.append(_describe_unmatched(files.images_without_label, problem))
     if files.labels_without_image:
         problem = f"no image in {files.folder / 'images'}"

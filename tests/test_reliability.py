@@ -131,3 +131,59 @@ def test_mlflow_is_told_the_folders_by_name_not_where_they_are(tmp_path, monkeyp
     logged = {**run.data.params, **run.data.tags}
     assert run.data.tags["init_from"] == "source.pt" and run.data.params["out_dir"] == "run"
     assert not [key for key, value in logged.items() if str(home) in value]
+
+
+def test_a_camera_index_no_machine_has_is_one_line(tmp_path, capsys):
+    assert predict_main(["--input", "9" * 20, "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: camera {'9' * 20}: no such camera (an index from 0 to 999)\n"
+
+
+def test_jpeg_masks_are_named_and_why_they_are_not_taken(tmp_path):
+    from data.folders import DataError, find_pairs
+
+    for kind, suffix in (("images", ".png"), ("masks", ".jpg")):
+        (tmp_path / "train" / kind).mkdir(parents=True)
+        write_image(tmp_path / "train" / kind / f"x{suffix}", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"no label in .*masks \(x\.jpg is a JPEG: masks must be PNG or BMP"):
+        find_pairs(tmp_path, "train")
+
+
+def test_evaluate_asks_for_an_export_with_metadata_not_for_flags_it_lacks(tmp_path, capsys):
+    import onnx
+
+    from evaluate import main as evaluate_main
+    from tests.conftest import PRETRAINED_ONNX
+
+    model = onnx.load(PRETRAINED_ONNX)
+    del model.metadata_props[:]
+    onnx.save(model, tmp_path / "nometa.onnx")
+    assert evaluate_main(["--checkpoint", str(tmp_path / "nometa.onnx"), "--synthetic-n", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "export the checkpoint it came from with export_onnx.py" in err and "--gamma" not in err
+
+
+def test_ctrl_c_in_evaluate_is_one_line_and_exit_130(monkeypatch, capsys):
+    import evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "evaluate", interrupted)
+    assert evaluate.main(["--synthetic-n", "1"]) == 130
+    assert capsys.readouterr().err == "interrupted: no report written\n"
+
+
+@pytest.mark.parametrize("name", ["eye.tif", "eye.webp"])
+def test_a_tiff_or_webp_input_is_read_as_an_image_not_a_video(tmp_path, name):
+    import cv2
+
+    from data.synthetic import render_eye
+
+    frame = render_eye(0, 0, (96, 128))[0]
+    image = frame.astype(np.uint16) << 4 if name.endswith(".tif") else frame  # 12-bit data in 16 bits
+    assert cv2.imwrite(str(tmp_path / name), image)
+    assert predict_main(["--input", str(tmp_path / name), "--output", str(tmp_path / "out")]) == 0
+    with open(tmp_path / "out" / "pupil.csv") as f:
+        assert [line.split(",")[0] for line in f][1:] == [name]  # a file name: an image, not video frame 0
+    assert (tmp_path / "out" / "masks" / "eye.png").exists()
