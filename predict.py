@@ -136,7 +136,7 @@ def predict(
             dataset.prefix = f"{source.stem.lstrip('.') or 'video'}_"
         outputs = {"masks": video_masks, "video_fps": fps}
     else:
-        frames = read_images(image_files(source), failures)
+        frames = read_images(image_files(source, failures), failures)
         fps = config.fps or FOLDER_FPS
         outputs = {"masks": True, "overlays": True}
     try:  # the capture is released however this ends, after closing stops the threads

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from data import DataError, read_image
-from data.folders import IMAGE_SUFFIXES, list_images, output_names
+from data.folders import IMAGE_SUFFIXES, broken_links, list_images, output_names
 
 Frame = tuple[str, str, np.ndarray]  # (frame: file name or video index, output name, grey image)
 T = TypeVar("T")
@@ -31,9 +31,15 @@ class InputError(ValueError):
     """An input that cannot be used at all; the message names it."""
 
 
-def image_files(path: Path) -> list[Path]:
-    """The image itself, or the images directly inside a folder, sorted by name."""
+def image_files(path: Path, failures: list[Path] | None = None) -> list[Path]:
+    """The image itself, or the images directly inside a folder in natural name order; a link
+    among them that leads nowhere is named on stderr and added to `failures`."""
     files = [path] if path.is_file() else list_images(path)
+    if path.is_dir():
+        for link, why in broken_links(path):
+            print(f"skipped: {link}: {why}", file=sys.stderr)
+            if failures is not None:
+                failures.append(link)
     if not files:
         raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files

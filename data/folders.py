@@ -139,6 +139,24 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def broken_links(folder: Path) -> list[tuple[Path, str]]:
+    """The links among `folder`'s images that lead nowhere, each with why: the target is gone, or
+    it leads back to itself (a symlink loop). `list_images` passes over them; callers name them."""
+    broken = []
+    for path in sorted(folder.iterdir(), key=natural_key):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+            try:
+                path.resolve(strict=True)
+                loop = False
+            except RuntimeError:  # Python 3.11's resolve(strict=True) of a loop
+                loop = True
+            except OSError as exc:
+                loop = exc.errno == errno.ELOOP
+            why = "a symlink loop (a link that leads back to itself)" if loop else "its target is gone"
+            broken.append((path, why))
+    return broken
+
+
 def output_names(files: list[Path]) -> list[str]:
     """Output name per file: its stem, or, when any two stems clash, every file's full name."""
     stems = Counter(p.stem.lower() for p in files)  # a.png and A.jpg collide on some file systems

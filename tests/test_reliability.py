@@ -187,3 +187,16 @@ def test_a_tiff_or_webp_input_is_read_as_an_image_not_a_video(tmp_path, name):
     with open(tmp_path / "out" / "pupil.csv") as f:
         assert [line.split(",")[0] for line in f][1:] == [name]  # a file name: an image, not video frame 0
     assert (tmp_path / "out" / "masks" / "eye.png").exists()
+
+
+def test_links_that_lead_nowhere_in_an_input_folder_are_named_and_counted(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_image(folder / "a.png", np.full((64, 64), 128, np.uint8))
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    assert predict_main(["--input", str(folder), "--output", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped: {folder / 'gone.png'}: its target is gone" in err
+    assert f"skipped: {folder / 'loop.png'}: a symlink loop" in err
+    assert "2 of 3 images could not be read" in err
