@@ -273,6 +273,13 @@ def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, 
     check_memory(run, device)
     train_set, val_set = build_datasets(config.data, config.preprocess, config.augment, seed=config.seed)
     run.data_counts = {"train": len(train_set), "validation": len(val_set)}
+    before = (resumed or {}).get("data_counts")
+    if before and before != run.data_counts and is_main():  # frames added or removed in place
+        print(
+            f"warning: {config.data.data_dir} now holds {run.data_counts} frames, but the run trained "
+            f"on {before}; it goes on with these",
+            file=sys.stderr,
+        )
     share = {"device": device, "rank": rank(), "world": world_size()}
     loaders = [make_loader(d, config, shuffle=d is train_set, **share) for d in (train_set, val_set)]
     tracker = start_tracking(run, out_dir, train_set=train_set, val_set=val_set) if is_main() else None

@@ -200,3 +200,22 @@ def test_links_that_lead_nowhere_in_an_input_folder_are_named_and_counted(tmp_pa
     assert f"skipped: {folder / 'gone.png'}: its target is gone" in err
     assert f"skipped: {folder / 'loop.png'}: a symlink loop" in err
     assert "2 of 3 images could not be read" in err
+
+
+def test_resuming_after_frames_were_added_in_place_says_so(tmp_path, capsys):
+    import shutil
+
+    from data.synthetic import write_openeds
+    from tests.conftest import tiny_config
+    from train_efficientvit import main as train
+
+    root = write_openeds(tmp_path / "eyes", 6, seed=1, size=(48, 64), val_fraction=0.34)
+    config = tiny_config(tmp_path / "run", epochs=1)
+    train(config.replace(data=config.data.replace(data_dir=str(root))))
+    for kind, suffix in (("images", ".png"), ("labels", ".npy")):
+        first = sorted((root / "train" / kind).iterdir())[0]
+        shutil.copy(first, first.with_name(f"added{suffix}"))
+    capsys.readouterr()
+    train(tiny_config(None, epochs=2).replace(out_dir=None, resume=str(tmp_path / "run" / "last.pt")))
+    err = capsys.readouterr().err
+    assert f"warning: {root} now holds {{'train': 5, 'validation': 2}} frames, but the run trained on" in err
