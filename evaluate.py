@@ -45,6 +45,7 @@ import numpy as np
 
 from cli import add_checkpoint_argument, add_size_arguments, deprecated_alias, positive_int_argument
 from config import DataConfig
+from data.check import MAX_PUPIL_SHARE
 from data.folders import SPLITS
 from data.frames import Frames, frames_for
 from inference import (
@@ -105,6 +106,7 @@ def score_frame(prob: np.ndarray, label: np.ndarray, *, raw_mask: bool = False) 
         "centroid_error": error("centroid_x", "centroid_y"),
         "located_error": located,
         "label_diameter": 2 * math.sqrt(truth["area_px"] / math.pi) if truth["found"] else math.nan,
+        "label_share": float(np.count_nonzero(label)) / label.size,
         "wrong": frame_wrong(truth["found"], mine["found"], centre_err=ellipse, located_err=located),
         "confidence": frame_confidence(prob, above, mine),
         "mean_prob": mine["mean_prob"] if mine["found"] else 0.0,
@@ -268,6 +270,14 @@ def evaluate(
         "batch_size": batch_size,
         **{mode: summarize(scores[mode], seconds[mode], predictor.file_bytes) for mode in modes},
     }
+    shares = [s["label_share"] for s in scores["plain"]]
+    odd = [name for name, share in zip(frames.names, shares, strict=True) if share > MAX_PUPIL_SHARE]
+    if odd:  # an inverted or soft mask scores any model near 0: say so rather than report it
+        named = ", ".join(odd[:3]) + (" ..." if len(odd) > 3 else "")
+        result["warnings"] = [
+            f"{len(odd)} of {len(frames)} labels have a pupil covering over {MAX_PUPIL_SHARE:.0%} of "
+            f"the frame ({named}): inverted or soft masks? `python -m data check` names them"
+        ]
     if output is not None:
         write_outputs(Path(output), result, predictor, frames=frames, scores=scores)
     return result
@@ -348,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no report written", file=sys.stderr)
         return 130
+    for warning in result.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     print(markdown_table(result))
     if "outputs" in result:
         print(f"report, metrics and galleries in {args.output}")

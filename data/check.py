@@ -40,6 +40,7 @@ _NO_PUPIL = {
 _TRAINING_FOLDERS = {"train": "train/", "validation": "validation/ (or val/)"}
 _TRAINING_NEEDS = "training needs a train/ and a validation/ (or val/) split"
 _EVALUATE = "python evaluate.py --checkpoint runs/<run>/best.pt"  # evaluate.py's own flags
+MAX_PUPIL_SHARE = 0.3  # a pupil never covers this much of an eye frame; an inverted or soft mask does
 
 Usable = Literal["training", "evaluation"]
 
@@ -160,6 +161,14 @@ def _inspect(sample: Sample, layout: Layout) -> _Frame:
     return _Frame(size, values, pupil_fraction, problems)
 
 
+def implausible_pupil(label: Path, share: float) -> str:
+    """What a label whose pupil covers `share` of its frame (over MAX_PUPIL_SHARE) says."""
+    return (
+        f"{label}: the pupil covers {share:.0%} of the frame, no eye's does: an inverted mask (pupil "
+        "white, 255, on black) or a soft one (greys and noise where it should be 0 or 255)?"
+    )
+
+
 def _check_split(root: Path, split: str, report: CheckReport) -> None:
     try:
         folder = split_folder(root, split)
@@ -177,8 +186,10 @@ def _check_split(root: Path, split: str, report: CheckReport) -> None:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # cv2 frees the GIL
         frames = list(pool.map(lambda s: _inspect(s, files.layout), files.pairs))
     labelled = [f for f in frames if f.values is not None]
-    for frame in frames:
+    for frame, sample in zip(frames, files.pairs, strict=True):
         report.problems += frame.problems
+        if frame.pupil_fraction > MAX_PUPIL_SHARE:
+            report.problems.append(implausible_pupil(sample.label, frame.pupil_fraction))
         if frame.size is not None:
             stats.image_sizes[frame.size] += 1
     for frame in labelled:

@@ -219,3 +219,35 @@ def test_resuming_after_frames_were_added_in_place_says_so(tmp_path, capsys):
     train(tiny_config(None, epochs=2).replace(out_dir=None, resume=str(tmp_path / "run" / "last.pt")))
     err = capsys.readouterr().err
     assert f"warning: {root} now holds {{'train': 5, 'validation': 2}} frames, but the run trained on" in err
+
+
+def inverted_masks(root: Path) -> Path:
+    """A mask-folder dataset whose masks are inverted: background white, the pupil black."""
+    from data.synthetic import render_eye
+
+    for split, seeds in (("train", (0, 1)), ("validation", (2,))):
+        for kind in ("images", "masks"):
+            (root / split / kind).mkdir(parents=True)
+        for seed in seeds:
+            image, label = render_eye(seed, 0, (96, 128))[:2]
+            write_image(root / split / "images" / f"f{seed}.png", image)
+            write_image(
+                root / split / "masks" / f"f{seed}.png", np.where(label == 3, 0, 255).astype(np.uint8)
+            )
+    return root
+
+
+def test_data_check_names_masks_whose_pupil_covers_most_of_the_frame(tmp_path):
+    from data import check_dataset
+
+    report = check_dataset(inverted_masks(tmp_path / "ds"))
+    assert not report.ok and "NOT USABLE" in report.format()
+    assert any("f0.png: the pupil covers 9" in p and "an inverted mask" in p for p in report.problems)
+
+
+def test_evaluate_warns_when_labels_cover_most_of_the_frame(tmp_path, capsys):
+    from evaluate import main as evaluate_main
+
+    assert evaluate_main(["--data-dir", str(inverted_masks(tmp_path / "ds"))]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 of 1 labels have a pupil covering over 30% of the frame (f2.png)" in err
