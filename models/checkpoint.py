@@ -77,6 +77,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"{path} is not a tiny-pupil-seg checkpoint: it holds objects a safe load refuses "
                 f"({blocked[0][:120]})"
             ) from None
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+        if zipped:  # torch's errors here are "(101)", "[Errno 22]" and the like: say what they mean
+            size = path.stat().st_size
+            raise CheckpointError(
+                f"{path}: a damaged PyTorch checkpoint ({size:,} bytes, cut short or corrupted: an "
+                "interrupted copy or download?); copy it again"
+            ) from None
         if _is_corrupt(exc):  # torch's own message suggests the unsafe weights_only=False
             raise CheckpointError(f"{path}: corrupt or not a readable PyTorch checkpoint") from None
         reason = one_line(exc)

@@ -251,3 +251,16 @@ def test_evaluate_warns_when_labels_cover_most_of_the_frame(tmp_path, capsys):
     assert evaluate_main(["--data-dir", str(inverted_masks(tmp_path / "ds"))]) == 0
     err = capsys.readouterr().err
     assert "warning: 1 of 1 labels have a pupil covering over 30% of the frame (f2.png)" in err
+
+
+@pytest.mark.parametrize("keep", [5_000, 100_000])
+def test_init_from_a_checkpoint_cut_short_says_so_in_words(tmp_path, capsys, keep):
+    from tests.conftest import PRETRAINED_PT
+
+    cut = tmp_path / "copy.pt"
+    cut.write_bytes(PRETRAINED_PT.read_bytes()[:keep])
+    args = [sys.executable, "train_efficientvit.py", "--init-from", str(cut), "--epochs", "1"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
+    assert f"a damaged PyTorch checkpoint ({keep:,} bytes, cut short or corrupted" in done.stderr
+    assert "Errno" not in done.stderr and "(101)" not in done.stderr
