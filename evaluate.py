@@ -33,6 +33,7 @@ green, the prediction in red, its name and pupil IoU above it (written by `repor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -77,6 +78,7 @@ from metrics import (
 )
 from pupillometry.confidence import frame_confidence
 from reports.evaluation import markdown_table, write_outputs
+from runfolder import hold_results
 
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
@@ -321,27 +323,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, metavar="DIR", help="folder for metrics.json, report.md, frames.csv, galleries"
     )
     deprecated_alias(parser, "--out", output)
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace another run's report in --output (default: refuse)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser
 
 
+RESULTS = ("metrics.json", "report.md", "frames.csv", "gallery_best.png", "gallery_worst.png")  # --output's
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        result = evaluate(
-            args.checkpoint,
-            args.data_dir,
-            args.split,
-            tta=args.tta,
-            output=args.output,
-            synthetic_n=args.synthetic_n,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            device=args.device,
-            img_size=args.img_size,
-            raw_mask=args.raw_mask,
-            log=print,
+    held = contextlib.nullcontext()
+    if args.output is not None:  # another run's report is refused unless --overwrite, as predict's
+        inputs = () if args.data_dir is None else (args.data_dir,)
+        held = hold_results(
+            args.output, RESULTS, overwrite=args.overwrite, program="evaluate.py", inputs=inputs
         )
+    try:
+        with held:
+            result = evaluate(
+                args.checkpoint,
+                args.data_dir,
+                args.split,
+                tta=args.tta,
+                output=args.output,
+                synthetic_n=args.synthetic_n,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                device=args.device,
+                img_size=args.img_size,
+                raw_mask=args.raw_mask,
+                log=print,
+            )
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -75,6 +75,7 @@ from data.folders import IMAGE_SUFFIXES
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
 from pupillometry.recording import PredictSummary, Recording, SavedDataset
+from runfolder import hold_results
 from streams import InputError, batches, image_files, read_ahead, read_images, read_video
 
 FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
@@ -229,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=Path("predictions"), help="results folder (default: %(default)s)"
     )
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace another run's results in --output (default: refuse)"
+    )
+    parser.add_argument(
         "--threshold",
         type=fraction_argument,
         default=PUPIL_THRESHOLD,
@@ -268,10 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESULTS = (  # what a run writes in --output: another run's are refused unless --overwrite
+    "pupil.csv", "blinks.csv", "timeseries.png", "summary.json",
+    "masks", "overlays", "overlay.mp4", "overlay.avi",
+)  # fmt: skip
+
+
 def run(
     args: argparse.Namespace, preprocess: PreprocessConfig | None, config: PupillometryConfig
 ) -> PredictSummary:
-    """What the parsed command line asks for; raises ValueError or OSError with a one-line message."""
+    """What the parsed command line asks for, in an --output it holds (`runfolder.hold_results`);
+    raises ValueError or OSError with a one-line message."""
+    source = () if args.input.isdigit() and not Path(args.input).exists() else (Path(args.input),)
+    with hold_results(args.output, RESULTS, overwrite=args.overwrite, program="predict.py", inputs=source):
+        return _run(args, preprocess, config)
+
+
+def _run(
+    args: argparse.Namespace, preprocess: PreprocessConfig | None, config: PupillometryConfig
+) -> PredictSummary:
     # no spinning: decoding, the model and writing overlap on their own threads (spinning: -15% frames/s)
     fixed = args.img_size if isinstance(args.img_size, tuple) else None  # a metadata-less file's input
     predictor = load_predictor(args.checkpoint, img_size=fixed, preprocess_config=preprocess, spin=False)

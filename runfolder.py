@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -67,6 +68,44 @@ def claim(folder: Path, *, resuming: bool) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise ValueError(f"{folder} is in use by another training run (its .lock is held)") from None
+        yield
+
+
+@contextlib.contextmanager
+def hold_results(
+    folder: Path, results: tuple[str, ...], *, overwrite: bool, program: str, inputs: tuple[Path, ...] = ()
+) -> Iterator[None]:
+    """Hold `folder` for one run of `program` (predict.py, evaluate.py) that writes `results`
+    (file and folder names) there: refuse a folder that holds or lies above an input, or holds a
+    dataset's images and labels, whatever `overwrite`; refuse another run's results unless
+    `overwrite`, which removes them first (old masks never mix with new ones); refuse a folder
+    another live run holds; and find an unwritable one now, before the first frame."""
+    folder = folder.absolute()
+    for source in inputs:
+        source = source.resolve()
+        if folder.resolve() == source or folder.resolve() in source.parents:
+            raise ValueError(f"{folder} holds the input {source}: give an --output of its own")
+    if (folder / "images").is_dir() and any((folder / kind).is_dir() for kind in ("masks", "labels")):
+        raise ValueError(f"{folder} holds a dataset's images and labels: give an --output of its own")
+    found = [name for name in results if (folder / name).exists()]
+    if found and not overwrite:
+        shown = ", ".join(f"{name}/" if (folder / name).is_dir() else name for name in found[:3])
+        raise ValueError(
+            f"{folder} holds another run's results ({shown}): give a new --output, or --overwrite "
+            "to replace them"
+        )
+    check_writable(folder)
+    with open(folder / ".lock", "a") as handle:
+        if os.name == "posix":
+            import fcntl
+
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"{folder} is in use by another {program} run (its .lock is held)") from None
+        for name in found:  # --overwrite: the old results go, all of them, before the new are written
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
         yield
 
 

@@ -443,7 +443,7 @@ def test_save_dataset_keeps_only_confident_frames_and_refuses_a_folder_with_work
     assert not list((dataset / "train" / "images").iterdir())
     corrected = dataset / "train" / "masks" / "mine.png"
     corrected.write_bytes(b"a mask someone corrected")
-    code, _, err = run_cli(capsys, *args)
+    code, _, err = run_cli(capsys, *args, "--overwrite")  # --overwrite is for --output's results alone
     assert code == 1 and str(dataset) in err and "not empty" in err
     assert corrected.read_bytes() == b"a mask someone corrected"
 

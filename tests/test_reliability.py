@@ -264,3 +264,65 @@ def test_init_from_a_checkpoint_cut_short_says_so_in_words(tmp_path, capsys, kee
     assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert f"a damaged PyTorch checkpoint ({keep:,} bytes, cut short or corrupted" in done.stderr
     assert "Errno" not in done.stderr and "(101)" not in done.stderr
+
+
+def frames_folder(root: Path, n: int = 2) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        write_image(root / f"f{i}.png", np.full((64, 64), 128, np.uint8))
+    return root
+
+
+def test_predict_refuses_another_runs_results_unless_overwrite_which_clears_them(tmp_path, capsys):
+    frames, out = frames_folder(tmp_path / "in"), tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "pupil.csv").write_text("another run's")
+    (out / "masks" / "old.png").write_bytes(b"another run's mask")
+    assert predict_main(["--input", str(frames), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{out} holds another run's results (pupil.csv, masks/): give a new --output, or --overwrite" in err
+    )
+    assert (out / "pupil.csv").read_text() == "another run's"
+    assert predict_main(["--input", str(frames), "--output", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["f0.png", "f1.png"]  # no old mask left
+
+
+def test_predict_never_writes_into_a_dataset_or_the_inputs_folder(tmp_path, capsys):
+    split = tmp_path / "ds" / "validation"
+    frames_folder(split / "images")
+    frames_folder(split / "masks")
+    before = {p.name: p.read_bytes() for p in (split / "masks").iterdir()}
+    for output in (split, split / "images"):
+        argv = ["--input", str(split / "images"), "--output", str(output), "--overwrite"]
+        assert predict_main(argv) == 1
+        assert (
+            f"{output} holds the input {split / 'images'}: give an --output of its own"
+            in capsys.readouterr().err
+        )
+    assert {p.name: p.read_bytes() for p in (split / "masks").iterdir()} == before
+
+
+def test_two_predict_runs_never_share_a_folder(tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a") as held:  # as a live run holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert predict_main(["--input", str(frames_folder(tmp_path / "in")), "--output", str(out)]) == 1
+    assert f"{out} is in use by another predict.py run (its .lock is held)" in capsys.readouterr().err
+    assert not (out / "pupil.csv").exists()
+
+
+def test_evaluate_refuses_another_runs_report_unless_overwrite(tmp_path, capsys):
+    from evaluate import main as evaluate_main
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "report.md").write_text("my notes")
+    assert evaluate_main(["--synthetic-n", "1", "--output", str(out)]) == 1
+    assert "holds another run's results (report.md)" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "my notes"
+    assert evaluate_main(["--synthetic-n", "1", "--output", str(out), "--overwrite"]) == 0
+    assert (out / "report.md").read_text() != "my notes"
