@@ -42,7 +42,6 @@ from inference import (
     Predictor,
     load_predictor,
     model_file,
-    own_size,
     pupil_geometry,
     pupil_mask,
 )
@@ -234,7 +233,7 @@ def adapt(
     images = [image for *_, image in frames]
     predictor = load_predictor(checkpoint).use_size(img_size)
     # the size the start model runs these frames at (their own, for a model trained across sizes)
-    size = predictor.run_size or own_size(Counter(im.shape[:2] for im in images).most_common(1)[0][0])[0]
+    size = predictor.input_size(Counter(im.shape[:2] for im in images).most_common(1)[0][0])
     total = sum(length for _, length in recordings.values())
     log(f"looking at {len(images)} of {total} frames in {len(inputs)} recording(s), at {size[0]}x{size[1]}")
     output.mkdir(parents=True, exist_ok=True)
@@ -308,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--img-size",
         type=size_argument,
         metavar="HxW",
-        help="look and fine-tune at this size (default: the start model's own choice, predict.py's: "
-        "the frames' own size for a model trained across sizes)",
+        help="look and fine-tune at this size (default: the size the start model runs the frames at, "
+        "as predict.py does)",
     )
     add_settings(parser, AdaptConfig)
     return parser

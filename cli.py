@@ -283,8 +283,9 @@ def keyword_values(keywords: Mapping[str, Any], added: Sequence[Flag]) -> dict[s
 
 
 def run_size_argument(text: str) -> str | tuple[int, int]:
-    """--img-size of predict and evaluate: "auto" or HxW."""
-    return "auto" if text.strip().lower() == "auto" else parse_size(text)
+    """--img-size of predict and evaluate: "auto", "native" or HxW."""
+    named = text.strip().lower()
+    return named if named in ("auto", "native") else parse_size(text)
 
 
 def add_size_arguments(parser: argparse.ArgumentParser) -> None:
@@ -292,9 +293,10 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--img-size",
         type=argument_type(run_size_argument),
-        metavar="auto|HxW",
-        help="auto: each frame at its own size (a .pt checkpoint or a cpu-profile ONNX export); HxW: "
-        "frames fitted into it (default: the model's own choice: auto where it takes any size)",
+        metavar="auto|native|HxW",
+        help="auto: each frame in its own shape at the scale the model was trained at; native: at its "
+        "own pixels (both for a .pt checkpoint or a cpu-profile ONNX export); HxW: fitted into it "
+        "(default: auto where the model takes any size, else its own)",
     )
     parser.add_argument(
         "--raw-mask",

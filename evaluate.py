@@ -4,11 +4,11 @@
     python evaluate.py --checkpoint runs/<run>/best.pt                  # trained on synthetic eyes
     python evaluate.py --checkpoint best.onnx --data-dir /data/openeds --tta --output eval/
 
-Frames run as predict.py runs them (`inference.Predictor`): at their own size (--img-size auto; the
-default for a model trained across sizes, in a file that takes any) or fitted into an HxW without
-stretching, the pupil probability mapped back onto the label's own pixels, where everything is
-scored; pupil = the blob of probability > 0.5 (`inference.pupil_mask`; --raw-mask: every pixel
-above it). Reported over the split:
+Frames run as predict.py runs them (`inference.Predictor`): in their own shape at the model's
+scale (--img-size auto, the default for a model that takes any size), at their own pixels
+(native), or fitted into an HxW without stretching, the pupil probability mapped back onto the
+label's own pixels, where everything is scored; pupil = the blob of probability > 0.5
+(`inference.pupil_mask`; --raw-mask: every pixel above it). Reported over the split:
 per-class IoU, mIoU, pupil Dice, precision and recall (pixels summed over the split,
 `metrics.set_metrics`); pupil-centre error in pixels, fitted-ellipse centre and centroid of
 the largest blob (`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils
@@ -229,7 +229,8 @@ def evaluate(
     `seed` picks the synthetic frames: default the model's training seed (stored in .pt and .onnx), else 0.
     Synthetic frames (no `data_dir`) only for a model trained on them or of unknown origin: one
     trained on a dataset folder raises ValueError naming that folder.
-    `img_size`: "auto" runs each frame at its own size (a model that takes any size), (H, W)
+    `img_size`: "auto" runs each frame in its own shape at the model's scale, "native" at its own
+    pixels (both for a model that takes any size), (H, W)
     fits frames into that size, None into the model's own. `raw_mask` scores every pixel above
     the threshold, not the pupil's blob alone (`inference.pupil_mask`).
     Raises CheckpointError, ModelFileError, DataError or ValueError with a one-line message.

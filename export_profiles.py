@@ -93,7 +93,7 @@ class Profile:
     int8: QuantScheme | None = None
     int8_suffix: str = ""
     int8_always: bool = False  # written without --int8
-    any_size: bool = False  # a dynamic height and width: frames run at their own size
+    any_size: bool = False  # a dynamic height and width: frames run in their own shape
 
     def writes_int8(self, asked: bool) -> bool:
         return self.int8 is not None and (asked or self.int8_always)

@@ -4,14 +4,14 @@
     probs = predictor.probabilities([image_u8])    # [(H, W) pupil probability] at the image's size
     geometry = pupil_geometry(pupil_mask(probs[0]), probs[0])   # the pupil's blob, its ellipse
 
-Frames run at their own size (padded with their edges to a multiple of 16: a checkpoint, or an
-export that takes any size, `predictor.use_size("auto")`, the default for a model trained across
-sizes) or fitted into a fixed input size without changing their aspect ratio (scaled, edges
-repeated: `data.fit_image`), preprocessed with the model's own stored preprocessing
-(`data.preprocess`), run, and the pupil probability of the frame's region is mapped back onto the
-frame's own pixels; `pupil_mask` keeps the pupil's blob of it. What a model file says about
-itself (input size, preprocessing, how it was trained) is its `models.card.ModelCard`, read from a
-checkpoint or from an ONNX file's metadata.
+Frames run in their own shape (a checkpoint, or an export that takes any size: padded with their
+edges to a multiple of 16; "auto", the default, at the scale the model was trained at, so none of
+the compute goes to padding; "native" at their own pixels) or fitted into a fixed input size
+without changing their aspect ratio (scaled, edges repeated: `data.fit_image`), preprocessed
+with the model's own stored preprocessing (`data.preprocess`), run, and the pupil probability of
+the frame's region is mapped back onto the frame's own pixels; `pupil_mask` keeps the pupil's
+blob of it. What a model file says about itself (input size, preprocessing, how it was trained)
+is its `models.card.ModelCard`, read from a checkpoint or from an ONNX file's metadata.
 `predict.py` and `evaluate.py` both run models through this module.
 """
 
@@ -44,34 +44,45 @@ class MissingMetadataError(ModelFileError):
     """An ONNX file without this project's metadata: input size or preprocessing must be supplied."""
 
 
-AUTO = "auto"  # --img-size auto: each frame at its own size
-SIZE_MULTIPLE = 16  # a frame run at its own size is padded to a multiple of the encoder's stride
+AUTO, NATIVE = "auto", "native"  # --img-size: each frame at the model's scale, or at its own pixels
+SIZE_MULTIPLE = 16  # a frame run at its own shape is padded to a multiple of the encoder's stride
 AUTO_MIN_SIDE = 128  # and a smaller one scaled up to this: each stage's map wider than its window
-RunSize = tuple[int, int] | None  # a fixed input size (frames fitted into it), or None: each frame's own
+RunSize = tuple[int, int] | str  # a fixed input size (frames fitted into it), AUTO or NATIVE
 
 
-def own_size(shape: tuple[int, ...]) -> tuple[tuple[int, int], float]:
-    """The input size a frame of `shape` runs at on its own, and its scale: 1 (padded with its
-    edges to a multiple of SIZE_MULTIPLE), more for a frame under AUTO_MIN_SIDE a side."""
+def own_size(shape: tuple[int, ...], trained: tuple[int, int] | None = None) -> tuple[tuple[int, int], float]:
+    """The input size a frame of `shape` runs at in its own shape, and its scale: with `trained`,
+    the (H, W) a model was trained at, the scale fitting it into that size would take, whatever the
+    frame's orientation (AUTO: the model's scale, with no padding to compute); without, 1 (NATIVE:
+    the frame's own pixels). Padded with its edges to a multiple of SIZE_MULTIPLE, and at least
+    AUTO_MIN_SIDE a side."""
     h, w = shape[:2]
-    scale = max(1.0, AUTO_MIN_SIDE / min(h, w))
+    scale = 1.0 if trained is None else min(min(trained) / min(h, w), max(trained) / max(h, w))
+    scale = max(scale, AUTO_MIN_SIDE / min(h, w))
     return tuple(-(-round(v * scale) // SIZE_MULTIPLE) * SIZE_MULTIPLE for v in (h, w)), scale
 
 
-def batch_fits(shapes: Sequence[tuple[int, ...]], size: RunSize) -> tuple[tuple[int, int], list[float]]:
+def batch_fits(
+    shapes: Sequence[tuple[int, ...]], size: RunSize, trained: tuple[int, int]
+) -> tuple[tuple[int, int], list[float]]:
     """The input size a batch of frames of `shapes` runs at, and each frame's largest scale
-    (`Fit.of`'s max_scale): fitted into `size`, or with None each at its own scale in the
-    smallest size that holds them all."""
-    if size is not None:
+    (`Fit.of`'s max_scale): fitted into a fixed `size`, or for AUTO and NATIVE each at its own
+    scale (`own_size`) in the smallest size that holds them all."""
+    if size not in (AUTO, NATIVE):
         return size, [math.inf] * len(shapes)
-    owns = [own_size(shape) for shape in shapes]
+    owns = [own_size(shape, trained if size == AUTO else None) for shape in shapes]
     return (max(s[0] for s, _ in owns), max(s[1] for s, _ in owns)), [scale for _, scale in owns]
 
 
-def prepare_batch(images: Sequence[np.ndarray], img_size: RunSize, config: PreprocessConfig) -> np.ndarray:
+def prepare_batch(
+    images: Sequence[np.ndarray],
+    img_size: RunSize,
+    config: PreprocessConfig,
+    trained: tuple[int, int] = (0, 0),
+) -> np.ndarray:
     """(H_i, W_i) uint8 frames -> (B, 1, H, W) float32 model input: fit (`data.fit_image`; see
-    `batch_fits` for `img_size`), then preprocess."""
-    size, scales = batch_fits([image.shape for image in images], img_size)
+    `batch_fits` for `img_size` and `trained`), then preprocess."""
+    size, scales = batch_fits([image.shape for image in images], img_size, trained)
     return np.stack(
         [preprocess(fit_image(image, size, max_scale=scale)[0], config)[None]
          for image, scale in zip(images, scales, strict=True)]
@@ -109,8 +120,9 @@ class Predictor:
         self.source = source
         self.backend = backend
         self.dynamic = dynamic
-        # a model trained across sizes runs frames at their own where it can; `use_size` changes it
-        self.run_size: RunSize = None if dynamic and card.native else card.img_size
+        # a model that takes any size runs each frame in its own shape at the scale it was trained
+        # at (no padding to compute); `use_size` changes it
+        self.run_size: RunSize = AUTO if dynamic else card.img_size
         self.file_bytes = source.stat().st_size
 
     @property
@@ -122,33 +134,39 @@ class Predictor:
     def preprocess_config(self) -> PreprocessConfig:
         return self.card.preprocess
 
-    def use_size(self, size: str | tuple[int, int] | None) -> Predictor:
-        """Run frames fitted into (H, W) `size`, or each at its own size ("auto"; a dynamic model
-        only); None keeps the model's own choice (auto for a model trained across sizes that takes
-        any, else the size it was trained at). Returns self; a ValueError names what cannot be."""
+    def use_size(self, size: RunSize | None) -> Predictor:
+        """Run frames fitted into (H, W) `size`, or each in its own shape (AUTO: at the model's
+        trained scale; NATIVE: at its own pixels; a model that takes any size only); None keeps the
+        model's own choice (AUTO where it takes any size, else its fixed size). Returns self; a
+        ValueError names what cannot be."""
         if size is None:
             return self
-        if size != AUTO and tuple(size) == self.img_size:
+        named = size in (AUTO, NATIVE)
+        if not named and tuple(size) == self.img_size:
             self.run_size = self.img_size
             return self
+        asked = size if named else "x".join(map(str, size))
         if not self.dynamic:
-            fixed, asked = ("x".join(map(str, v)) for v in (self.img_size, (size,) if size == AUTO else size))
             raise ValueError(
-                f"{self.source}: its input is fixed at {fixed}; --img-size {asked} needs a checkpoint "
-                "or an export of the cpu profile (any size)"
+                f"{self.source}: its input is fixed at {'x'.join(map(str, self.img_size))}; --img-size "
+                f"{asked} needs a checkpoint or an export of the cpu profile (any size)"
             )
-        if size != AUTO and self.backend == "onnxruntime" and min(size) < AUTO_MIN_SIDE:
-            asked = "x".join(map(str, size))  # its graph windows every map; PyTorch's attends globally there
+        if not named and self.backend == "onnxruntime" and min(size) < AUTO_MIN_SIDE:
+            # its graph windows every map, where PyTorch's attends globally to one smaller than a window
             raise ValueError(
                 f"{self.source}: --img-size {asked}: this file takes {AUTO_MIN_SIDE} or more a side"
             )
-        self.run_size = None if size == AUTO else (int(size[0]), int(size[1]))
+        self.run_size = size if named else (int(size[0]), int(size[1]))
         return self
 
     @property
     def size_name(self) -> str:
-        """What `run_size` means, for people: "auto" or "HxW"."""
-        return AUTO if self.run_size is None else "x".join(map(str, self.run_size))
+        """What `run_size` means, for people: "auto", "native" or "HxW"."""
+        return self.run_size if isinstance(self.run_size, str) else "x".join(map(str, self.run_size))
+
+    def input_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """The (H, W) a frame of `shape` runs at."""
+        return batch_fits([shape], self.run_size, self.img_size)[0]
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """(B, 1, H, W) preprocessed input -> (B, 2, H, W) float32 logits; (H, W) is `img_size`
@@ -163,7 +181,7 @@ class Predictor:
         """(B, H, W) pupil probability at the batch's input size (`batch_fits`) of (H_i, W_i) uint8
         frames run as one batch; `tta` averages the softmax of the frame and of its horizontal
         mirror (mirrored back)."""
-        batch = prepare_batch(images, self.run_size, self.preprocess_config)
+        batch = prepare_batch(images, self.run_size, self.preprocess_config, self.img_size)
         prob = pupil_probability(self.logits(batch))
         if tta:
             mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
@@ -172,7 +190,7 @@ class Predictor:
 
     def on_frames(self, images: Sequence[np.ndarray], prob: np.ndarray) -> list[np.ndarray]:
         """`model_probabilities`' (B, H, W) mapped back onto each frame's own (H_i, W_i) pixels."""
-        size, scales = batch_fits([image.shape for image in images], self.run_size)
+        size, scales = batch_fits([image.shape for image in images], self.run_size, self.img_size)
         probs = []
         for image, p, scale in zip(images, prob, scales, strict=True):
             h, w = image.shape[:2]

@@ -8,9 +8,10 @@ turn what it finds into measurements over time.
 
 --checkpoint is a `.onnx` export or a `.pt` checkpoint (default: the pretrained model in
 pretrained/; --model, its old name, still works for one release and says so on stderr). Frames run
-at their own size (--img-size auto, padded to a multiple of 16: a checkpoint or a cpu-profile
-export takes any size), or fitted into an HxW without stretching (`data.fit_image`; a file of a
-fixed size, its own), preprocessed as stored in the model; results are mapped back onto the frame's
+in their own shape (a checkpoint or a cpu-profile export takes any size: padded to a multiple of
+16; --img-size auto, the default, at the scale the model was trained at; native at their own
+pixels), or fitted into an HxW without stretching (`data.fit_image`; a file of a fixed size, its
+own), preprocessed as stored in the model; results are mapped back onto the frame's
 own pixels. The mask is the pupil's blob alone (`inference.pupil_mask`: a stray glint cluster or
 dark iris patch beside it is dropped), or with --raw-mask every pixel above --threshold. A video,
 or a folder in name order, is a recording: frame i is at i / fps seconds (--fps; default: a
@@ -295,7 +296,9 @@ def _run(
     fixed = args.img_size if isinstance(args.img_size, tuple) else None  # a metadata-less file's input
     predictor = load_predictor(args.checkpoint, img_size=fixed, preprocess_config=preprocess, spin=False)
     predictor.use_size(args.img_size)
-    size = "each at its own size" if predictor.run_size is None else f"fitted into {predictor.size_name}"
+    size = {"auto": "each in its own shape at the model's scale", "native": "each at its own pixels"}.get(
+        predictor.size_name, f"fitted into {predictor.size_name}"
+    )
     order = ", in natural name order (frame_9 before frame_10)" if Path(args.input).is_dir() else ""
     print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}{order}, frames {size}", flush=True)
     dataset = None

@@ -239,7 +239,6 @@ class Run:
     history: list[dict] = field(default_factory=list)
     mlflow_run_id: str | None = None
     data_counts: dict[str, int] | None = None  # frames per split: a resumed run's data checked by it
-    native: bool = False  # trained across sizes (multi-scale, or from such a model): its card says so
 
     @classmethod
     def create(
@@ -252,7 +251,6 @@ class Run:
             model = build_model(config.model)
         model = place(model, device)
         run = cls(config, model, *make_optimiser(model, config))
-        run.native = bool(config.data.sizes()) or bool((resumed or source or {}).get("native"))
         if resumed:
             for part in ("optimizer", "scheduler", "scaler"):
                 getattr(run, part).load_state_dict(resumed[f"{part}_state"])
@@ -280,7 +278,6 @@ class Run:
             train_seed=c.seed,
             train_style=c.data.synthetic_style,
             train_data_dir=c.data.data_dir,
-            native=self.native,
         )
         return {
             **card.to_checkpoint(),

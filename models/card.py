@@ -44,7 +44,6 @@ class ModelCard:
     train_style: str = "full"  # the synthetic eyes it trained on (data.synthetic.render.STYLES)
     train_data_dir: str | None = None  # the dataset folder it trained on; None: synthetic or unknown
     quantization: dict[str, Any] | None = None  # how an 8-bit ONNX file was quantised
-    native: bool = False  # trained across sizes: frames run at their own size, where the file takes any
 
     @classmethod
     def of(cls, model: Any, model_name: str, img_size: tuple[int, int], **fields: Any) -> ModelCard:

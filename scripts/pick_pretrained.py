@@ -1,5 +1,5 @@
 """Choose a candidate pretrained model among a run's kept epochs (scripts/train_pretrained.py) by
-pupil IoU on labelled real frames: REAL_ROOT's train/ split, each frame at its own size. Never on
+pupil IoU on labelled real frames: REAL_ROOT's train/ split, as predict.py runs them. Never on
 validation/, which gives the final figure.
 
     python scripts/pick_pretrained.py runs/pretrained-ms REAL_ROOT
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         return 1
     scores = {}
     for path in epochs:
-        plain = evaluate(path, real, "train", img_size="auto")["plain"]
+        plain = evaluate(path, real, "train")["plain"]
         scores[path] = plain["pupil_iou"]
         within = plain["located"]["share"]
         print(f"{path.name}: pupil IoU {plain['pupil_iou']:.4f}, within 5 px {within:.1%}", flush=True)

@@ -57,22 +57,29 @@ def test_an_empty_map_gives_an_empty_mask():
 
 
 @pytest.mark.parametrize(
-    ("shape", "size", "scale"),
-    [((200, 200), (208, 208), 1.0), ((400, 640), (400, 640), 1.0), ((64, 96), (128, 192), 2.0)],
+    ("shape", "trained", "size", "scale"),
+    [
+        ((200, 200), None, (208, 208), 1.0),  # native: its own pixels, padded to 16
+        ((64, 96), None, (128, 192), 2.0),  # native, but at least 128 a side
+        ((200, 200), (256, 416), (256, 256), 1.28),  # auto: the scale fitting into 256x416 takes
+        ((400, 640), (256, 416), (256, 416), 0.64),
+        ((416, 256), (256, 416), (416, 256), 1.0),  # a portrait frame at the model's scale too
+    ],
 )
-def test_a_frame_runs_at_its_own_size_padded_to_16_and_at_least_128(shape, size, scale):
-    assert own_size(shape) == (size, scale)
+def test_a_frame_runs_in_its_own_shape_padded_to_16(shape, trained, size, scale):
+    assert own_size(shape, trained) == (size, pytest.approx(scale))
 
 
 def test_a_batch_of_two_shapes_runs_at_the_size_that_holds_both():
-    size, scales = batch_fits([(200, 200), (192, 300)], None)
+    size, scales = batch_fits([(200, 200), (192, 300)], "native", (256, 416))
     assert size == (208, 304) and scales == [1.0, 1.0]
-    assert batch_fits([(200, 200)], (256, 416)) == ((256, 416), [math.inf])
+    assert batch_fits([(200, 200)], (256, 416), (256, 416)) == ((256, 416), [math.inf])
 
 
-def test_probabilities_at_the_own_size_land_on_the_frames_pixels():
-    predictor = load_predictor(PRETRAINED_PT).use_size("auto")
-    image, label = synthetic_frames(1, 5, (192, 320)).read(0)  # runs padded to 192x320: no scaling
+@pytest.mark.parametrize("size", ["auto", "native"])
+def test_probabilities_in_the_frames_own_shape_land_on_its_pixels(size):
+    predictor = load_predictor(PRETRAINED_PT).use_size(size)
+    image, label = synthetic_frames(1, 5, (192, 320)).read(0)
     prob = predictor.probabilities([image])[0]
     found, truth = pupil_geometry(pupil_mask(prob), prob), pupil_geometry(label.astype(bool))
     assert prob.shape == (192, 320) and found["found"]
@@ -87,11 +94,12 @@ def test_a_file_of_fixed_size_refuses_auto_in_one_line():
         predictor.use_size("auto")
 
 
-def test_a_model_trained_across_sizes_runs_frames_at_their_own_by_default(tmp_path):
-    native = load_predictor(make_checkpoint(tmp_path / "n.pt", native=True))
-    fixed = load_predictor(make_checkpoint(tmp_path / "f.pt"))
-    assert native.run_size is None and fixed.run_size == fixed.img_size
-    assert fixed.use_size("auto").run_size is None and native.use_size((96, 96)).size_name == "96x96"
+def test_a_model_that_takes_any_size_runs_frames_in_their_own_shape_by_default(tmp_path):
+    predictor = load_predictor(make_checkpoint(tmp_path / "m.pt"))
+    assert predictor.run_size == "auto" and predictor.input_size((200, 200)) == (128, 128)  # at 64x96's scale
+    assert predictor.use_size((96, 96)).size_name == "96x96" and predictor.input_size((200, 200)) == (96, 96)
+    fixed = load_predictor(PRETRAINED_ONNX)
+    assert fixed.dynamic or fixed.run_size == fixed.img_size
 
 
 # ---- multi-scale training ----
@@ -132,11 +140,19 @@ def test_malformed_train_sizes_are_setting_errors(text):
         DataConfig(train_sizes=text)
 
 
-def test_a_multi_scale_run_trains_and_its_card_says_native(tmp_path):
-    config = tiny_config(tmp_path / "run", epochs=1)
-    config = config.replace(data=config.data.replace(train_sizes="48x48,64x96"))
-    train(config)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["native"] is True
+def test_a_multi_scale_run_trains_on_batches_of_each_size(tmp_path, monkeypatch):
+    import training
+
+    seen, forward = set(), training.forward
+
+    def spy(model, batch, *args, **kwargs):
+        seen.add(tuple(batch["image"].shape[-2:]))
+        return forward(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(training, "forward", spy)
+    config = tiny_config(tmp_path / "run", epochs=3)
+    train(config.replace(data=config.data.replace(train_sizes="48x48,64x96", synthetic_train=16)))
+    assert {(48, 48), (64, 96), (48, 64)} <= seen  # both training sizes; validation at img_size
 
 
 def test_fine_tuning_defaults_to_a_cosine_schedule_down_to_a_hundredth(tmp_path):
