@@ -359,7 +359,7 @@ class AdaptConfig(Config):
 
     rounds: int = setting(1, "pseudo-label, select and fine-tune this many times", at_least=1)
     min_confidence: float = setting(
-        0.9, "a frame becomes a training frame at or above this confidence (flip TTA)", at_least=0, at_most=1
+        0.8, "a frame becomes a training frame at or above this confidence (flip TTA)", at_least=0, at_most=1
     )
     min_frames: int = setting(40, "refuse with fewer confident frames than this", at_least=2)
     max_frames: int = setting(400, "training frames at most, spread over time and recordings", at_least=2)
