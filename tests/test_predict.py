@@ -51,14 +51,30 @@ def frames(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def bare_onnx(tmp_path_factory):
-    """The pretrained ONNX file without this project's metadata, as other exporters write them."""
+def without_metadata(path: Path, *, static: tuple[int, int] | None = None) -> Path:
+    """The pretrained ONNX file without this project's metadata, as other exporters write them;
+    with `static`, its input and output fixed at that (H, W), as most exporters fix them."""
     model = onnx.load(PRETRAINED_ONNX)
     del model.metadata_props[:]
-    path = tmp_path_factory.mktemp("bare") / "bare.onnx"
+    for value in (*model.graph.input, *model.graph.output) if static else ():
+        for dim, size in zip(value.type.tensor_type.shape.dim[2:], static, strict=True):
+            dim.dim_value = size  # replaces the dynamic height and width's names
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def bare_onnx(tmp_path_factory):
+    """A metadata-less ONNX file of a fixed 256x416 input."""
+    return without_metadata(tmp_path_factory.mktemp("bare") / "bare.onnx", static=(256, 416))
+
+
+def test_an_onnx_file_of_any_size_without_metadata_needs_its_input_size(tmp_path, frames, capsys):
+    bare = without_metadata(tmp_path / "any.onnx")
+    args = ["--checkpoint", bare, "--input", frames, "--output", tmp_path / "out", "--gamma", "0.8"]
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and "its input size must be given" in err and "--img-size HxW" in err
+    assert run_cli(capsys, *args, "--img-size", "256x416")[0] == 0
 
 
 def stand_in(run, img_size=SMALL) -> Predictor:
