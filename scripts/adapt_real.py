@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from score_line import score_line  # noqa: E402
 
 from adapt import main as adapt_main  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from inference import model_file  # noqa: E402
 from predict import main as predict_main  # noqa: E402
+from scripts.score_line import score_line  # noqa: E402
 
 
 def people(split: Path) -> dict[str, list[Path]]:

@@ -141,3 +141,41 @@ def test_sequence_check_prints_a_table_row_per_video_and_one_for_all(capsys):
     assert [row[0] for row in rows] == ["1000", "all"]
     assert all(len(row) == len(header) and all(float(cell) >= 0 for cell in row[1:]) for row in rows)
     assert rows[0][1:] == rows[1][1:]  # one video: its totals and means are its own
+
+
+def test_adapt_real_splits_people_by_name_and_orders_their_frames_by_number(tmp_path):
+    from scripts.adapt_real import people
+
+    for name in ("3_Left_10.png", "3_Left_9.png", "40_Right_2.png"):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / name).write_bytes(b"")
+    found = people(tmp_path)
+    assert {p: [f.name for f in files] for p, files in found.items()} == {
+        "3": ["3_Left_9.png", "3_Left_10.png"],
+        "40": ["40_Right_2.png"],
+    }
+
+
+def test_adapt_real_scores_centres_on_open_frames_and_a_miss_as_infinitely_far(tmp_path):
+    from scripts.adapt_real import centre_errors
+
+    (tmp_path / "pupil.csv").write_text("frame,centre_x,centre_y\n0,10,10\n1,,\n2,5,5\n")
+    truth = [{"centre_x": x, "centre_y": y, "closed": c} for x, y, c in (("0", "0", "0"), ("13", "14", "0"),
+             ("12", "10", "0"), ("0", "0", "1"))]  # fmt: skip
+    errors = centre_errors(tmp_path / "pupil.csv", truth, first=1)
+    assert errors[0] == 5.0 and errors[1] == np.inf and len(errors) == 2
+
+
+def test_pick_pretrained_names_the_epoch_best_on_train(tmp_path, capsys):
+    from conftest import make_checkpoint
+
+    from data.synthetic import write_openeds
+    from scripts.pick_pretrained import main as pick
+
+    root = write_openeds(tmp_path / "real", 2, seed=0, size=(64, 96), val_fraction=0.5)
+    for epoch in (1, 2):
+        make_checkpoint(tmp_path / "run" / "epochs" / f"epoch-{epoch:03d}.pt")
+    assert pick([str(tmp_path / "run"), str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch-001.pt: pupil IoU" in out and f"best on {root}/train: " in out
+    assert pick([str(tmp_path / "nothing"), str(root)]) == 1
