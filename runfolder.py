@@ -60,6 +60,14 @@ def claim(folder: Path, *, resuming: bool) -> Iterator[None]:
             f"{folder} holds another run's {found[0]}: continue it with --resume {folder / 'last.pt'}, "
             "or give another --out-dir"
         )
+    with locked(folder, "training"):
+        yield
+
+
+@contextlib.contextmanager
+def locked(folder: Path, program: str) -> Iterator[None]:
+    """Hold `folder`'s `.lock` (an advisory lock the kernel drops when the process dies); a
+    ValueError naming the folder when a live run of `program` holds it."""
     with open(folder / ".lock", "a") as handle:
         if os.name == "posix":
             import fcntl
@@ -67,7 +75,7 @@ def claim(folder: Path, *, resuming: bool) -> Iterator[None]:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ValueError(f"{folder} is in use by another training run (its .lock is held)") from None
+                raise ValueError(f"{folder} is in use by another {program} run (its .lock is held)") from None
         yield
 
 
@@ -95,14 +103,7 @@ def hold_results(
             "to replace them"
         )
     check_writable(folder)
-    with open(folder / ".lock", "a") as handle:
-        if os.name == "posix":
-            import fcntl
-
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ValueError(f"{folder} is in use by another {program} run (its .lock is held)") from None
+    with locked(folder, program):
         for name in found:  # --overwrite: the old results go, all of them, before the new are written
             path = folder / name
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
