@@ -25,6 +25,7 @@ from pupillometry.confidence import frame_confidence
 from pupillometry.iris import IRIS_DIAMETER_MM, iris_radius, mm_per_px_from_iris
 from pupillometry.series import FILTERED, time_series
 from reports.timeseries import plural, write_timeseries
+from runfolder import check_writable
 from streams import Frame, InOrder, VideoOut
 
 GEOMETRY = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
@@ -99,6 +100,7 @@ class SavedDataset:
 
     def __init__(self, root: Path, *, min_confidence: float, val_fraction: float, prefix: str = "") -> None:
         self.root = new_folder(root, overwrite=False, flag=None)
+        check_writable(self.root)  # an unwritable folder is found now, not after the first frame
         self.min_confidence, self.val_fraction, self.prefix = min_confidence, val_fraction, prefix
         self.rows: list[dict[str, Any]] = []
 

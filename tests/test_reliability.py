@@ -326,3 +326,12 @@ def test_evaluate_refuses_another_runs_report_unless_overwrite(tmp_path, capsys)
     assert (out / "report.md").read_text() == "my notes"
     assert evaluate_main(["--synthetic-n", "1", "--output", str(out), "--overwrite"]) == 0
     assert (out / "report.md").read_text() != "my notes"
+
+
+def test_an_unwritable_save_dataset_is_found_before_the_first_frame(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    out = tmp_path / "out"
+    argv = ["--input", str(frames_folder(tmp_path / "in")), "--output", str(out)]
+    assert predict_main([*argv, "--save-dataset", str(tmp_path / "a_file" / "ds")]) == 1
+    assert "cannot write the run's files there" in capsys.readouterr().err
+    assert not (out / "pupil.csv").exists()  # no frame was run
