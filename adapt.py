@@ -111,9 +111,7 @@ def look(predictor: Predictor, images: list[np.ndarray], *, batch_size: int = 8)
     looks = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        plain = predictor.probabilities(chunk, batch_size=batch_size)
-        flipped = [np.ascontiguousarray(image[:, ::-1]) for image in chunk]
-        mirrored = [p[:, ::-1] for p in predictor.probabilities(flipped, batch_size=batch_size)]
+        plain, mirrored = (predictor.on_frames(chunk, p) for p in predictor.mirrored_probabilities(chunk))
         for p, m in zip(plain, mirrored, strict=True):
             prob = 0.5 * (p + m)  # flip TTA, as predict.py --tta
             above = prob > PUPIL_THRESHOLD

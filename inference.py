@@ -180,13 +180,21 @@ class Predictor:
     def model_probabilities(self, images: Sequence[np.ndarray], tta: bool = False) -> np.ndarray:
         """(B, H, W) pupil probability at the batch's input size (`batch_fits`) of (H_i, W_i) uint8
         frames run as one batch; `tta` averages the softmax of the frame and of its horizontal
-        mirror (mirrored back)."""
-        batch = prepare_batch(images, self.run_size, self.preprocess_config, self.img_size)
-        prob = pupil_probability(self.logits(batch))
+        mirror (`mirrored_probabilities`)."""
         if tta:
-            mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
-            prob = 0.5 * (prob + mirrored[..., ::-1])
-        return prob
+            plain, mirrored = self.mirrored_probabilities(images)
+            return 0.5 * (plain + mirrored)
+        return pupil_probability(self.logits(self._batch(images)))
+
+    def mirrored_probabilities(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Flip TTA's two halves, each (B, H, W) as `model_probabilities`: the frames' pupil
+        probability, and that of their horizontal mirrors, mirrored back."""
+        batch = self._batch(images)
+        mirrored = pupil_probability(self.logits(np.ascontiguousarray(batch[..., ::-1])))
+        return pupil_probability(self.logits(batch)), mirrored[..., ::-1]
+
+    def _batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return prepare_batch(images, self.run_size, self.preprocess_config, self.img_size)
 
     def on_frames(self, images: Sequence[np.ndarray], prob: np.ndarray) -> list[np.ndarray]:
         """`model_probabilities`' (B, H, W) mapped back onto each frame's own (H_i, W_i) pixels."""
