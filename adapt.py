@@ -47,6 +47,7 @@ from inference import (
 )
 from models.checkpoint import load_checkpoint, save_checkpoint, weights_only
 from pupillometry.confidence import frame_confidence
+from runfolder import write_text
 from streams import InputError, image_files
 
 TRACKED = PupillometryConfig().min_confidence  # a frame predict.py trusts: a pupil at this confidence
@@ -277,8 +278,8 @@ def adapt(
 
             export_onnx(output / "adapted.pt", output / "adapted.onnx", log=log)
             result["onnx"] = str(output / "adapted.onnx")
-    (output / "report.md").write_text(f"# Adapted without labels\n\n{table(rounds)}\n")
-    (output / "adapt.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_text(output / "report.md", f"# Adapted without labels\n\n{table(rounds)}\n")
+    write_text(output / "adapt.json", json.dumps(result, indent=2) + "\n")
     if adapted is None:
         raise AdaptError(f"round 1 collapsed ({stop}): no adapted model; {checkpoint} stays the one to use")
     return result

@@ -78,7 +78,7 @@ from metrics import (
 )
 from pupillometry.confidence import frame_confidence
 from reports.evaluation import markdown_table, write_outputs
-from runfolder import hold_results
+from runfolder import hold_results, write_text
 
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_text(args.json, json.dumps(result, indent=2) + "\n")
     except MissingMetadataError:  # predict.py takes the preprocessing by hand; evaluate does not
         print(
             f"error: {args.checkpoint} has no tiny-pupil-seg metadata (input size, preprocessing), which "

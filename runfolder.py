@@ -1,6 +1,7 @@
-"""A training run's folder and lifetime: the folder named so that two runs never share one, claimed
-while a run writes to it, checked before the first epoch rather than found broken after it; and
-the signals that stop a run (SIGTERM as Ctrl-C, a second Ctrl-C ignored while it saves).
+"""A run's folder and lifetime: the folder named so that two runs never share one, claimed while a
+run writes to it, checked before the first epoch or frame rather than found broken after it; its
+files written whole or not at all (`atomic_path`); and the signals that stop a run (SIGTERM as
+Ctrl-C, a second Ctrl-C ignored while it saves; for prediction, a stop between frames).
 
     with claim(out_dir, resuming=False):   # OSError / ValueError naming the folder
         ...train...
@@ -23,6 +24,42 @@ from datetime import datetime
 from pathlib import Path
 
 CHECKPOINTS = ("last.pt", "best.pt")
+UMASK = os.umask(0o022)  # read once, at import: setting it back at once is the only way to read it
+os.umask(UMASK)
+FILE_MODE = 0o666 & ~UMASK  # what the user's umask gives a new file (a temporary one of mkstemp's is 0600)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file beside `path` (hidden, same suffix, the umask's mode) to write; moved onto
+    `path` when the block ends, removed if it raises. A full disk or a kill leaves the old file or
+    none, never half of one; a failed write is an OSError naming `path`."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    temporary = Path(name)
+    with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows; some mounts refuse it
+        os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException as exc:
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's: name the file
+            raise OSError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """`data` as the file `path`, whole or not at all (`atomic_path`)."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as f:
+        f.write(data)  # close() raises if the disk filled up while the buffer was flushed
+    return Path(path)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """`text` (UTF-8) as the file `path`, whole or not at all (`atomic_path`)."""
+    return write_bytes(path, text.encode())
 
 
 def new_run_folder(parent: Path, model: str) -> Path:
@@ -111,6 +148,37 @@ def hold_results(
 
 
 _STOP = threading.Event()  # set by SIGTERM, acted on by `stop_point`
+_SIGNALLED: list[signal.Signals] = []  # what asked `stop_on_signals` for a stop
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While held, Ctrl-C (SIGINT) or SIGTERM asks for a stop (`stop_signal`) that a loop over
+    frames acts on between batches, so what was measured is written; a second one raises
+    KeyboardInterrupt at once. Raising on the first, wherever the main thread is, could land in a
+    writer's finally, and SIGTERM's default ends the process with nothing written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum: int, frame: object) -> None:
+        if _SIGNALLED:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        _SIGNALLED.append(signal.Signals(signum))
+
+    _SIGNALLED.clear()
+    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _SIGNALLED.clear()
+
+
+def stop_signal() -> signal.Signals | None:
+    """The signal that asked `stop_on_signals` for a stop; None when none did."""
+    return _SIGNALLED[0] if _SIGNALLED else None
 
 
 def stop_requested() -> bool:

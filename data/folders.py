@@ -11,8 +11,8 @@ rest. Every problem raises DataError with a one-line message that starts with th
 
 import csv
 import errno
+import io
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +22,8 @@ from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
+
+from runfolder import write_bytes, write_text
 
 OPENEDS_PUPIL = 3
 OPENEDS_CLASSES = 4
@@ -106,24 +108,19 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
-    """Encode `image` at `path`: PNG, or JPEG (quality 85) for a .jpg / .jpeg path; any unicode path."""
+    """Encode `image` at `path`: PNG, or JPEG (quality 85) for a .jpg / .jpeg path; any unicode
+    path; whole or not at all (`runfolder.write_bytes`: a full disk is an OSError naming it)."""
     path = Path(path)
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     ok, data = cv2.imencode(".jpg" if jpeg else ".png", image, [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
     if not ok:
         raise OSError(f"{path}: {'JPEG' if jpeg else 'PNG'} encoding failed")
-    data.tofile(path)  # unlike cv2.imwrite, works with any unicode path
-    return path
+    return write_bytes(path, data.tobytes())  # unlike cv2.imwrite, any unicode path
 
 
 def natural_key(path: Path) -> tuple:
     """A file name's sort key with its runs of digits as numbers: frame_2 before frame_10."""
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
-
-
-UMASK = os.umask(0o022)  # read once, at import: setting it back at once is the only way to read it
-os.umask(UMASK)
-FILE_MODE = 0o666 & ~UMASK  # what the user's umask gives a new file (a temporary one of mkstemp's is 0600)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -355,7 +352,8 @@ def new_folder(out: str | Path, *, overwrite: bool, flag: str | None = "--overwr
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """A CSV file with a header of `columns` and a line per row (a row's other keys are left out);
-    NaN is written as an empty field, other floats with at most 6 decimals (microseconds), bools as 0 / 1."""
+    NaN is written as an empty field, other floats with at most 6 decimals (microseconds), bools as
+    0 / 1. Written whole or not at all (`runfolder.write_text`)."""
 
     def field(value: Any) -> Any:
         if isinstance(value, bool | np.bool_):
@@ -364,7 +362,8 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, An
             return "" if math.isnan(value) else round(float(value), 6)
         return value
 
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows([field(row[c]) for c in columns] for row in rows)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns)
+    writer.writerows([field(row[c]) for c in columns] for row in rows)
+    write_text(path, text.getvalue())

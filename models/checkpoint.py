@@ -18,15 +18,12 @@ import torch
 from cli import one_line
 from models.card import ModelCard, ModelFileError
 from models.common import SegmentationModel
+from runfolder import FILE_MODE
 
 RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoints
     "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state", "cuda_rng_state",
     "best_metric", "best_epoch", "history", "mlflow_run_id", "data_counts",
 )  # fmt: skip
-
-
-UMASK = os.umask(0o022)  # read once, at import: setting it back at once is the only way to read it
-os.umask(UMASK)
 
 
 class CheckpointError(ModelFileError):
@@ -41,7 +38,7 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows; some mounts refuse it
-            os.fchmod(fd, 0o666 & ~UMASK)
+            os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()

@@ -18,6 +18,7 @@ from data.frames import Frames
 from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
 from inference import Predictor, pupil_mask
 from metrics import MB, WRONG_PX
+from runfolder import atomic_path, write_text
 
 GALLERY_FRAMES = 16  # per gallery: 4 rows of 4 on a full-HD screen
 MODE_NAMES = {"plain": "plain", "tta": "flip TTA"}  # result keys -> table column titles
@@ -209,7 +210,7 @@ def _csv_value(value: Any) -> Any:
 def write_frames_csv(path: Path, names: tuple[str, ...], scores: dict[str, list[dict]]) -> None:
     """One row per frame: pupil in the label; per mode pupil IoU, pupil predicted, centre errors and
     confidence (columns of modes after "plain" end in _<mode>)."""
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as f:
         rows = csv.writer(f)
         header = [c if m == "plain" else f"{c}_{m}" for m in scores for c in FRAME_COLUMNS]
         rows.writerow(["frame", "label_pupil", *header])
@@ -243,6 +244,6 @@ def write_outputs(
             )
     write_frames_csv(paths["frames"], frames.names, scores)
     result["outputs"] = {name: str(path) for name, path in paths.items()}
-    paths["metrics"].write_text(json.dumps(result, indent=2) + "\n")
-    paths["report"].write_text(markdown_report(result))
+    write_text(paths["metrics"], json.dumps(result, indent=2) + "\n")
+    write_text(paths["report"], markdown_report(result))
     return result["outputs"]

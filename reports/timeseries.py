@@ -8,16 +8,13 @@ bottom, and the title sums the recording up: frames, blinks, blinks per minute, 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from data.folders import FILE_MODE
+from runfolder import atomic_path
 
 SIZE_PX, DPI = (1600, 900), 100
 RAW, FILTERED, BRIDGE = "#9ecae1", "#08519c", "#e6550d"  # light blue dots, dark blue, orange
@@ -135,18 +132,10 @@ def draw_centre(ax: Any, rows: list[dict[str, Any]], times: np.ndarray) -> None:
 
 
 def save_atomically(fig: Any, path: Path) -> Path:
-    """Save the figure as PNG to a temporary file beside `path`, then move it into place."""
+    """Save the figure as PNG, whole or not at all (`runfolder.atomic_path`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows; some mounts refuse it
-        os.fchmod(fd, FILE_MODE)  # as every other output: mkstemp's 0600 would hide it from the group
-    os.close(fd)
-    try:
+    with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=DPI, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 
