@@ -38,7 +38,7 @@ from export_onnx import (
     validation_set,
 )
 from export_profiles import CPU_INT8, TENSORRT_INT8
-from inference import PUPIL_THRESHOLD, load_predictor, model_file
+from inference import load_predictor, model_file, pupil_mask
 from models.card import ONNX_FORMAT, ModelCard
 from models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from reports.export import ExportReport, FileFigures, Parity, Partitions
@@ -190,8 +190,9 @@ def test_int8_iou_is_that_of_every_validation_pixel(report, dataset):
         probs = load_predictor(figures.path).probabilities([image for image, _ in pairs])
         tp = fp_fn = 0
         for prob, (_, label) in zip(probs, pairs, strict=True):
-            tp += np.count_nonzero((prob > PUPIL_THRESHOLD) & (label > 0))
-            fp_fn += np.count_nonzero((prob > PUPIL_THRESHOLD) != (label > 0))
+            mask = pupil_mask(prob)  # the pupil's blob, as predict draws it
+            tp += np.count_nonzero(mask & (label > 0))
+            fp_fn += np.count_nonzero(mask != (label > 0))
         assert figures.pupil_iou == pytest.approx(tp / (tp + fp_fn))
 
 
