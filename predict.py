@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from contextlib import closing
@@ -76,7 +77,7 @@ from data.folders import IMAGE_SUFFIXES
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
 from pupillometry.recording import PredictSummary, Recording, SavedDataset
-from runfolder import hold_results
+from runfolder import hold_results, stop_on_signals, stop_signal
 from streams import InputError, batches, image_files, read_ahead, read_images, read_video
 
 FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
@@ -151,14 +152,17 @@ def predict(
         with closing(decoded), recording, closing(read_ahead(inferred, depth=2)) as ahead:
             for batch, prob in ahead:
                 recording.record(predictor, batch, prob)
+                if stop_signal():  # Ctrl-C or SIGTERM (`runfolder.stop_on_signals`): write what was measured
+                    break
     finally:
         if capture is not None:
             capture.release()
-    if not recording.frames and capture is not None:
+    if len(recording.frames) == recording.unread and capture is not None:
         raise InputError(f"{source}: opened as a video, but no frame could be decoded")
-    if not recording.frames:
+    if len(recording.frames) == recording.unread:
         raise InputError(f"{source}: none of its {len(failures)} images could be read")
-    return recording.finish(fps, failed=len(failures))
+    stopped = stop_signal()
+    return recording.finish(fps, failed=len(failures), stopped_by=stopped.name if stopped else None)
 
 
 def live_view(
@@ -199,7 +203,7 @@ def live_view(
                 fps = 0.9 * fps + 0.1 / max(time.perf_counter() - tick, 1e-6)  # smoothed over ~10 frames
                 cv2.putText(overlay, f"{fps:.0f} fps", (10, 30), FONT, 1.0, ELLIPSE_COLOUR, 2)
                 cv2.imshow("pupil (q or Esc to stop)", overlay)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                if cv2.waitKey(1) & 0xFF in (ord("q"), 27) or stop_signal():
                     break
     except cv2.error as exc:  # an OpenCV build without GUI support
         reason = str(exc).strip().splitlines()[-1]
@@ -211,7 +215,8 @@ def live_view(
         raise InputError(f"camera {camera}: opened, but no frame could be read")
     span = recording.frames[-1]["time_s"] - recording.frames[0]["time_s"]
     rate = (len(recording.frames) - 1) / span if span > 0 else FOLDER_FPS
-    return recording.finish(rate, causal=True)
+    stopped = stop_signal()
+    return recording.finish(rate, causal=True, stopped_by=stopped.name if stopped else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,17 +356,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # out of bounds: a usage error like a malformed number
         parser.error(str(exc))
     try:
-        summary = run(args, preprocess, config)
+        with stop_on_signals():  # the first Ctrl-C or SIGTERM stops the run with its results written
+            summary = run(args, preprocess, config)
     except (ValueError, OSError) as exc:  # CheckpointError, ModelFileError, InputError; unwritable output
         hint = MISSING_METADATA_HINT if isinstance(exc, MissingMetadataError) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM, while the first's results were written
+        print(f"interrupted twice: stopped at once; {args.output} may be incomplete", file=sys.stderr)
+        return 130
     if summary.failed:
         total = summary.frames + summary.failed
         print(f"{summary.failed} of {total} images could not be read", file=sys.stderr)
     print(f"{summary}\nresults in {args.output}")
     if args.save_dataset is not None:
         print(f"dataset to correct in {args.save_dataset} (confidence.csv ranks its frames)")
+    if summary.stopped_by:
+        print(
+            f"stopped by {summary.stopped_by} after {summary.frames} frames: their results are written, "
+            'and summary.json says "complete": false',
+            file=sys.stderr,
+        )
+        return 128 + signal.Signals[summary.stopped_by]
     return 0
 
 

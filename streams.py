@@ -4,7 +4,9 @@ done in order on another, so that decoding, the model and encoding overlap. Open
 onnxruntime release the GIL while they work, so threads are enough.
 
 A frame is (frame, name, image): the frame's label in pupil.csv (a file name, or a video frame's
-index), the stem its output files get, and the (H, W) uint8 grey image.
+index), the stem its output files get, and the (H, W) uint8 grey image, or None for a folder's
+image that could not be read: it keeps its place in the recording, so the frames after it keep
+their times.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ import cv2
 import numpy as np
 
 from data import DataError, read_image
-from data.folders import IMAGE_SUFFIXES, broken_links, list_images, output_names
+from data.folders import IMAGE_SUFFIXES, broken_links, list_images, natural_key, output_names
 
-Frame = tuple[str, str, np.ndarray]  # (frame: file name or video index, output name, grey image)
+Frame = tuple[str, str, np.ndarray | None]  # (file name or video index, output name, grey image)
 T = TypeVar("T")
 
 
@@ -33,26 +35,35 @@ class InputError(ValueError):
 
 def image_files(path: Path, failures: list[Path] | None = None) -> list[Path]:
     """The image itself, or the images directly inside a folder in natural name order; a link
-    among them that leads nowhere is named on stderr and added to `failures`."""
+    among them that leads nowhere is named on stderr and, given `failures`, added to it and kept
+    in its place in the list (a recording's frame that `read_images` marks unread)."""
     files = [path] if path.is_file() else list_images(path)
     if path.is_dir():
         for link, why in broken_links(path):
             print(f"skipped: {link}: {why}", file=sys.stderr)
             if failures is not None:
                 failures.append(link)
+        if failures:
+            files = sorted({*files, *failures}, key=natural_key)
     if not files:
         raise InputError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return files
 
 
 def read_images(files: list[Path], failures: list[Path]) -> Iterator[Frame]:
-    """(file name, output name, grey frame) per readable file; the others are named on stderr and listed."""
+    """(file name, output name, grey frame) per file, in order; a file that cannot be read is named
+    on stderr (unless `failures` lists it already), listed, and gives its frame with no image."""
+    known = set(failures)
     for path, name in zip(files, output_names(files), strict=True):
+        if path in known:
+            yield path.name, name, None
+            continue
         try:
             yield path.name, name, read_image(path)
         except DataError as exc:
             print(f"skipped: {exc}", file=sys.stderr)
             failures.append(path)
+            yield path.name, name, None
 
 
 def read_video(capture: cv2.VideoCapture, source: object = "video") -> Iterator[Frame]:
@@ -159,25 +170,39 @@ class InOrder:
 
 class VideoOut:
     """An overlay video opened at its first frame's size: mp4v in .mp4, else MJPG in .avi (OSError
-    when OpenCV can write neither)."""
+    when OpenCV can write neither). It is written as a hidden .partial file and moved into place
+    when closed: a run stopped early leaves a playable video of its frames, one that failed none."""
 
     def __init__(self, stem: Path, fps: float) -> None:
         self.stem, self.fps, self.path = stem, fps, None
         self._writer: cv2.VideoWriter | None = None
+
+    def _partial(self, path: Path) -> Path:
+        return path.with_name(f".{path.stem}.partial{path.suffix}")  # the container from the suffix
 
     def write(self, frame: np.ndarray) -> None:
         if self._writer is None:
             size = (frame.shape[1], frame.shape[0])
             for suffix, codec in ((".mp4", "mp4v"), (".avi", "MJPG")):
                 path = self.stem.with_suffix(suffix)
-                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), self.fps, size)
+                fourcc = cv2.VideoWriter_fourcc(*codec)
+                self._writer = cv2.VideoWriter(str(self._partial(path)), fourcc, self.fps, size)
                 if self._writer.isOpened():
                     self.path = path
                     break
+                self._partial(path).unlink(missing_ok=True)
             else:
                 raise OSError(f"{self.stem.parent}: OpenCV can write neither mp4v nor MJPG video here")
         self._writer.write(frame)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
+    def close(self, *, keep: bool = True) -> None:
+        """Finish the file and move it into place; without `keep`, remove it."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        partial = self._partial(self.path)
+        if keep:
+            partial.replace(self.path)
+        else:
+            partial.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from pupillometry.confidence import frame_confidence
 from pupillometry.iris import IRIS_DIAMETER_MM, iris_radius, mm_per_px_from_iris
 from pupillometry.series import FILTERED, time_series
 from reports.timeseries import plural, write_timeseries
-from runfolder import check_writable
+from runfolder import check_writable, write_text
 from streams import Frame, InOrder, VideoOut
 
 GEOMETRY = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
@@ -48,7 +48,7 @@ class PredictSummary:
     figures (`describe`) are over a recording of more than one frame."""
 
     frames: int  # frames processed
-    failed: int  # images that could not be read
+    failed: int  # images that could not be read (rows of pupil.csv with no pupil found)
     seconds: float  # wall time, reading and writing included
     model_seconds: float  # resizing, preprocessing and the model
     tracked_share: float = math.nan  # frames that are not blink frames: eye open, pupil found and trusted
@@ -58,6 +58,8 @@ class PredictSummary:
     median_diameter_mm: float = math.nan
     mm_per_px: float | None = None
     mm_source: str = "none"  # --mm-per-px, an estimate from the iris, or none
+    complete: bool = True  # False: stopped early (stopped_by) with the frames so far written
+    stopped_by: str | None = None  # the signal that stopped the run: SIGINT (Ctrl-C) or SIGTERM
 
     def describe(
         self, rows: list[dict], events: list[dict], *, minutes: float, mm: tuple[float | None, str]
@@ -72,7 +74,7 @@ class PredictSummary:
 
     def write(self, path: Path) -> None:
         figures = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in vars(self).items()}
-        path.write_text(json.dumps(figures | {"frames_per_s": self.frames / self.seconds}, indent=2) + "\n")
+        write_text(path, json.dumps(figures | {"frames_per_s": self.frames / self.seconds}, indent=2) + "\n")
 
     def __str__(self) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else math.inf
@@ -157,7 +159,8 @@ class Recording:
         self.output, self.config, self.threshold, self.raw_mask = output, config, threshold, raw_mask
         self.masks, self.overlays, self.dataset = masks, overlays, dataset
         self.video = VideoOut(output / "overlay", video_fps) if video_fps else None
-        self.frames: list[dict[str, Any]] = []
+        self.frames: list[dict[str, Any]] = []  # a row per frame, unread ones (`skip`) included
+        self.unread = 0
         self.iris_radii: list[float] = []  # per frame with a confident pupil, for mm_from_iris
         self.model_seconds, self.start = 0.0, time.perf_counter()
         output.mkdir(parents=True, exist_ok=True)
@@ -177,7 +180,7 @@ class Recording:
                 raise
         finally:
             if self.video is not None:
-                self.video.close()
+                self.video.close(keep=exc_type is None)
 
     def _write(self, frame: Frame, mask: np.ndarray, geometry: dict, confidence: float) -> None:
         _, name, image = frame
@@ -209,18 +212,33 @@ class Recording:
             self._writes.submit(self._write, frame, mask, geometry, confidence)
         return mask, geometry
 
+    def skip(self, frame: Frame) -> None:
+        """Record a frame that could not be read: a row with no pupil found, so that the frames
+        after it keep their times."""
+        self.unread += 1
+        empty = {"pupil_found": False, "confidence": 0.0, **dict.fromkeys(GEOMETRY, math.nan)}
+        self.frames.append({"frame": frame[0], **empty, "time_s": None})
+
     def infer(self, predictor: Predictor, batch: list[Frame], *, tta: bool = False) -> np.ndarray:
-        """The model's (B, H, W) pupil probability of a batch, timed: on one thread at a time,
-        which may be another than `record`'s."""
+        """The model's (B, H, W) pupil probability of a batch's readable frames, timed: on one
+        thread at a time, which may be another than `record`'s."""
+        images = [image for *_, image in batch if image is not None]
+        if not images:
+            return np.zeros((0, 1, 1), np.float32)
         tick = time.perf_counter()
-        prob = predictor.model_probabilities([image for *_, image in batch], tta)
+        prob = predictor.model_probabilities(images, tta)
         self.model_seconds += time.perf_counter() - tick
         return prob
 
     def record(self, predictor: Predictor, batch: list[Frame], prob: np.ndarray) -> None:
-        """Record each frame of a batch from `infer`'s probability."""
-        for frame, frame_prob in zip(batch, predictor.on_frames([f[2] for f in batch], prob), strict=True):
-            self.measure(frame, frame_prob)
+        """Record each frame of a batch, in order, from `infer`'s probability."""
+        images = [image for *_, image in batch if image is not None]
+        probs = iter(predictor.on_frames(images, prob) if images else [])
+        for frame in batch:
+            if frame[2] is None:
+                self.skip(frame)
+            else:
+                self.measure(frame, next(probs))
 
     def scale(self) -> tuple[float | None, str]:
         """Millimetres per pixel and where it came from: --mm-per-px, the iris, or none."""
@@ -233,9 +251,11 @@ class Recording:
             return None, "none: the iris edge was not found in enough frames"
         return mm_per_px, f"estimate from the iris, {IRIS_DIAMETER_MM} mm across"
 
-    def finish(self, fps: float, *, failed: int = 0, causal: bool = False) -> PredictSummary:
+    def finish(
+        self, fps: float, *, failed: int = 0, causal: bool = False, stopped_by: str | None = None
+    ) -> PredictSummary:
         """Wait for the images; write pupil.csv, and for a recording blinks.csv, timeseries.png
-        and summary.json."""
+        and summary.json (`stopped_by` a signal: marked incomplete)."""
         self._writes.close()
         if self.dataset is not None:
             self.dataset.close()
@@ -246,7 +266,9 @@ class Recording:
         config = dataclasses.replace(self.config, mm_per_px=mm_per_px, mm_from_iris=False)
         rows, events = time_series(self.frames, times, fps=fps, config=config, causal=causal)
         write_csv(self.output / "pupil.csv", csv_columns(config), rows)
-        summary = PredictSummary(n, failed, time.perf_counter() - self.start, self.model_seconds)
+        seconds = time.perf_counter() - self.start
+        summary = PredictSummary(n - self.unread, failed, seconds, self.model_seconds)
+        summary.complete, summary.stopped_by = stopped_by is None, stopped_by
         if n < 2:  # no recording: no time series, and none left from an earlier run in this folder
             for stale in ("blinks.csv", "timeseries.png", "summary.json"):
                 (self.output / stale).unlink(missing_ok=True)

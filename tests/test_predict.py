@@ -343,18 +343,23 @@ def test_bad_numbers_are_argparse_errors(frames, tmp_path, capsys, flag, value, 
     assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_unreadable_image_is_named_and_skipped(checkpoint, frames, tmp_path, capsys):
+def test_an_unreadable_image_is_named_and_keeps_its_place(checkpoint, frames, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
     for path in frames.iterdir():
         (folder / path.name).write_bytes(path.read_bytes())
-    (folder / "broken.png").write_bytes(b"not a png")
+    (folder / "eye1.png").write_bytes(b"not a png")  # the middle frame of three
     code, _, err = run_cli(
-        capsys, "--checkpoint", checkpoint, "--input", folder, "--output", tmp_path / "out"
+        capsys, "--checkpoint", checkpoint, "--input", folder, "--output", tmp_path / "out", "--fps", "10"
     )
     assert code == 0
-    assert str(folder / "broken.png") in err and "1 of 4 images could not be read" in err
-    assert len(read_csv(tmp_path / "out" / "pupil.csv")) == 3
+    assert str(folder / "eye1.png") in err and "1 of 3 images could not be read" in err
+    rows = read_csv(tmp_path / "out" / "pupil.csv")
+    # the frame after it is at 0.2 s, where it was recorded, not at 0.1 s
+    assert [(r["frame"], float(r["time_s"]), r["pupil_found"]) for r in rows] == [
+        ("eye0.png", 0.0, "1"), ("eye1.png", 0.1, "0"), ("eye2.png", 0.2, "1"),
+    ]  # fmt: skip
+    assert not (tmp_path / "out" / "masks" / "eye1.png").exists()
 
 
 def write_garbage(path):

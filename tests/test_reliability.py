@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -335,3 +337,83 @@ def test_an_unwritable_save_dataset_is_found_before_the_first_frame(tmp_path, ca
     assert predict_main([*argv, "--save-dataset", str(tmp_path / "a_file" / "ds")]) == 1
     assert "cannot write the run's files there" in capsys.readouterr().err
     assert not (out / "pupil.csv").exists()  # no frame was run
+
+
+@contextlib.contextmanager
+def disk_full_after(limit: int):
+    """Writes past `limit` bytes of a file fail, as on a full disk (RLIMIT_FSIZE: EFBIG; Python
+    ignores the SIGXFSZ that comes with it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_csv_that_does_not_fit_leaves_the_old_one_and_names_itself(tmp_path):
+    from data.folders import write_csv
+
+    path = tmp_path / "pupil.csv"
+    path.write_text("the old one\n")
+    rows = [{"a": "x" * 100}] * 100  # 10 kB
+    with disk_full_after(4096), pytest.raises(OSError, match=f"^{path}: cannot write \\(File too large\\)$"):
+        write_csv(path, ("a",), rows)
+    assert path.read_text() == "the old one\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pupil.csv"]  # no temporary file left
+
+
+def test_predict_on_a_full_disk_stops_at_the_first_failed_write_and_names_it(tmp_path, capsys):
+    frames, out = tmp_path / "in", tmp_path / "out"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(20):  # noise: an overlay PNG of 64x64 colour pixels takes more than 4 kB
+        write_image(frames / f"f{i}.png", rng.integers(0, 255, (64, 64), np.uint8))
+    with disk_full_after(4096):
+        code = predict_main(["--input", str(frames), "--output", str(out), "--batch-size", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith(f"error: {out / 'overlays'}/f") and err[0].endswith(
+        "cannot write (File too large)"
+    )
+    written = [p for p in out.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert all(p.stat().st_size > 0 for p in written)  # no empty or cut-off file
+    assert len(list((out / "overlays").iterdir())) == 0 and not (out / "pupil.csv").exists()
+
+
+def write_video(path: Path, frames: int) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(frames):
+        writer.write(np.full((64, 96, 3), 40 + i % 200, np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_stopped_run_writes_what_it_measured_and_says_it_is_incomplete(tmp_path, monkeypatch, capsys):
+    import json
+
+    import cv2
+
+    import predict
+
+    monkeypatch.setattr(predict, "stop_signal", lambda: signal.SIGTERM)  # as after the first batch
+    video, out, dataset = write_video(tmp_path / "eye.avi", 20), tmp_path / "out", tmp_path / "ds"
+    argv = ["--input", str(video), "--output", str(out), "--batch-size", "4", "--save-dataset", str(dataset)]
+    assert predict_main(argv) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err.strip().splitlines()
+    stopped = 'stopped by SIGTERM after 4 frames: their results are written, and summary.json says "complete"'
+    assert err == [f"{stopped}: false"]
+    with open(out / "pupil.csv") as f:
+        assert [line.split(",")[0] for line in f][1:] == ["0", "1", "2", "3"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["stopped_by"] == "SIGTERM" and summary["frames"] == 4
+    video_out = cv2.VideoCapture(str(out / "overlay.mp4"))
+    assert int(video_out.get(cv2.CAP_PROP_FRAME_COUNT)) == 4  # closed properly: playable
+    assert not list(out.glob(".*partial*"))
+    assert (dataset / "confidence.csv").is_file() and len(
+        list((dataset / "validation" / "images").iterdir())
+    ) == 1
