@@ -28,7 +28,8 @@ _DEVICE = [torch.device("cpu")]  # where tensors for collectives live: this rank
 
 
 def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    """The number of processes: the process group's, else what torchrun set (before the group exists)."""
+    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:

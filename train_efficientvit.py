@@ -4,7 +4,7 @@
     python train_efficientvit.py --data-dir /data/openeds --epochs 50
     python train_efficientvit.py --resume runs/<run>/last.pt --epochs 80
     python train_efficientvit.py --init-from pretrained --data-dir MY_DATA --epochs 20   # fine-tune
-    torchrun --nproc-per-node 4 train_efficientvit.py --data-dir /data/openeds --batch-size 64  # 4 GPUs
+    python train_efficientvit.py --nproc-per-node 4 --data-dir /data/openeds --batch-size 64  # 4 GPUs
 
 Every flag is a field of config.TrainConfig (`--help` lists them). Writes OUT_DIR/best.pt (best
 validation pupil IoU) and OUT_DIR/last.pt (every epoch), both atomically, and logs every epoch to
@@ -12,7 +12,10 @@ MLflow. On resume the run's stored settings are kept and may not be given again;
 --no-mlflow default to the run's own; --workers, --device, --max-steps and --time-limit come from
 the command line. --init-from starts a new run from another checkpoint's weights, model and
 preprocessing (a fresh optimiser, schedule and MLflow run; any --img-size). The body is
-`main(config)`, which tests and modal_app.py call directly.
+`main(config)`, which tests and modal_app.py call directly. --nproc-per-node N starts N processes
+(`distributed.launch`) once the command line, the batch's split, the device and the run folder are
+checked, so a mistake is one line before any starts; under torchrun, which starts them first,
+rank 0 alone says what is wrong.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from cli import Flag, add_settings, given, one_line, train_config
+from cli import Flag, add_settings, given, one_line, positive_int_argument, train_config
 from config import DataConfig, TrainConfig
 from data import build_datasets, folder_frames
 from data.folders import is_folder
@@ -248,15 +251,20 @@ def stopped(run: Run, out_dir: Path) -> None:
         print("\nInterrupted during the first epoch: no checkpoint to resume from.")
 
 
+def check_split(batch_size: int, processes: int) -> None:
+    """The global batch splits evenly over the processes; a ValueError saying so."""
+    if batch_size % processes:
+        raise ValueError(f"--batch-size {batch_size} does not split over {processes} processes")
+
+
 def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
     """Train; returns a summary (out_dir, best_metric, best_epoch, metrics, history,
     mlflow_run_id, interrupted). `on_epoch_end(epoch, metrics)` runs after each epoch's
     checkpoints are written (Modal commits its volume there). Under torchrun each process runs
     this, on its own GPU (distributed.py); rank 0 picks, holds and writes the run folder."""
     config, resumed, source = settle(config)
+    check_split(config.batch_size, world_size())  # before the processes wait on each other
     with process_group(pick_device(config.device)) as device:
-        if config.batch_size % world_size():
-            raise ValueError(f"--batch-size {config.batch_size} does not split over {world_size()} processes")
         out_dir = Path(config.out_dir) if config.out_dir else None
         if out_dir is None:  # every rank's out_dir is the folder rank 0 made
             out_dir = Path(from_main(new_run_folder(Path("runs"), config.model) if is_main() else None))
@@ -324,25 +332,80 @@ def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, 
     }
 
 
+class RankParser(argparse.ArgumentParser):
+    """Under torchrun every process parses the command line: rank 0 alone prints usage and errors."""
+
+    def _print_message(self, message: str, file: object = None) -> None:
+        if is_main():
+            super()._print_message(message, file)
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, list[Flag]]:
-    """The command line: a flag per config.TrainConfig setting (cli.add_settings)."""
-    parser = argparse.ArgumentParser(description="Train a pupil-segmentation model.", allow_abbrev=False)
-    return parser, add_settings(parser, TrainConfig)
+    """The command line: a flag per config.TrainConfig setting (cli.add_settings), and --nproc-per-node."""
+    parser = RankParser(description="Train a pupil-segmentation model.", allow_abbrev=False)
+    added = add_settings(parser, TrainConfig)
+    parser.add_argument(
+        "--nproc-per-node",
+        type=positive_int_argument,
+        default=1,
+        metavar="N",
+        help="train in N processes, one per GPU (or N on the CPU), as torchrun does, checked before "
+        "they start; --batch-size is the global batch (default: %(default)s)",
+    )
+    return parser, added
+
+
+def parse_command_line(argv: list[str] | None = None) -> tuple[TrainConfig, int]:
+    """The run's settings and its number of processes; a usage error (exit 2) for a bad flag or a
+    batch that does not split over the processes."""
+    parser, added = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = train_config(given(args, added), added)
+        check_split(config.batch_size, args.nproc_per_node)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return config, args.nproc_per_node
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    parser, added = build_parser()
+    return parse_command_line(argv)[0]
+
+
+def launch_processes(config: TrainConfig, processes: int) -> dict:
+    """`main(config)` in `processes` processes (`distributed.launch`), once what can be checked
+    here is: the settings (`settle`), the device and the run folder (`claim`), each said once,
+    before a process starts. A rank's error is raised here as a ValueError of its message."""
+    import torch.multiprocessing as mp
+
+    from distributed import launch
+
+    settled, resumed, _ = settle(config)
+    device = pick_device(settled.device)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else processes
+    if device.type not in ("cuda", "cpu") or gpus < processes:
+        have = f"{gpus} CUDA GPUs" if device.type == "cuda" else f"a {device.type} device"
+        raise ValueError(
+            f"--nproc-per-node {processes}: this machine has {have}; processes need a GPU each or the CPU"
+        )
+    if settled.out_dir:
+        with claim(Path(settled.out_dir), resuming=resumed is not None):
+            pass  # free, writable and not another run's: rank 0 claims it for the run
     try:
-        return train_config(given(parser.parse_args(argv), added), added)
-    except ValueError as exc:
-        parser.error(str(exc))
+        return launch(processes, main, config)
+    except mp.ProcessRaisedException as exc:  # the rank's traceback: its last line is the error
+        raise ValueError(str(exc).strip().splitlines()[-1].split(": ", 1)[-1]) from None
 
 
 if __name__ == "__main__":
+    config, processes = parse_command_line()
     try:
-        summary = main(parse_args())
-    except (ValueError, OSError, RuntimeError) as exc:  # Checkpoint-, Data-, Tracking-, TrainingError;
-        sys.exit(f"error: {one_line(exc)}")  # a killed DataLoader worker, CUDA out of memory
+        summary = main(config) if processes == 1 else launch_processes(config, processes)
+    # CheckpointError, DataError, TrackingError, TrainingError, a killed DataLoader worker, CUDA out of memory
+    except (ValueError, OSError, RuntimeError) as exc:
+        if is_main():  # under torchrun, rank 0 alone
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:  # before the first epoch started: nothing to keep
         sys.exit(130)
     sys.exit(130 if summary["interrupted"] else 0)

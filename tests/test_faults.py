@@ -349,3 +349,71 @@ def test_a_cut_off_npy_label_and_a_jpeg_with_trailing_bytes(eyes, tmp_path):
     jpeg.write_bytes(cv2.imencode(".jpg", cv2.imread(str(image)))[1].tobytes() + b"camera trailer")
     image.unlink()
     verify(folder_frames(data, "train"))  # a decodable JPEG with bytes after its end is whole
+
+
+# prediction: a run stopped by a signal writes what it measured
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_mid_video_writes_the_frames_so_far_and_a_playable_video(tmp_path, stop):
+    import json
+
+    import cv2
+
+    from tests.test_reliability import write_video
+
+    video, out, dataset = write_video(tmp_path / "eye.avi", 3000), tmp_path / "out", tmp_path / "ds"
+    args = ["predict.py", "--input", str(video), "--output", str(out), "--save-dataset", str(dataset)]
+    process = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (out / ".overlay.partial.mp4").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + stop, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"stopped by {stop.name} after "), stderr
+    frames = int(lines[0].split(" after ")[1].split()[0])
+    assert 0 < frames < 3000
+    with open(out / "pupil.csv") as f:
+        assert sum(1 for _ in f) == frames + 1
+    assert json.loads((out / "summary.json").read_text())["complete"] is False
+    assert int(cv2.VideoCapture(str(out / "overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == frames
+    assert (dataset / "confidence.csv").is_file() and (dataset / "validation").is_dir()
+
+
+# several processes: a mistake is said once, before they start where it can be
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_split_over_the_processes_is_a_usage_error_before_any_starts():
+    done = cli("train_efficientvit.py", "--nproc-per-node", "2", "--batch-size", "3", *TINY[:6])
+    assert done.returncode == 2 and "Training" not in done.stdout
+    assert (
+        done.stderr.strip().splitlines()[-1].endswith("error: --batch-size 3 does not split over 2 processes")
+    )
+
+
+@pytest.mark.slow
+def test_a_run_folder_in_use_is_refused_once_before_the_processes_start(run):
+    before = checksums(run)
+    done = cli("train_efficientvit.py", "--nproc-per-node", "2", *TINY, "--out-dir", str(run))
+    assert done.returncode == 1 and "Training" not in done.stdout
+    assert done.stderr.strip().splitlines() == [
+        f"error: {run} holds another run's last.pt: continue it with --resume {run / 'last.pt'}, "
+        "or give another --out-dir"
+    ]
+    assert checksums(run) == before
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_alone_says_what_is_wrong():
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    args = [*torchrun, "train_efficientvit.py", "--no-such-flag"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    assert done.stderr.count("unrecognized arguments: --no-such-flag") == 1, done.stderr
