@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import shutil
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -171,11 +172,16 @@ class InOrder:
 class VideoOut:
     """An overlay video opened at its first frame's size: mp4v in .mp4, else MJPG in .avi (OSError
     when OpenCV can write neither). It is written as a hidden .partial file and moved into place
-    when closed: a run stopped early leaves a playable video of its frames, one that failed none."""
+    when closed: a run stopped early leaves a playable video of its frames, one that failed none.
+    OpenCV's writer does not report a full disk (it warns on every frame after): the free space is
+    looked at every DISK_CHECK_EVERY frames instead."""
+
+    DISK_CHECK_EVERY = 30
 
     def __init__(self, stem: Path, fps: float) -> None:
         self.stem, self.fps, self.path = stem, fps, None
         self._writer: cv2.VideoWriter | None = None
+        self._frames = 0
 
     def _partial(self, path: Path) -> Path:
         return path.with_name(f".{path.stem}.partial{path.suffix}")  # the container from the suffix
@@ -193,7 +199,13 @@ class VideoOut:
                 self._partial(path).unlink(missing_ok=True)
             else:
                 raise OSError(f"{self.stem.parent}: OpenCV can write neither mp4v nor MJPG video here")
+        if (
+            self._frames % self.DISK_CHECK_EVERY == 0
+            and shutil.disk_usage(self.stem.parent).free < frame.nbytes
+        ):
+            raise OSError(f"{self.path}: cannot write (No space left on device)")
         self._writer.write(frame)
+        self._frames += 1
 
     def close(self, *, keep: bool = True) -> None:
         """Finish the file and move it into place; without `keep`, remove it."""

@@ -173,14 +173,16 @@ class Recording:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        failed = exc_type is not None
         try:
             self._writes.close()
         except Exception:
+            failed = True
             if exc_type is None:  # else the exception that ended the run goes on, not a writer's after it
                 raise
         finally:
-            if self.video is not None:
-                self.video.close(keep=exc_type is None)
+            if self.video is not None:  # a failed run's video is not kept, whole or partial
+                self.video.close(keep=not failed)
 
     def _write(self, frame: Frame, mask: np.ndarray, geometry: dict, confidence: float) -> None:
         _, name, image = frame

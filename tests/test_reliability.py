@@ -417,3 +417,18 @@ def test_a_stopped_run_writes_what_it_measured_and_says_it_is_incomplete(tmp_pat
     assert (dataset / "confidence.csv").is_file() and len(
         list((dataset / "validation" / "images").iterdir())
     ) == 1
+
+
+def test_a_full_disk_under_the_overlay_video_is_one_line_not_a_warning_per_frame(
+    tmp_path, monkeypatch, capsys
+):
+    import shutil
+
+    full = shutil.disk_usage(tmp_path)._replace(free=0)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)  # OpenCV's writer would not say
+    out = tmp_path / "out"
+    assert predict_main(["--input", str(write_video(tmp_path / "eye.avi", 5)), "--output", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {out / 'overlay.mp4'}: cannot write (No space left on device)"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no video, partial or whole, no pupil.csv
