@@ -14,30 +14,35 @@ Per model, at --size (default 400x640):
   matmuls (torch.mm) with 1 thread and with all threads (int8 runs are compared with it too);
 - CPU training images/s of `training.train_step` (forward, CombinedLoss, backward, clipping,
   Adam) on synthetic frames and their loss targets, batch 8 (2 with --quick), and its peak
-  resident memory (Linux): the high-water mark (VmHWM) of a fresh process per model running one
-  step, and its growth over that process before the model and batch were built (tracemalloc
-  misses torch's allocator; in one process the largest model's peak would hide the others');
+  resident memory (Linux): both from a fresh process per model, run one at a time
+  (`training_speed.probe_training`): the high-water mark (VmHWM) through its steps, and its
+  growth over that process before the model and batch were built (tracemalloc misses torch's
+  allocator). This process runs inference alone, so it needs less memory than the largest
+  training step, and the two never run at once;
 - on CUDA, GPU training images/s with AMP at batch 32, the batch already on the GPU.
 Untrained weights: speed does not depend on them. "All threads" is torch's thread count
-(physical cores, or OMP_NUM_THREADS), used for onnxruntime too. Timings are interleaved: each
-repetition measures every model in turn; one measurement repeats a call up to `iters` times or
-`budget_s` seconds; the figure is the median over repetitions of those medians. What the timings
-mean, the targets and the printed report are in reports/benchmark.py.
+(physical cores, or OMP_NUM_THREADS), used for onnxruntime too. Inference timings are
+interleaved: each repetition measures every model in turn, each onnxruntime run on a session
+opened for it (a session's memory arena keeps its largest batch's buffers); one measurement
+repeats a call up to `iters` times or `budget_s` seconds; the figure is the median over
+repetitions of those medians. Training is measured the same way, in its own process. What the
+timings mean, the targets and the printed report are in reports/benchmark.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +54,8 @@ from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
 from models.card import ModelCard
 from reports import benchmark as report
-from training_speed import make_train_step, probe_training_memory, training_epoch
+from runfolder import write_text
+from training_speed import make_train_step, median_seconds, probe_training, release_memory, training_epoch
 
 TARGET_SIZE = DataConfig().img_size  # the size the project's targets are stated at: the default input
 GPU_TRAIN_BATCH = 32
@@ -77,17 +83,6 @@ class Plan:
 
 FULL = Plan(reps=3, iters=10, budget_s=2.0, train_batch=8, calib_frames=8)
 QUICK = Plan(reps=1, iters=3, budget_s=0.5, train_batch=2, calib_frames=4)
-
-
-def median_seconds(call: Callable[[], object], iters: int, budget_s: float) -> float:
-    """Median wall time of `call` over up to `iters` runs, stopping once `budget_s` has passed."""
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while not times or (len(times) < iters and time.perf_counter() < deadline):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gpu_training_images_per_s(name: str, size: tuple[int, int], plan: Plan) -> float:
@@ -127,18 +122,36 @@ def matmul_peak_gmacs(threads: int, n: int = MATMUL_N, runs: int = 5) -> float:
 
 @dataclass
 class Subject:
-    """One model ready to measure: its figures so far and the calls to time, by measurement."""
+    """One model ready to measure: its figures so far, the PyTorch calls to time, by measurement,
+    and what its onnxruntime sessions need (`ort_calls`)."""
 
     name: str
     figures: dict
     calls: dict[str, Callable[[], object]]
+    files: dict[str, Path]  # the fp32 and int8 exports
+    inputs: dict[int, np.ndarray]  # batch size -> (B, 1, H, W) preprocessed frames
+    threads: int
+
+    def ort_calls(self) -> Iterator[tuple[str, Callable[[], object]]]:
+        """(measurement, call) per report.ORT_RUNS entry, each on a session of its own, opened
+        when its turn comes, run once (its first run sizes its memory arena: not timed) and closed
+        before the next opens. An arena keeps its largest batch's buffers: ShallowNet's four
+        sessions at 400x640 held 11 GB together."""
+        from inference import load_predictor
+
+        for key, (precision, count, n) in report.ORT_RUNS.items():
+            session = load_predictor(self.files[precision], threads=1 if count == "1" else self.threads)
+            call = partial(session.logits, self.inputs[n])
+            call()
+            yield key, call
+            del session, call
+            release_memory()
 
 
 def prepare(name: str, size: tuple[int, int], plan: Plan, *, threads: int, workdir: Path) -> Subject:
-    """Count, export (fp32 and int8), open the onnxruntime sessions and build the training step."""
-    # imported here so that the training-memory probe process loads no ONNX machinery
+    """Count MACs, export (fp32 and int8) and fold the BatchNorms for PyTorch's latency."""
     from export_onnx import calibration_frames, export_fp32, exporter_name, quantize_int8
-    from inference import load_predictor, prepare_batch
+    from inference import prepare_batch
 
     torch.manual_seed(0)
     model = build_model(name).eval()
@@ -156,58 +169,47 @@ def prepare(name: str, size: tuple[int, int], plan: Plan, *, threads: int, workd
     frame, batch = inputs[:1], inputs[np.arange(report.ORT_BATCH) % len(inputs)]  # (1 | 8, 1, H, W)
     x = torch.from_numpy(frame)
     calls: dict[str, Callable[[], object]] = {"torch_b1": torch.no_grad()(lambda: fused(x))}
-    sessions = {
-        (precision, count): load_predictor(files[precision], threads=1 if count == "1" else threads)
-        for precision in files
-        for count in ("1", "all")
-    }
-    for key, (precision, count, n) in report.ORT_RUNS.items():
-        run, inp = sessions[precision, count].logits, frame if n == 1 else batch
-        calls[key] = lambda run=run, inp=inp: run(inp)
-    calls["train"] = make_train_step(name, size, plan.train_batch, device=torch.device("cpu"))
-    return Subject(name, figures, calls)
+    return Subject(name, figures, calls, files, {1: frame, report.ORT_BATCH: batch}, threads)
 
 
-def _prepare_all(
-    models: tuple[str, ...], size: tuple[int, int], plan: Plan, *, threads: int, log: Callable[[str], None]
-) -> tuple[list[Subject], list[str]]:
-    """Every model's Subject, with its training memory figures, and the run's notes so far."""
-    notes = [] if torch.cuda.is_available() else ["GPU training skipped: no CUDA device"]
-    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=1) as pool:
-        # the memory probes run one at a time, while the exports (not timed) run here
-        memory = {
-            n: pool.submit(probe_training_memory, n, size, plan.train_batch, threads=threads) for n in models
-        }
-        subjects = []
-        for name in models:
-            log(f"{name}: counting MACs, exporting fp32 and int8 ONNX...")
-            subjects.append(prepare(name, size, plan, threads=threads, workdir=Path(tmp)))
-        log("waiting for the training-memory probes (one fresh process per model)...")
-        for subject in subjects:
-            try:
-                rss = memory[subject.name].result()  # None off Linux
-                peak, growth = (rss["peak_mb"], rss["peak_mb"] - rss["before_mb"]) if rss else (None, None)
-            except RuntimeError as exc:  # the other figures are still worth having
-                peak = growth = None
-                notes.append(str(exc))
-            subject.figures.update(train_peak_rss_mb=peak, train_rss_growth_mb=growth)
-    return subjects, notes
+def _train_in_fresh_processes(
+    subjects: list[Subject], size: tuple[int, int], plan: Plan, *, threads: int, log: Callable[[str], None]
+) -> tuple[dict[str, list[float]], list[str]]:
+    """Each model's training step in a process of its own, one at a time (`training_speed.probe_training`):
+    its peak memory and growth into its figures; returns the seconds of its repetitions by model,
+    and a note per model whose process failed (its other figures are still worth having)."""
+    seconds, notes = {}, []
+    for subject in subjects:
+        log(f"{subject.name}: training in a fresh process, {plan.reps} repetitions...")
+        try:
+            run = probe_training(
+                subject.name, size, plan.train_batch, threads=threads, reps=plan.reps, iters=plan.iters,
+                budget_s=plan.budget_s,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            notes.append(str(exc))
+            run = {"peak_mb": None, "seconds": []}
+        peak = run["peak_mb"]  # None off Linux
+        growth = None if peak is None else peak - run["before_mb"]
+        subject.figures.update(train_peak_rss_mb=peak, train_rss_growth_mb=growth)
+        seconds[subject.name] = run["seconds"]
+    return seconds, notes
 
 
 def _time_interleaved(
     subjects: list[Subject], plan: Plan, log: Callable[[str], None]
 ) -> dict[str, dict[str, list[float]]]:
-    """Seconds of each call, per model and measurement: a median per repetition."""
-    log("warming up (a training step is slow for ShallowNet)...")
+    """Seconds of each inference call, per model and measurement: a median per repetition."""
     for subject in subjects:
-        for call in subject.calls.values():
-            call()
-    samples: dict[str, dict[str, list[float]]] = {s.name: {k: [] for k in s.calls} for s in subjects}
+        subject.calls["torch_b1"]()  # warm-up
+    keys = [*report.ORT_RUNS, "torch_b1"]
+    samples: dict[str, dict[str, list[float]]] = {s.name: {k: [] for k in keys} for s in subjects}
     for rep in range(plan.reps):
-        log(f"repetition {rep + 1} of {plan.reps}...")
+        log(f"inference, repetition {rep + 1} of {plan.reps}...")
         for subject in subjects:
-            for key, call in subject.calls.items():
+            for key, call in itertools.chain(subject.ort_calls(), subject.calls.items()):
                 samples[subject.name][key].append(median_seconds(call, plan.iters, plan.budget_s))
+                del call  # the last reference to an onnxruntime session but the generator's
     return samples
 
 
@@ -223,11 +225,20 @@ def benchmark(
     models = model_names(models)
     plan, threads, started = QUICK if quick else FULL, torch.get_num_threads(), time.perf_counter()
     about = report.machine()
-    subjects, notes = _prepare_all(models, size, plan, threads=threads, log=log)
-    log("measuring the peak fp32 matmul rate...")
-    peak = {"1": matmul_peak_gmacs(1), "all": matmul_peak_gmacs(threads)}
-    samples = _time_interleaved(subjects, plan, log)
+    notes = [] if torch.cuda.is_available() else ["GPU training skipped: no CUDA device"]
+    with tempfile.TemporaryDirectory() as workdir:
+        subjects = []
+        for name in models:
+            log(f"{name}: counting MACs, exporting fp32 and int8 ONNX...")
+            subjects.append(prepare(name, size, plan, threads=threads, workdir=Path(workdir)))
+        train_seconds, failed = _train_in_fresh_processes(subjects, size, plan, threads=threads, log=log)
+        log("measuring the peak fp32 matmul rate...")
+        peak = {"1": matmul_peak_gmacs(1), "all": matmul_peak_gmacs(threads)}
+        samples = _time_interleaved(subjects, plan, log)
+    notes += failed
     for s in subjects:
+        if train_seconds[s.name]:
+            samples[s.name]["train"] = train_seconds[s.name]
         seconds = {k: statistics.median(v) for k, v in samples[s.name].items()}
         s.figures |= report.timing_figures(seconds, s.figures["macs"], peak, train_batch=plan.train_batch)
         if torch.cuda.is_available():
@@ -275,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         result = benchmark(args.size, args.quick, args.models, log=log)
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_text(args.json, json.dumps(result, indent=2) + "\n")
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

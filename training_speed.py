@@ -1,11 +1,18 @@
-"""Training figures for benchmark.py: one training step as training does it, its peak memory in a
-fresh process, and a whole epoch with the data loading included (the "GPU epoch").
+"""Training figures for benchmark.py: one training step as training does it, its speed and peak
+memory in a fresh process per model, and a whole epoch with the data loading included (the "GPU
+epoch").
+
+A fresh process per model, not the benchmark's own: there, the largest model's peak would hide the
+others', and a process that also holds onnxruntime sessions and the exporter kept a ShallowNet
+step's freed activations beside the next step's and grew to twice the step's peak (21 GB at
+400x640, batch 8); the benchmark's process now runs inference alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -22,9 +29,18 @@ from losses import CombinedLoss
 from models import build_model
 from training import make_optimiser, place, run_epoch, train_step
 
-PROBE = (
-    "import json, sys, training_speed as t; print(json.dumps(t.training_memory(**json.loads(sys.argv[1]))))"
-)
+PROBE = "import json, sys, training_speed as t; print(json.dumps(t.training_run(**json.loads(sys.argv[1]))))"
+
+
+def median_seconds(call: Callable[[], object], iters: int, budget_s: float) -> float:
+    """Median wall time of `call` over up to `iters` runs, stopping once `budget_s` has passed."""
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while not times or (len(times) < iters and time.perf_counter() < deadline):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: torch.device) -> Callable:
@@ -57,34 +73,76 @@ def memory_mb() -> dict[str, float] | None:
     return {name: int(value.split()[0]) / 1024 for name, value in fields.items()}  # kB -> MiB
 
 
-def training_memory(name: str, size: list[int], batch: int, *, threads: int) -> dict[str, float] | None:
-    """Run in a fresh process (PROBE): resident memory before the model and batch are built
-    (`before_mb`), once they are (`ready_mb`), and its peak through one training step (`peak_mb`).
+def release_memory() -> None:
+    """Give the memory freed since the last call back to the system (glibc's malloc_trim; nothing
+    elsewhere). glibc keeps freed blocks below its mmap threshold, which rises with each large
+    block freed up to 32 MiB, for reuse; a process alternating training steps with onnxruntime
+    sessions then kept each step's activations beside the next one's and grew to twice the
+    step's peak (21 GB for ShallowNet at 400x640, batch 8)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if sys.platform.startswith("linux") and name:
+        with contextlib.suppress(OSError, AttributeError):  # musl has no malloc_trim
+            ctypes.CDLL(name).malloc_trim(0)
+
+
+def training_run(
+    name: str,
+    size: list[int],
+    batch: int,
+    *,
+    threads: int,
+    reps: int = 0,
+    iters: int = 1,
+    budget_s: float = 0.0,
+) -> dict:
+    """Run in a fresh process (PROBE): one training step, then `reps` timed measurements of
+    `median_seconds(step, iters, budget_s)` (`seconds`, one per repetition), with what the process
+    gives back to the system between them. With Linux's /proc, resident memory before the model
+    and batch are built (`before_mb`), once they are (`ready_mb`), and its peak through every step
+    (`peak_mb`); None elsewhere.
 
     The high-water mark is reset first (/proc/self/clear_refs), so neither the imports' transient
     peak nor the one a child inherits from its parent at fork counts (ru_maxrss has both).
     """
     torch.set_num_threads(threads)
     before = memory_mb()
-    if before is None:
-        return None
     with contextlib.suppress(OSError):  # without it, the peak may include the imports'
         Path("/proc/self/clear_refs").write_text("5")
     step = make_train_step(name, (size[0], size[1]), batch, device=torch.device("cpu"))
     ready = memory_mb()
-    step()
-    return {"before_mb": before["VmRSS"], "ready_mb": ready["VmRSS"], "peak_mb": memory_mb()["VmHWM"]}
+    step()  # the first step allocates what the next ones reuse: not timed
+    seconds = []
+    for _ in range(reps):
+        release_memory()
+        seconds.append(median_seconds(step, iters, budget_s))
+    if before is None:
+        return {"before_mb": None, "ready_mb": None, "peak_mb": None, "seconds": seconds}
+    peak = memory_mb()["VmHWM"]
+    return {"before_mb": before["VmRSS"], "ready_mb": ready["VmRSS"], "peak_mb": peak, "seconds": seconds}
 
 
-def probe_training_memory(name: str, size: tuple[int, int], batch: int, *, threads: int) -> dict | None:
-    """`training_memory` in a fresh Python process; a RuntimeError naming the model if it fails."""
+def probe_training(
+    name: str,
+    size: tuple[int, int],
+    batch: int,
+    *,
+    threads: int,
+    reps: int = 0,
+    iters: int = 1,
+    budget_s: float = 0.0,
+) -> dict:
+    """`training_run` in a fresh Python process; a RuntimeError naming the model if it fails."""
     here = Path(__file__).resolve().parent
-    args = json.dumps({"name": name, "size": list(size), "batch": batch, "threads": threads})
+    settings = {"name": name, "size": list(size), "batch": batch, "threads": threads}
+    args = json.dumps(settings | {"reps": reps, "iters": iters, "budget_s": budget_s})
     done = subprocess.run([sys.executable, "-c", PROBE, args], cwd=here, capture_output=True, text=True)
     if done.returncode != 0:
         last, signal = (done.stderr.strip().splitlines() or ["no message"])[-1], -done.returncode
         why = f"killed by signal {signal} (out of memory?)" if signal > 0 else f"failed: {last}"
-        raise RuntimeError(f"training-memory probe of {name} {why}")
+        raise RuntimeError(f"training probe of {name} {why}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

@@ -25,7 +25,7 @@ from reports.benchmark import (
     target_ratios,
     timing_figures,
 )
-from training_speed import make_train_step, probe_training_memory, training_epoch
+from training_speed import make_train_step, probe_training, training_epoch
 
 SIZE = (64, 96)  # (H, W)
 FIGURES = {
@@ -129,6 +129,18 @@ def test_report_has_a_column_per_model_and_says_which_targets_are_met():
     assert markdown_report(result).startswith("Machine: a CPU, 2 logical CPUs, 2 threads used; Linux")
 
 
+def test_a_model_whose_training_process_failed_keeps_its_other_figures():
+    seconds = dict.fromkeys([*ORT_RUNS, "torch_b1"], 0.01)  # no "train": its process was killed
+    assert (
+        timing_figures(seconds, 10**9, {"1": 200.0, "all": 400.0}, train_batch=4)["train_images_per_s"]
+        is None
+    )
+    failed = figures(10.0, 10.0) | {"train_images_per_s": None, "train_peak_rss_mb": None}
+    result = fake_result({CANDIDATE: figures(2.0, 15.0), BASELINE: failed})
+    assert "| training, batch 8, 2 threads: images/s | 15.00 | n/a |" in markdown_table(result)
+    assert "- training throughput, batch 8: not measured (see the notes)" in target_lines(result)
+
+
 def test_notes_are_reported_without_targets_too():
     lines = target_lines(fake_result({BASELINE: figures(10.0, 10.0)}))
     assert lines[0].startswith("Targets: not checked")
@@ -147,10 +159,11 @@ def test_the_timed_step_is_training_train_step(monkeypatch):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_memory_probe_peak_holds_one_training_steps_activations():
-    memory = probe_training_memory("shallownet", SIZE, 1, threads=1)
-    assert memory["ready_mb"] >= memory["before_mb"] > 0
-    assert memory["peak_mb"] - memory["ready_mb"] >= saved_activation_mb("shallownet", SIZE, 1)
+def test_the_training_probe_times_each_repetition_and_its_peak_holds_a_steps_activations():
+    run = probe_training("shallownet", SIZE, 1, threads=1, reps=2, iters=2, budget_s=0.0)
+    assert run["ready_mb"] >= run["before_mb"] > 0
+    assert run["peak_mb"] - run["ready_mb"] >= saved_activation_mb("shallownet", SIZE, 1)
+    assert len(run["seconds"]) == 2 and all(s > 0 for s in run["seconds"])
 
 
 @pytest.mark.parametrize(
@@ -167,7 +180,7 @@ def test_memory_probe_peak_holds_one_training_steps_activations():
 def test_a_failing_memory_probe_says_which_model_and_why(monkeypatch, probe, message):
     monkeypatch.setattr(training_speed, "PROBE", probe)
     with pytest.raises(RuntimeError, match=message):
-        probe_training_memory("nope", SIZE, 1, threads=1)
+        probe_training("nope", SIZE, 1, threads=1)
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--models", "tiny_efficientvit,nope"), ("--size", "8x8")])
@@ -185,7 +198,11 @@ def test_unknown_models_are_refused_before_anything_runs(monkeypatch):
 
 
 @pytest.mark.slow
-def test_quick_run_at_a_tiny_size_writes_every_figure(tmp_path, capsys):
+def test_quick_run_at_a_tiny_size_writes_every_figure(tmp_path, capsys, monkeypatch):
+    def no_training_here(*args, **kwargs):  # training runs in a process of its own, never beside the sessions
+        raise AssertionError("a training step was built in the benchmark's own process")
+
+    monkeypatch.setattr(benchmark, "make_train_step", no_training_here)
     path = tmp_path / "bench.json"
     assert benchmark.main(["--quick", "--size", "64x96", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
