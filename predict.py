@@ -57,8 +57,10 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import cv2
+import numpy as np
 
 from cli import (
     add_checkpoint_argument,
@@ -73,9 +75,10 @@ from cli import (
     share_argument,
 )
 from config import PreprocessConfig, PupillometryConfig
-from data.folders import IMAGE_SUFFIXES
+from data.folders import IMAGE_SUFFIXES, new_folder
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
+from pupillometry.pupil_core import PLAYER_EXPORT, PupilCoreRecording, find_recording, write_player_exports
 from pupillometry.recording import PredictSummary, Recording, SavedDataset
 from runfolder import hold_results, stop_on_signals, stop_signal
 from streams import InputError, batches, image_files, read_ahead, read_images, read_video
@@ -116,10 +119,13 @@ def predict(
     raw_mask: bool = False,
     config: PupillometryConfig | None = None,
     dataset: SavedDataset | None = None,
+    timestamps: np.ndarray | None = None,
 ) -> PredictSummary:
     """Run `predictor` on an image, a folder of images or a video file and write the results:
     pupil.csv, and for more than one frame blinks.csv and timeseries.png (`config`'s settings).
     Masks hold the pupil's blob alone, or with `raw_mask` every pixel above `threshold`.
+    `timestamps`: a video's frames' own times in seconds (a Pupil Core recording's), which then
+    set the time series' and the rate the time rules use.
 
     Raises InputError when the input cannot be opened or none of its frames can be read.
     """
@@ -133,7 +139,12 @@ def predict(
         if not capture.isOpened():
             raise InputError(f"{source}: cannot open as a video (not a video file OpenCV can decode)")
         frames = read_video(capture, source)
-        fps = config.fps or video_fps(capture, source)
+        own = (
+            1.0 / float(np.median(np.diff(timestamps)))
+            if timestamps is not None and len(timestamps) > 1
+            else None
+        )
+        fps = config.fps or own or video_fps(capture, source)
         if dataset is not None:
             # the video's name in the frames', for merging datasets; never a hidden file's leading dot
             dataset.prefix = f"{source.stem.lstrip('.') or 'video'}_"
@@ -146,6 +157,7 @@ def predict(
         recording = Recording(
             output, config, threshold=threshold, raw_mask=raw_mask, dataset=dataset, **outputs
         )
+        recording.timestamps = timestamps
         # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
         decoded = read_ahead(batches(frames, batch_size), depth=2)
         inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
@@ -280,15 +292,52 @@ def build_parser() -> argparse.ArgumentParser:
 
 RESULTS = (  # what a run writes in --output: another run's are refused unless --overwrite
     "pupil.csv", "blinks.csv", "timeseries.png", "summary.json",
-    "masks", "overlays", "overlay.mp4", "overlay.avi",
+    "masks", "overlays", "overlay.mp4", "overlay.avi", "eye0", "eye1", PLAYER_EXPORT,
 )  # fmt: skip
+
+
+def predict_recording(
+    predictor: Predictor,
+    recording: PupilCoreRecording,
+    output: Path,
+    *,
+    dataset: Path | None,
+    save_confidence: float = 0.0,
+    val_fraction: float = 0.2,
+    **settings: Any,
+) -> dict[str, PredictSummary]:
+    """Each eye of a Pupil Core recording into output/eye<id> (`predict` with its timestamps,
+    times counted from the recording's start), then Pupil Player's two exports of both eyes in
+    output/PLAYER_EXPORT; `dataset`: --save-dataset, a dataset per eye in dataset/eye<id>.
+    A run stopped by a signal stops after the eye in hand, its exports written."""
+    if dataset is not None:
+        new_folder(dataset, overwrite=False, flag=None)
+    summaries = {}
+    for eye in recording.eyes:
+        name = f"eye{eye.eye_id}"
+        saved = None
+        if dataset is not None:
+            saved = SavedDataset(dataset / name, min_confidence=save_confidence, val_fraction=val_fraction)
+        summaries[name] = predict(
+            predictor,
+            eye.video,
+            output / name,
+            dataset=saved,
+            timestamps=eye.timestamps - recording.start,
+            **settings,
+        )
+        if summaries[name].stopped_by:
+            break
+    write_player_exports(recording, output, list(summaries))
+    return summaries
 
 
 def run(
     args: argparse.Namespace, preprocess: PreprocessConfig | None, config: PupillometryConfig
-) -> PredictSummary:
-    """What the parsed command line asks for, in an --output it holds (`runfolder.hold_results`);
-    raises ValueError or OSError with a one-line message."""
+) -> dict[str, PredictSummary]:
+    """What the parsed command line asks for, in an --output it holds (`runfolder.hold_results`):
+    a summary per input ("" for one, eye0 and eye1 for a Pupil Core recording's eyes); raises
+    ValueError or OSError with a one-line message."""
     source = () if args.input.isdigit() and not Path(args.input).exists() else (Path(args.input),)
     with hold_results(args.output, RESULTS, overwrite=args.overwrite, program="predict.py", inputs=source):
         return _run(args, preprocess, config)
@@ -296,7 +345,7 @@ def run(
 
 def _run(
     args: argparse.Namespace, preprocess: PreprocessConfig | None, config: PupillometryConfig
-) -> PredictSummary:
+) -> dict[str, PredictSummary]:
     # no spinning: decoding, the model and writing overlap on their own threads (spinning: -15% frames/s)
     fixed = args.img_size if isinstance(args.img_size, tuple) else None  # a metadata-less file's input
     predictor = load_predictor(args.checkpoint, img_size=fixed, preprocess_config=preprocess, spin=False)
@@ -304,8 +353,20 @@ def _run(
     size = {"auto": "each in its own shape at the model's scale", "native": "each at its own pixels"}.get(
         predictor.size_name, f"fitted into {predictor.size_name}"
     )
-    order = ", in natural name order (frame_9 before frame_10)" if Path(args.input).is_dir() else ""
+    recording = find_recording(Path(args.input)) if Path(args.input).is_dir() else None
+    folder = Path(args.input).is_dir() and recording is None
+    order = ", in natural name order (frame_9 before frame_10)" if folder else ""
     print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}{order}, frames {size}", flush=True)
+    settings = {
+        "threshold": args.threshold, "tta": args.tta, "batch_size": args.batch_size,
+        "video_masks": args.masks, "raw_mask": args.raw_mask, "config": config,
+    }  # fmt: skip
+    if recording is not None:
+        print(recording.describe(), flush=True)
+        saving = {"save_confidence": args.save_confidence, "val_fraction": args.val_fraction}
+        return predict_recording(
+            predictor, recording, args.output, dataset=args.save_dataset, **settings, **saving
+        )
     dataset = None
     if args.save_dataset is not None:
         dataset = SavedDataset(
@@ -322,28 +383,19 @@ def _run(
         }
         if unused := [flag for flag, given in ignored.items() if given]:
             print(f"note: a camera ignores {', '.join(unused)}", file=sys.stderr)
-        return live_view(
-            predictor,
-            int(args.input),
-            args.output,
-            threshold=args.threshold,
-            tta=args.tta,
-            raw_mask=args.raw_mask,
-            config=config,
-            dataset=dataset,
-        )
-    return predict(
-        predictor,
-        args.input,
-        args.output,
-        threshold=args.threshold,
-        tta=args.tta,
-        batch_size=args.batch_size,
-        video_masks=args.masks,
-        raw_mask=args.raw_mask,
-        config=config,
-        dataset=dataset,
-    )
+        return {
+            "": live_view(
+                predictor,
+                int(args.input),
+                args.output,
+                threshold=args.threshold,
+                tta=args.tta,
+                raw_mask=args.raw_mask,
+                config=config,
+                dataset=dataset,
+            )
+        }
+    return {"": predict(predictor, args.input, args.output, dataset=dataset, **settings)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     try:
         with stop_on_signals():  # the first Ctrl-C or SIGTERM stops the run with its results written
-            summary = run(args, preprocess, config)
+            summaries = run(args, preprocess, config)
     except (ValueError, OSError) as exc:  # CheckpointError, ModelFileError, InputError; unwritable output
         hint = MISSING_METADATA_HINT if isinstance(exc, MissingMetadataError) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
@@ -365,19 +417,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM, while the first's results were written
         print(f"interrupted twice: stopped at once; {args.output} may be incomplete", file=sys.stderr)
         return 130
-    if summary.failed:
-        total = summary.frames + summary.failed
-        print(f"{summary.failed} of {total} images could not be read", file=sys.stderr)
-    print(f"{summary}\nresults in {args.output}")
+    for label, summary in summaries.items():
+        if summary.failed:
+            total = summary.frames + summary.failed
+            print(f"{summary.failed} of {total} images could not be read", file=sys.stderr)
+        print(f"{label}: {summary}" if label else summary)
+    print(f"results in {args.output}")
     if args.save_dataset is not None:
         print(f"dataset to correct in {args.save_dataset} (confidence.csv ranks its frames)")
-    if summary.stopped_by:
+    if stopped := next((s for s in summaries.values() if s.stopped_by), None):
+        frames = sum(s.frames for s in summaries.values())
         print(
-            f"stopped by {summary.stopped_by} after {summary.frames} frames: their results are written, "
+            f"stopped by {stopped.stopped_by} after {frames} frames: their results are written, "
             'and summary.json says "complete": false',
             file=sys.stderr,
         )
-        return 128 + signal.Signals[summary.stopped_by]
+        return 128 + signal.Signals[stopped.stopped_by]
     return 0
 
 

@@ -159,6 +159,7 @@ class Recording:
         self.output, self.config, self.threshold, self.raw_mask = output, config, threshold, raw_mask
         self.masks, self.overlays, self.dataset = masks, overlays, dataset
         self.video = VideoOut(output / "overlay", video_fps) if video_fps else None
+        self.timestamps: np.ndarray | None = None  # per frame, seconds: a recording's own clock
         self.frames: list[dict[str, Any]] = []  # a row per frame, unread ones (`skip`) included
         self.unread = 0
         self.iris_radii: list[float] = []  # per frame with a confident pupil, for mm_from_iris
@@ -264,6 +265,8 @@ class Recording:
         n = len(self.frames)
         taken = [f["time_s"] for f in self.frames]
         times = np.array(taken, dtype=float) if None not in taken else np.arange(n) / fps
+        if self.timestamps is not None:  # the frames' own times (a Pupil Core recording's)
+            times = self.timestamps[:n]
         mm_per_px, source = self.scale()
         config = dataclasses.replace(self.config, mm_per_px=mm_per_px, mm_from_iris=False)
         rows, events = time_series(self.frames, times, fps=fps, config=config, causal=causal)

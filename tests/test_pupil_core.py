@@ -1,0 +1,99 @@
+"""Pupil Core recordings in (both eyes, their own timestamps) and Pupil Player's exports out, on a
+tiny recording generated in Pupil Capture's layout."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data.synthetic import write_sequence
+from predict import main as predict_main
+from pupillometry.pupil_core import PLAYER_BLINK_COLUMNS, PUPIL_POSITIONS_COLUMNS, binocular_blinks
+
+START = 1000.0  # the recording's start on Pupil time
+FRAMES = 20
+
+
+def pupil_core_recording(root: Path, eyes: tuple[int, ...] = (0, 1)) -> dict[int, np.ndarray]:
+    """eye<id>.mp4 and eye<id>_timestamps.npy (irregular gaps of 5-30 ms, as real ones) and
+    info.player.json in `root`; returns each eye's timestamps."""
+    root.mkdir(parents=True)
+    stamps = {}
+    for eye in eyes:
+        sequence = write_sequence(root.parent / f"sequence{eye}", FRAMES, seed=eye, size=(192, 192), fps=60)
+        (sequence / "eye.mp4").rename(root / f"eye{eye}.mp4")
+        gaps = np.random.default_rng(eye).uniform(0.005, 0.03, FRAMES)
+        stamps[eye] = START + 0.5 + np.cumsum(gaps)
+        np.save(root / f"eye{eye}_timestamps.npy", stamps[eye])
+    info = {
+        "start_time_synced_s": START,
+        "start_time_system_s": 1.7e9,
+        "recording_software_name": "Pupil Capture",
+    }
+    (root / "info.player.json").write_text(json.dumps(info))
+    return stamps
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_eye_runs_with_its_own_timestamps_and_player_exports_hold_both(tmp_path, capsys):
+    stamps = pupil_core_recording(tmp_path / "rec")
+    out = tmp_path / "out"
+    assert predict_main(["--input", str(tmp_path / "rec"), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"Pupil Core recording {tmp_path / 'rec'}: eye0 {FRAMES} frames over" in printed
+        and "; eye1 " in printed
+    )
+    for eye, times in stamps.items():
+        rows = read_csv(out / f"eye{eye}" / "pupil.csv")
+        assert [float(r["time_s"]) for r in rows] == pytest.approx(times - START, abs=1e-6)
+        assert (out / f"eye{eye}" / "summary.json").is_file()
+
+    pandas = pytest.importorskip("pandas")  # as Pupil Labs' tutorials read a Player export
+    positions = pandas.read_csv(out / "pupil_player" / "pupil_positions.csv")
+    assert tuple(positions.columns) == PUPIL_POSITIONS_COLUMNS
+    for eye, times in stamps.items():
+        eye_df = positions[positions["eye_id"] == eye]
+        assert eye_df["pupil_timestamp"].to_numpy() == pytest.approx(times, abs=1e-6)
+        confident = eye_df[eye_df["confidence"] > 0.6]
+        assert len(confident) > FRAMES // 2 and confident["diameter"].between(1, 192).all()
+        assert confident["norm_pos_x"].between(0, 1).all() and confident["norm_pos_y"].between(0, 1).all()
+        # norm_pos is Player's: y from the bottom of the frame
+        assert confident["norm_pos_y"].to_numpy() == pytest.approx(
+            1 - confident["ellipse_center_y"] / 192, abs=1e-5
+        )
+    assert positions["method"].str.contains("2d").all() and positions["diameter_3d"].isna().all()
+    assert positions["pupil_timestamp"].is_monotonic_increasing
+    blinks = pandas.read_csv(out / "pupil_player" / "blinks.csv")
+    assert tuple(blinks.columns) == PLAYER_BLINK_COLUMNS
+
+
+def test_timestamps_that_do_not_match_the_video_are_refused_in_one_line(tmp_path, capsys):
+    stamps = pupil_core_recording(tmp_path / "rec", eyes=(0,))
+    np.save(tmp_path / "rec" / "eye0_timestamps.npy", stamps[0][:-1])
+    assert predict_main(["--input", str(tmp_path / "rec"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"error: {tmp_path / 'rec' / 'eye0.mp4'} holds {FRAMES} frames but eye0_timestamps.npy has "
+        f"{FRAMES - 1} timestamps: which frame is when cannot be told"
+    ]
+    (tmp_path / "rec" / "eye0_timestamps.npy").unlink()
+    assert predict_main(["--input", str(tmp_path / "rec"), "--output", str(tmp_path / "out")]) == 1
+    assert "eye0.mp4: no eye0_timestamps.npy beside it" in capsys.readouterr().err
+
+
+def test_a_binocular_blink_is_where_both_eyes_blink():
+    events = {
+        0: [{"start_s": 1.0, "end_s": 1.2}, {"start_s": 3.0, "end_s": 3.2}],
+        1: [{"start_s": 1.05, "end_s": 1.25}, {"start_s": 5.0, "end_s": 5.2}],  # eye 0 is open at 5 s
+    }
+    assert binocular_blinks(events, 0.05) == [(1.05, 1.2)]
+    assert binocular_blinks({0: events[0]}, 0.05) == [(1.0, 1.2), (3.0, 3.2)]
