@@ -167,7 +167,10 @@ def stop_on_signals() -> Iterator[None]:
         _SIGNALLED.append(signal.Signals(signum))
 
     _SIGNALLED.clear()
-    previous = {s: signal.signal(s, ask) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # a signal ignored on purpose (nohup's SIGINT) stays ignored
+            signal.signal(s, ask)
     try:
         yield
     finally:

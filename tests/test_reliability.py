@@ -432,3 +432,21 @@ def test_a_full_disk_under_the_overlay_video_is_one_line_not_a_warning_per_frame
         f"error: {out / 'overlay.mp4'}: cannot write (No space left on device)"
     ]
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no video, partial or whole, no pupil.csv
+
+
+def test_the_first_signal_asks_for_a_stop_a_second_stops_at_once_and_an_ignored_one_stays_ignored():
+    from runfolder import stop_on_signals, stop_signal
+
+    with stop_on_signals():
+        assert stop_signal() is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop_signal() is signal.SIGTERM  # asked, not raised: the loop writes what it has
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert stop_signal() is None
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup
+    try:
+        with stop_on_signals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
