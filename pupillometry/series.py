@@ -8,7 +8,8 @@ hides the pupil from the top, so the area falls with the share of the pupil stil
 the fitted ellipse can still look whole; the reference moves with dilation, which is slow
 against a blink. Runs of blink frames at most MERGE_GAP_S apart are one run, and a run that lasts
 MIN_BLINK_S or more is a blink event; a shorter one is frames lost, not a blink (the quickest
-blinks take about 100 ms).
+blinks take about 100 ms). Every rule is in seconds of the frames' own times, evenly spaced or
+not (a Pupil Core camera's gaps vary from 5 to 30 ms): a frame lasts until the next one starts.
 
 Smoothing. The One Euro filter (Casiez, Roussel and Vogel, CHI 2012) is a low-pass filter whose
 cutoff rises with the signal's speed: steady fixations are smoothed hard, saccades and the light
@@ -42,17 +43,24 @@ MEASURED = ("centre_x", "centre_y", "axis_major", "area_px")  # what the time se
 FILTERED = ("centre_x_filtered", "centre_y_filtered", "diameter_filtered_px")  # with config.smooth
 
 
-def running_median(values: np.ndarray, window: int) -> np.ndarray:
-    """Median of the finite values within `window` frames centred on each (NaN where none)."""
-    half = window // 2
-    padded = np.pad(values.astype(float), half, constant_values=np.nan)
+def running_median(values: np.ndarray, times: np.ndarray, half_s: float) -> np.ndarray:
+    """Median of the finite values whose time is within `half_s` seconds of each (NaN where none);
+    `times` increasing, evenly spaced or not (a camera's real frame times)."""
+    eps = 1e-9  # a frame exactly half_s away is in
+    first = np.searchsorted(times, times - half_s - eps, side="left")
+    stop = np.searchsorted(times, times + half_s + eps, side="right")
+    width = int((stop - first).max(initial=1))
+    padded = np.concatenate([values.astype(float), [np.nan]])  # index len(values): outside the window
     medians = np.full(values.shape, np.nan)
-    for start in range(0, len(values), 4096):  # in chunks: a window view of 1e6 frames is too big
-        view = np.lib.stride_tricks.sliding_window_view(padded[start : start + 4096 + 2 * half], window)
-        finite = np.isfinite(view).any(axis=1)
-        chunk = np.full(len(view), np.nan)
-        chunk[finite] = np.nanmedian(view[finite], axis=1)
-        medians[start : start + len(view)] = chunk
+    for start in range(0, len(values), 4096):  # in chunks: a (n, width) window of 1e6 frames is too big
+        rows = slice(start, start + 4096)
+        index = first[rows, None] + np.arange(width)[None, :]
+        index[index >= stop[rows, None]] = len(values)
+        window = padded[index]
+        finite = np.isfinite(window).any(axis=1)
+        chunk = np.full(len(window), np.nan)
+        chunk[finite] = np.nanmedian(window[finite], axis=1)
+        medians[rows] = chunk
     return medians
 
 
@@ -62,18 +70,24 @@ def runs(flags: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1, strict=True))
 
 
+def frame_ends(times: np.ndarray, fps: float) -> np.ndarray:
+    """When each frame's time ends: the next frame's time; the last frame's, 1 / `fps` after it."""
+    return np.append(times[1:], times[-1] + 1 / fps) if len(times) else times
+
+
 def blink_frames(
-    area: np.ndarray, usable: np.ndarray, *, fps: float, config: PupillometryConfig
+    area: np.ndarray, usable: np.ndarray, times: np.ndarray, *, fps: float, config: PupillometryConfig
 ) -> np.ndarray:
     """(n,) bool: frames that are not usable or whose pupil area is below `config.blink_share`
-    of the open eye's nearby; runs at most MERGE_GAP_S apart joined into one."""
-    window = 2 * min(max(1, round(fps * REFERENCE_S / 2)), len(area)) + 1  # wider sees nothing more
-    reference = running_median(np.where(usable, area, np.nan), window)
+    of the open eye's nearby; runs of open frames lasting at most MERGE_GAP_S between blink
+    frames joined into the blink. Every rule is in seconds of `times` (`fps`: the last frame's
+    length)."""
+    reference = running_median(np.where(usable, area, np.nan), times, REFERENCE_S / 2)
     with np.errstate(invalid="ignore"):
         blink = ~usable | ~(area >= config.blink_share * reference)  # NaN reference: nothing open near
-    gap = max(0, math.floor(fps * MERGE_GAP_S + 1e-9))
+    ends = frame_ends(times, fps)
     for first, last in runs(~blink):
-        if first > 0 and last < len(blink) - 1 and last - first + 1 <= gap:
+        if first > 0 and last < len(blink) - 1 and ends[last] - times[first] <= MERGE_GAP_S + 1e-9:
             blink[first : last + 1] = True
     return blink
 
@@ -81,10 +95,10 @@ def blink_frames(
 def blink_events(blink: np.ndarray, times: np.ndarray, fps: float) -> list[dict[str, Any]]:
     """One dict per run of blink frames lasting MIN_BLINK_S or more: start_frame, end_frame (the
     last blink frame, both positions in the recording), start_s, end_s (when the first open frame
-    begins), duration_s."""
-    events = []
+    begins; 1 / `fps` after the last frame's time at the recording's end), duration_s."""
+    events, ends = [], frame_ends(times, fps)
     for first, last in runs(blink):
-        start, end = float(times[first]), float(times[last]) + 1 / fps
+        start, end = float(times[first]), float(ends[last])
         if end - start < MIN_BLINK_S - 1e-9:
             continue
         events.append(
@@ -92,6 +106,16 @@ def blink_events(blink: np.ndarray, times: np.ndarray, fps: float) -> list[dict[
              "duration_s": end - start}
         )  # fmt: skip
     return events
+
+
+def around_blinks(blink: np.ndarray, times: np.ndarray, fps: float) -> np.ndarray:
+    """The blink frames and those whose time overlaps the BLINK_PAD_S before or after a blink."""
+    around, ends = blink.copy(), frame_ends(times, fps)
+    for first, last in runs(blink):
+        before = ends > times[first] - BLINK_PAD_S + 1e-9  # ends inside the pad before the blink
+        after = times < ends[last] + BLINK_PAD_S - 1e-9  # starts inside the pad after it
+        around[before & after] = True
+    return around
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
@@ -162,7 +186,7 @@ def time_series(
     confidence = np.array([float(f["confidence"]) for f in frames])
     raw = {key: np.array([float(f[key]) for f in frames]) for key in MEASURED}
     usable = found & (confidence >= config.min_confidence)
-    blink = blink_frames(raw["area_px"], usable, fps=fps, config=config)
+    blink = blink_frames(raw["area_px"], usable, times, fps=fps, config=config)
     columns: dict[str, np.ndarray] = {}
     diameter = np.where(blink, np.nan, raw["axis_major"])
     if config.smooth and np.isfinite(diameter).any():
@@ -175,10 +199,7 @@ def time_series(
         columns |= dict(zip(FILTERED, (filtered[:, 0], filtered[:, 1], diameter), strict=True))
     elif config.smooth:
         columns |= dict.fromkeys(FILTERED, diameter)
-    around = blink.copy()  # the blink frames and BLINK_PAD_S either side: reconstructed
-    pad = round(fps * BLINK_PAD_S)
-    for first, last in runs(blink):
-        around[max(0, first - pad) : last + pad + 1] = True
+    around = around_blinks(blink, times, fps)  # reconstructed
     columns["diameter_interpolated_px"] = interpolate(times, np.where(around, np.nan, diameter))
     if (mm_per_px := config.mm_per_px) is not None:
         columns["diameter_mm"] = raw["axis_major"] * mm_per_px

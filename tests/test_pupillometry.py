@@ -44,7 +44,7 @@ def frame(
 
 def test_running_median_skips_nan_and_is_nan_where_the_window_is_empty():
     values = np.array([1.0, np.nan, 3.0, np.nan, np.nan, np.nan, 10.0])
-    medians = running_median(values, 3)
+    medians = running_median(values, np.arange(7.0), 1.0)  # three frames
     assert medians[0] == 1.0 and medians[1] == 2.0 and medians[2] == 3.0
     assert math.isnan(medians[4]) and medians[6] == 10.0
 
@@ -60,14 +60,14 @@ def test_a_shrinking_area_and_a_lost_pupil_are_blink_frames():
     area[40] = 300.0  # three quarters: still open
     usable = np.ones(60, bool)
     usable[23] = False  # no pupil found
-    blink = blink_frames(area, usable, fps=FPS, config=PupillometryConfig())
+    blink = blink_frames(area, usable, np.arange(60) / FPS, fps=FPS, config=PupillometryConfig())
     assert np.flatnonzero(blink).tolist() == [20, 21, 22, 23]
 
 
 def test_blink_runs_two_frames_apart_are_one_blink_but_three_apart_are_two():
     area = np.full(60, 400.0)
     area[[10, 11, 14, 15, 30, 31, 35, 36]] = 50.0  # gaps of 2 and of 3 open frames
-    blink = blink_frames(area, np.ones(60, bool), fps=FPS, config=PupillometryConfig())
+    blink = blink_frames(area, np.ones(60, bool), np.arange(60) / FPS, fps=FPS, config=PupillometryConfig())
     events = blink_events(blink, np.arange(60) / FPS, FPS)
     assert [(e["start_frame"], e["end_frame"]) for e in events] == [(10, 15), (30, 31), (35, 36)]
     assert events[0]["duration_s"] == pytest.approx(6 / FPS)
@@ -226,3 +226,17 @@ def test_the_interpolated_diameter_also_replaces_the_lid_covered_frames_next_to_
     assert [r["blink"] for r in rows[27:31]] == [0, 0, 0, 1]
     assert rows[29]["diameter_interpolated_px"] == pytest.approx(20.0)  # 2 frames = 50 ms at 30 frames/s
     assert rows[29]["axis_major"] == 15.0
+
+
+def test_the_time_rules_follow_the_frames_own_times_not_their_count():
+    # 10 ms frames, but the camera stalled over two blink frames: 30 ms each
+    gaps = np.full(60, 0.01)
+    gaps[30:32] = 0.03
+    times = np.concatenate([[0.0], np.cumsum(gaps[:-1])])
+    blink = np.zeros(60, bool)
+    blink[30:32] = True  # two frames: 20 ms at the median rate, 60 ms as they were recorded
+    events = blink_events(blink, times, fps=100.0)
+    assert len(events) == 1 and events[0]["duration_s"] == pytest.approx(0.06)
+    # the open area's reference is the median over +-0.5 s of time, however many frames that is
+    reference = running_median(np.array([1.0, 2.0, 3.0, 100.0, 200.0]), np.array([0, 0.1, 0.2, 5, 5.1]), 0.5)
+    assert reference.tolist() == [2.0, 2.0, 2.0, 150.0, 150.0]
