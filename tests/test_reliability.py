@@ -6,8 +6,6 @@ import contextlib
 import os
 import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +31,13 @@ def test_a_frame_rate_out_of_bounds_is_a_usage_error(tmp_path, capsys, fps):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_synthetic_sequence_at_0_fps_is_a_usage_error(tmp_path):
-    args = ["-m", "data.synthetic", "--sequence", "3", "--fps", "0", "--out", str(tmp_path / "eye")]
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 2 and "--fps: expected frames per second from 0.1 to 10000" in done.stderr
+def test_a_synthetic_sequence_at_0_fps_is_a_usage_error(tmp_path, capsys):
+    from data.synthetic.__main__ import main as synthetic_main
+
+    with pytest.raises(SystemExit) as stopped:
+        synthetic_main(["--sequence", "3", "--fps", "0", "--out", str(tmp_path / "eye")])
+    assert stopped.value.code == 2
+    assert "--fps: expected frames per second from 0.1 to 10000" in capsys.readouterr().err
 
 
 def test_timeseries_png_gets_the_mode_the_umask_gives_every_other_output(tmp_path):
@@ -257,15 +258,18 @@ def test_evaluate_warns_when_labels_cover_most_of_the_frame(tmp_path, capsys):
 
 @pytest.mark.parametrize("keep", [5_000, 100_000])
 def test_init_from_a_checkpoint_cut_short_says_so_in_words(tmp_path, capsys, keep):
+    from cli import one_line
+    from models.checkpoint import CheckpointError
     from tests.conftest import PRETRAINED_PT
+    from train_efficientvit import parse_args, settle
 
     cut = tmp_path / "copy.pt"
     cut.write_bytes(PRETRAINED_PT.read_bytes()[:keep])
-    args = [sys.executable, "train_efficientvit.py", "--init-from", str(cut), "--epochs", "1"]
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 1 and done.stderr.count("\n") == 1
-    assert f"a damaged PyTorch checkpoint ({keep:,} bytes, cut short or corrupted" in done.stderr
-    assert "Errno" not in done.stderr and "(101)" not in done.stderr
+    with pytest.raises(CheckpointError) as refused:  # what train_efficientvit.py prints after "error: "
+        settle(parse_args(["--init-from", str(cut), "--epochs", "1"]))
+    line = one_line(refused.value)
+    assert f"a damaged PyTorch checkpoint ({keep:,} bytes, cut short or corrupted" in line
+    assert "Errno" not in line and "(101)" not in line
 
 
 def frames_folder(root: Path, n: int = 2) -> Path:
