@@ -5,6 +5,7 @@ turn what it finds into measurements over time.
     python predict.py --checkpoint best.onnx --input frames/ --output out/ --fps 120 --mm-per-px 0.05
     python predict.py --input eye.mp4 --output out/ --save-dataset my_eyes/  # masks to correct
     python predict.py --checkpoint best.onnx --input 0                   # camera 0, live view
+    python predict.py --input recordings/000/ --output out/              # a Pupil Core recording
 
 --checkpoint is a `.onnx` export or a `.pt` checkpoint (default: the pretrained model in
 pretrained/; --model, its old name, still works for one release and says so on stderr). Frames run
@@ -34,7 +35,11 @@ frame_10). Written to --output:
     masks/<name>.png     255 = pupil (images; video frames with --masks); <name> is the file's
                          stem, or its full name where two inputs share a stem (a.png -> a.png.png)
     overlays/<name>.png  the frame painted (`gallery.paint`): pupil tinted, its ellipse and centre
-    overlay.mp4          the same for a video (mp4v; overlay.avi with MJPG where mp4v is missing)
+    overlay.mp4          the same for a video (mp4v; overlay.avi with MJPG where mp4v is missing);
+                         --no-overlay writes neither overlays nor the video
+A Pupil Core recording folder (eye0.mp4 / eye1.mp4 with eye<id>_timestamps.npy) gives each eye's
+files in --output/eye<id>, timed by its timestamps, and Pupil Player's pupil_positions.csv and
+blinks.csv of both eyes in --output/pupil_player (`pupillometry.pupil_core`).
 --save-dataset DIR writes the frames at or above --save-confidence with their predicted masks in
 the mask-folder layout (DIR/train, the last --val-fraction of them in DIR/validation), and
 DIR/confidence.csv; correct the masks, then `train_efficientvit.py --init-from pretrained
@@ -55,6 +60,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -120,12 +126,15 @@ def predict(
     config: PupillometryConfig | None = None,
     dataset: SavedDataset | None = None,
     timestamps: np.ndarray | None = None,
+    overlay: bool = True,
+    progress: Callable[[int], object] | None = None,
 ) -> PredictSummary:
     """Run `predictor` on an image, a folder of images or a video file and write the results:
     pupil.csv, and for more than one frame blinks.csv and timeseries.png (`config`'s settings).
     Masks hold the pupil's blob alone, or with `raw_mask` every pixel above `threshold`.
     `timestamps`: a video's frames' own times in seconds (a Pupil Core recording's), which then
-    set the time series' and the rate the time rules use.
+    set the time series' and the rate the time rules use. Without `overlay`, no overlay video or
+    images; `progress(n)` is told of each batch of n frames done.
 
     Raises InputError when the input cannot be opened or none of its frames can be read.
     """
@@ -148,11 +157,11 @@ def predict(
         if dataset is not None:
             # the video's name in the frames', for merging datasets; never a hidden file's leading dot
             dataset.prefix = f"{source.stem.lstrip('.') or 'video'}_"
-        outputs = {"masks": video_masks, "video_fps": fps}
+        outputs = {"masks": video_masks, "video_fps": fps if overlay else None}
     else:
         frames = read_images(image_files(source, failures), failures)
         fps = config.fps or FOLDER_FPS
-        outputs = {"masks": True, "overlays": True}
+        outputs = {"masks": True, "overlays": overlay}
     try:  # the capture is released however this ends, after closing stops the threads
         recording = Recording(
             output, config, threshold=threshold, raw_mask=raw_mask, dataset=dataset, **outputs
@@ -164,6 +173,8 @@ def predict(
         with closing(decoded), recording, closing(read_ahead(inferred, depth=2)) as ahead:
             for batch, prob in ahead:
                 recording.record(predictor, batch, prob)
+                if progress is not None:
+                    progress(len(batch))
                 if stop_signal():  # Ctrl-C or SIGTERM (`runfolder.stop_on_signals`): write what was measured
                     break
     finally:
@@ -262,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int_argument, default=8, help="frames per batch (default: %(default)s)"
     )
     parser.add_argument("--masks", action="store_true", help="also write a mask PNG per video frame")
+    parser.add_argument(
+        "--no-overlay", dest="overlay", action="store_false", help="no overlay video or images (faster)"
+    )
     add_settings(parser.add_argument_group("time series of a video or folder"), PupillometryConfig)
     labelling = parser.add_argument_group("labelling: predictions to correct and fine-tune on")
     labelling.add_argument(
@@ -359,7 +373,7 @@ def _run(
     print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}{order}, frames {size}", flush=True)
     settings = {
         "threshold": args.threshold, "tta": args.tta, "batch_size": args.batch_size,
-        "video_masks": args.masks, "raw_mask": args.raw_mask, "config": config,
+        "video_masks": args.masks, "raw_mask": args.raw_mask, "config": config, "overlay": args.overlay,
     }  # fmt: skip
     if recording is not None:
         print(recording.describe(), flush=True)

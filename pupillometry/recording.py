@@ -58,6 +58,7 @@ class PredictSummary:
     median_diameter_mm: float = math.nan
     mm_per_px: float | None = None
     mm_source: str = "none"  # --mm-per-px, an estimate from the iris, or none
+    median_confidence: float = math.nan
     complete: bool = True  # False: stopped early (stopped_by) with the frames so far written
     stopped_by: str | None = None  # the signal that stopped the run: SIGINT (Ctrl-C) or SIGTERM
 
@@ -68,6 +69,7 @@ class PredictSummary:
         open_eye = [row["axis_major"] for row in rows if not row["blink"]]
         self.tracked_share, self.blinks, self.minutes = len(open_eye) / len(rows), len(events), minutes
         self.median_diameter_px = float(np.median(open_eye)) if open_eye else math.nan
+        self.median_confidence = float(np.median([row["confidence"] for row in rows]))
         self.mm_per_px, self.mm_source = mm
         if self.mm_per_px is not None:
             self.median_diameter_mm = self.median_diameter_px * self.mm_per_px

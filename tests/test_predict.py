@@ -288,6 +288,17 @@ def test_video_gives_overlay_video_and_csv(checkpoint, tmp_path, capsys):
     assert len(list((tmp_path / "out" / "masks").iterdir())) == 4
     capture = cv2.VideoCapture(str(tmp_path / "out" / "overlay.mp4"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    code, *_ = run_cli(
+        capsys, "--checkpoint", checkpoint, "--input", video, "--output", tmp_path / "bare", "--no-overlay"
+    )
+    assert code == 0 and len(read_csv(tmp_path / "bare" / "pupil.csv")) == 4
+    assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == [
+        ".lock",
+        "blinks.csv",
+        "pupil.csv",
+        "summary.json",
+        "timeseries.png",
+    ]
 
 
 def test_truncated_video_is_processed_as_far_as_it_decodes_with_a_warning(checkpoint, tmp_path, capsys):
