@@ -55,6 +55,7 @@ else 0.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import signal
@@ -148,6 +149,8 @@ def predict(
         if not capture.isOpened():
             raise InputError(f"{source}: cannot open as a video (not a video file OpenCV can decode)")
         frames = read_video(capture, source)
+        if timestamps is not None:  # a header's count can be an estimate: no frame without a time
+            frames = itertools.islice(frames, len(timestamps))
         own = (
             1.0 / float(np.median(np.diff(timestamps)))
             if timestamps is not None and len(timestamps) > 1

@@ -198,6 +198,7 @@ class VideoOut:
                     break
                 self._partial(path).unlink(missing_ok=True)
             else:
+                self._writer = None
                 raise OSError(f"{self.stem.parent}: OpenCV can write neither mp4v nor MJPG video here")
         if (
             self._frames % self.DISK_CHECK_EVERY == 0
@@ -209,7 +210,7 @@ class VideoOut:
 
     def close(self, *, keep: bool = True) -> None:
         """Finish the file and move it into place; without `keep`, remove it."""
-        if self._writer is None:
+        if self._writer is None or self.path is None:
             return
         self._writer.release()
         self._writer = None

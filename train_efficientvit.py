@@ -395,6 +395,8 @@ def launch_processes(config: TrainConfig, processes: int) -> dict:
         return launch(processes, main, config)
     except mp.ProcessRaisedException as exc:  # the rank's traceback: its last line is the error
         raise ValueError(str(exc).strip().splitlines()[-1].split(": ", 1)[-1]) from None
+    except mp.ProcessExitedException as exc:  # killed: out of memory, a crash
+        raise RuntimeError(f"--nproc-per-node {processes}: {one_line(exc)}") from None
 
 
 if __name__ == "__main__":

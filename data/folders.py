@@ -141,7 +141,8 @@ def broken_links(folder: Path) -> list[tuple[Path, str]]:
     it leads back to itself (a symlink loop). `list_images` passes over them; callers name them."""
     broken = []
     for path in sorted(folder.iterdir(), key=natural_key):
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_symlink() and not path.exists():
+        hidden = path.name.startswith(".")  # as list_images: an editor's lock link is no frame
+        if path.suffix.lower() in IMAGE_SUFFIXES and not hidden and path.is_symlink() and not path.exists():
             try:
                 path.resolve(strict=True)
                 loop = False

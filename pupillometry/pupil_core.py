@@ -103,6 +103,10 @@ def _timestamps(path: Path, video: Path) -> np.ndarray:
         if not capture.isOpened():
             raise InputError(f"{video}: cannot open as a video (not a video file OpenCV can decode)")
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if frames <= 0:  # a raw MJPEG stream's header has no count: count by decoding
+            frames = 0
+            while capture.grab():
+                frames += 1
     finally:
         capture.release()
     if frames != len(stamps):

@@ -179,7 +179,7 @@ class Recording:
         failed = exc_type is not None
         try:
             self._writes.close()
-        except Exception:
+        except BaseException:  # a writer's error, or a second Ctrl-C while the writes finish
             failed = True
             if exc_type is None:  # else the exception that ended the run goes on, not a writer's after it
                 raise

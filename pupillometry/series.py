@@ -112,9 +112,9 @@ def around_blinks(blink: np.ndarray, times: np.ndarray, fps: float) -> np.ndarra
     """The blink frames and those whose time overlaps the BLINK_PAD_S before or after a blink."""
     around, ends = blink.copy(), frame_ends(times, fps)
     for first, last in runs(blink):
-        before = ends > times[first] - BLINK_PAD_S + 1e-9  # ends inside the pad before the blink
-        after = times < ends[last] + BLINK_PAD_S - 1e-9  # starts inside the pad after it
-        around[before & after] = True
+        lo = np.searchsorted(ends, times[first] - BLINK_PAD_S + 1e-9, side="right")  # ends inside the pad
+        hi = np.searchsorted(times, ends[last] + BLINK_PAD_S - 1e-9, side="left")  # starts inside it
+        around[lo:hi] = True
     return around
 
 

@@ -97,3 +97,15 @@ def test_a_binocular_blink_is_where_both_eyes_blink():
     }
     assert binocular_blinks(events, 0.05) == [(1.05, 1.2)]
     assert binocular_blinks({0: events[0]}, 0.05) == [(1.0, 1.2), (3.0, 3.2)]
+
+
+def test_a_raw_mjpeg_eye_video_is_counted_by_decoding(tmp_path):
+    import cv2
+
+    from pupillometry.pupil_core import find_recording
+
+    frames = [np.full((64, 64), 60 + 10 * i, np.uint8) for i in range(5)]
+    (tmp_path / "eye0.mjpeg").write_bytes(b"".join(cv2.imencode(".jpg", f)[1].tobytes() for f in frames))
+    np.save(tmp_path / "eye0_timestamps.npy", np.arange(5) / 120)  # its header has no frame count
+    recording = find_recording(tmp_path)
+    assert recording is not None and len(recording.eyes[0].timestamps) == 5

@@ -454,3 +454,35 @@ def test_the_first_signal_asks_for_a_stop_a_second_stops_at_once_and_an_ignored_
             assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_hidden_dangling_link_is_no_frame(tmp_path):
+    from streams import image_files
+
+    for i in (1, 2):
+        write_image(tmp_path / f"frame_{i}.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / ".#frame_1.png").symlink_to(tmp_path / "gone")  # an editor's lock
+    failures: list[Path] = []
+    assert [p.name for p in image_files(tmp_path, failures)] == [
+        "frame_1.png",
+        "frame_2.png",
+    ] and not failures
+
+
+def test_a_video_writer_that_cannot_open_is_one_line(tmp_path, monkeypatch):
+    import cv2
+
+    from streams import VideoOut
+
+    class Closed:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):  # noqa: N802 (OpenCV's name)
+            return False
+
+    monkeypatch.setattr(cv2, "VideoWriter", Closed)
+    video = VideoOut(tmp_path / "overlay", 30.0)
+    with pytest.raises(OSError, match="OpenCV can write neither mp4v nor MJPG video here"):
+        video.write(np.zeros((8, 8, 3), np.uint8))
+    video.close(keep=False)  # as a failed run's cleanup does: nothing to close, no AttributeError
