@@ -431,9 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         hint = MISSING_METADATA_HINT if isinstance(exc, MissingMetadataError) else ""
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM, while the first's results were written
+    except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM, while the first's results were written
         print(f"interrupted twice: stopped at once; {args.output} may be incomplete", file=sys.stderr)
-        return 130
+        return 128 + signal.Signals[str(exc)] if str(exc) in signal.Signals.__members__ else 130
     for label, summary in summaries.items():
         if summary.failed:
             total = summary.frames + summary.failed
