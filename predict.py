@@ -39,7 +39,9 @@ frame_10). Written to --output:
                          --no-overlay writes neither overlays nor the video
 A Pupil Core recording folder (eye0.mp4 / eye1.mp4 with eye<id>_timestamps.npy) gives each eye's
 files in --output/eye<id>, timed by its timestamps, and Pupil Player's pupil_positions.csv and
-blinks.csv of both eyes in --output/pupil_player (`pupillometry.pupil_core`).
+blinks.csv of both eyes in --output/pupil_player (`pupillometry.pupil_core`). A folder that holds
+no images but videos and / or Pupil Core recordings is a batch: each into --output/<its name>,
+one progress bar, --output/recordings.csv summing them up; a re-run skips those finished.
 --save-dataset DIR writes the frames at or above --save-confidence with their predicted masks in
 the mask-folder layout (DIR/train, the last --val-fraction of them in DIR/validation), and
 DIR/confidence.csv; correct the masks, then `train_efficientvit.py --init-from pretrained
@@ -56,8 +58,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -82,7 +86,7 @@ from cli import (
     share_argument,
 )
 from config import PreprocessConfig, PupillometryConfig
-from data.folders import IMAGE_SUFFIXES, new_folder
+from data.folders import IMAGE_SUFFIXES, list_images, natural_key, new_folder, write_csv
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
 from pupillometry.pupil_core import PLAYER_EXPORT, PupilCoreRecording, find_recording, write_player_exports
@@ -93,6 +97,7 @@ from streams import InputError, batches, image_files, read_ahead, read_images, r
 FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
 MAX_FPS = 10_000  # a video header's frame rate above this is a broken header, not a camera
 MAX_CAMERA = 1000  # camera indices run from 0
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".mjpeg", ".webm")  # a batch folder's videos
 PREPROCESS_FLAGS = flags(PreprocessConfig)  # --gamma, --clahe-clip, --clahe-tiles, --mean, --std
 PUPILLOMETRY_FLAGS = flags(PupillometryConfig)  # --fps, --blink-share, ..., --mm-per-px
 MISSING_METADATA_HINT = (
@@ -319,6 +324,7 @@ def predict_recording(
     output: Path,
     *,
     dataset: Path | None,
+    progress: Callable[[int], object] | None = None,
     save_confidence: float = 0.0,
     val_fraction: float = 0.2,
     **settings: Any,
@@ -341,12 +347,101 @@ def predict_recording(
             output / name,
             dataset=saved,
             timestamps=eye.timestamps - recording.start,
+            progress=progress,
             **settings,
         )
         if summaries[name].stopped_by:
             break
     write_player_exports(recording, output, list(summaries))
     return summaries
+
+
+DONE = ".complete"  # in a recording's folder of a batch: its results are whole, a re-run skips it
+RECORDINGS_COLUMNS = (
+    "recording", "frames", "tracked_share", "blinks_per_minute", "median_diameter_px", "median_confidence",
+)  # fmt: skip
+
+
+def batch_inputs(folder: Path) -> list[Path]:
+    """The recordings a folder holds when it holds no images itself: its videos and its Pupil Core
+    recording folders, in natural name order; [] for a folder of frames (one recording)."""
+    if list_images(folder):
+        return []
+    entries = sorted(folder.iterdir(), key=natural_key)
+    videos = [
+        p
+        for p in entries
+        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
+    ]
+    recordings = [p for p in entries if p.is_dir() and not p.name.startswith(".") and find_recording(p)]
+    return sorted(videos + recordings, key=natural_key)
+
+
+def predict_many(
+    predictor: Predictor, inputs: list[Path], output: Path, **settings: Any
+) -> dict[str, PredictSummary]:
+    """Each of `inputs` (videos, Pupil Core recordings) into output/<its name>, with one progress
+    bar over all their frames; one whose folder holds DONE is skipped, so a batch stopped or
+    failed part way resumes where it was. output/recordings.csv sums up every finished one."""
+    from tqdm import tqdm
+
+    todo = [p for p in inputs if not (output / p.stem / DONE).exists()]
+    before = len(inputs) - len(todo)
+    print(f"{len(inputs)} recordings in {inputs[0].parent}: {before} done before, {len(todo)} to run")
+    frames = {p: frame_count(p) for p in todo}
+    summaries: dict[str, PredictSummary] = {}
+    with tqdm(total=sum(frames.values()), unit="frame", dynamic_ncols=True) as bar:
+        for path in todo:
+            folder = output / path.stem
+            shutil.rmtree(folder, ignore_errors=True)  # a run cut short before: its partial results go
+            recording = find_recording(path) if path.is_dir() else None
+            if recording is not None:
+                done = predict_recording(
+                    predictor, recording, folder, dataset=None, progress=bar.update, **settings
+                )
+                summaries |= {f"{path.stem}/{eye}": s for eye, s in done.items()}
+            else:
+                summaries[path.stem] = predict(predictor, path, folder, progress=bar.update, **settings)
+            if any(s.stopped_by for s in summaries.values()):
+                break
+            (folder / DONE).touch()
+    write_recordings_csv(output, inputs)
+    return summaries
+
+
+def frame_count(path: Path) -> int:
+    """A video's frames by its header, or a Pupil Core recording's by its timestamps (for progress)."""
+    if path.is_dir():
+        return sum(len(eye.timestamps) for eye in find_recording(path).eyes)
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    return max(count, 0)
+
+
+def write_recordings_csv(output: Path, inputs: list[Path]) -> None:
+    """output/recordings.csv: a row per finished recording (per eye for a Pupil Core one), from
+    the summary.json each wrote."""
+    rows = []
+    for path in inputs:
+        folder = output / path.stem
+        if not (folder / DONE).exists():
+            continue
+        for summary in sorted(folder.glob("summary.json")) + sorted(folder.glob("eye*/summary.json")):
+            figures = json.loads(summary.read_text())
+            name = path.stem if summary.parent == folder else f"{path.stem}/{summary.parent.name}"
+            minutes = figures["minutes"] or math.nan
+            per_minute = figures["blinks"] / minutes
+            rows.append(
+                {"recording": name, "frames": figures["frames"], "tracked_share": figures["tracked_share"],
+                 "blinks_per_minute": per_minute, "median_diameter_px": figures["median_diameter_px"],
+                 "median_confidence": figures["median_confidence"]}
+            )  # fmt: skip
+    write_csv(
+        output / "recordings.csv",
+        RECORDINGS_COLUMNS,
+        [{k: math.nan if v is None else v for k, v in r.items()} for r in rows],
+    )
 
 
 def run(
@@ -378,6 +473,11 @@ def _run(
         "threshold": args.threshold, "tta": args.tta, "batch_size": args.batch_size,
         "video_masks": args.masks, "raw_mask": args.raw_mask, "config": config, "overlay": args.overlay,
     }  # fmt: skip
+    many = batch_inputs(Path(args.input)) if folder else []
+    if many:
+        if args.save_dataset is not None:
+            raise InputError("--save-dataset takes one recording, not a folder of them")
+        return predict_many(predictor, many, args.output, **settings)
     if recording is not None:
         print(recording.describe(), flush=True)
         saving = {"save_confidence": args.save_confidence, "val_fraction": args.val_fraction}

@@ -109,3 +109,26 @@ def test_a_raw_mjpeg_eye_video_is_counted_by_decoding(tmp_path):
     np.save(tmp_path / "eye0_timestamps.npy", np.arange(5) / 120)  # its header has no frame count
     recording = find_recording(tmp_path)
     assert recording is not None and len(recording.eyes[0].timestamps) == 5
+
+
+def test_a_folder_of_recordings_runs_each_once_and_resumes(tmp_path, capsys):
+    batch = tmp_path / "batch"
+    pupil_core_recording(batch / "rec", eyes=(0,))
+    for name in ("a", "b"):
+        (write_sequence(tmp_path / name, 6, seed=3, size=(128, 128)) / "eye.mp4").rename(
+            batch / f"{name}.mp4"
+        )
+    out = tmp_path / "out"
+    assert predict_main(["--input", str(batch), "--output", str(out), "--no-overlay"]) == 0
+    assert "3 recordings in" in capsys.readouterr().out
+    rows = read_csv(out / "recordings.csv")
+    assert [r["recording"] for r in rows] == ["a", "b", "rec/eye0"]
+    assert [int(r["frames"]) for r in rows] == [6, 6, FRAMES]
+    assert (out / "rec" / "pupil_player" / "pupil_positions.csv").is_file()
+    first = (out / "a" / "pupil.csv").stat().st_mtime_ns
+    (out / "b" / ".complete").unlink()  # as if b had been cut short
+    assert predict_main(["--input", str(batch), "--output", str(out), "--no-overlay"]) == 0
+    printed = capsys.readouterr().out
+    assert "3 recordings in" in printed and "2 done before, 1 to run" in printed and "b: " in printed
+    assert (out / "a" / "pupil.csv").stat().st_mtime_ns == first  # not run again
+    assert len(read_csv(out / "recordings.csv")) == 3
