@@ -158,6 +158,7 @@ def test_the_timed_step_is_training_train_step(monkeypatch):
     assert math.isfinite(loss)
 
 
+@pytest.mark.slow  # a fresh process that imports torch and trains
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_the_training_probe_times_each_repetition_and_its_peak_holds_a_steps_activations():
     run = probe_training("shallownet", SIZE, 1, threads=1, reps=2, iters=2, budget_s=0.0)
