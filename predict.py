@@ -65,7 +65,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -362,39 +362,41 @@ RECORDINGS_COLUMNS = (
 )  # fmt: skip
 
 
-def batch_inputs(folder: Path) -> list[Path]:
-    """The recordings a folder holds when it holds no images itself: its videos and its Pupil Core
-    recording folders, in natural name order; [] for a folder of frames (one recording)."""
+def batch_inputs(folder: Path) -> dict[Path, PupilCoreRecording | None]:
+    """The recordings a folder holds when it holds no images itself, in natural name order: its
+    videos (None) and its Pupil Core recording folders (found once, here); {} for a folder of
+    frames (one recording)."""
     if list_images(folder):
-        return []
-    entries = sorted(folder.iterdir(), key=natural_key)
-    videos = [
-        p
-        for p in entries
-        if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
-    ]
-    recordings = [p for p in entries if p.is_dir() and not p.name.startswith(".") and find_recording(p)]
-    return sorted(videos + recordings, key=natural_key)
+        return {}
+    inputs: dict[Path, PupilCoreRecording | None] = {}
+    for path in sorted(folder.iterdir(), key=natural_key):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            inputs[path] = None
+        elif path.is_dir() and (recording := find_recording(path)) is not None:
+            inputs[path] = recording
+    return inputs
 
 
 def predict_many(
-    predictor: Predictor, inputs: list[Path], output: Path, **settings: Any
+    predictor: Predictor, inputs: dict[Path, PupilCoreRecording | None], output: Path, **settings: Any
 ) -> dict[str, PredictSummary]:
-    """Each of `inputs` (videos, Pupil Core recordings) into output/<its name>, with one progress
-    bar over all their frames; one whose folder holds DONE is skipped, so a batch stopped or
-    failed part way resumes where it was. output/recordings.csv sums up every finished one."""
+    """Each of `inputs` (`batch_inputs`: videos, Pupil Core recordings) into output/<its name>,
+    with one progress bar over all their frames; one whose folder holds DONE is skipped, so a
+    batch stopped or failed part way resumes where it was. output/recordings.csv sums up every
+    finished one."""
     from tqdm import tqdm
 
-    todo = [p for p in inputs if not (output / p.stem / DONE).exists()]
-    before = len(inputs) - len(todo)
-    print(f"{len(inputs)} recordings in {inputs[0].parent}: {before} done before, {len(todo)} to run")
-    frames = {p: frame_count(p) for p in todo}
+    todo = {p: recording for p, recording in inputs.items() if not (output / p.stem / DONE).exists()}
+    before, first = len(inputs) - len(todo), next(iter(inputs))
+    print(f"{len(inputs)} recordings in {first.parent}: {before} done before, {len(todo)} to run")
+    total = sum(frame_count(p, recording) for p, recording in todo.items())
     summaries: dict[str, PredictSummary] = {}
-    with tqdm(total=sum(frames.values()), unit="frame", dynamic_ncols=True) as bar:
-        for path in todo:
+    with tqdm(total=total, unit="frame", dynamic_ncols=True) as bar:
+        for path, recording in todo.items():
             folder = output / path.stem
             shutil.rmtree(folder, ignore_errors=True)  # a run cut short before: its partial results go
-            recording = find_recording(path) if path.is_dir() else None
             if recording is not None:
                 done = predict_recording(
                     predictor, recording, folder, dataset=None, progress=bar.update, **settings
@@ -409,17 +411,17 @@ def predict_many(
     return summaries
 
 
-def frame_count(path: Path) -> int:
+def frame_count(path: Path, recording: PupilCoreRecording | None) -> int:
     """A video's frames by its header, or a Pupil Core recording's by its timestamps (for progress)."""
-    if path.is_dir():
-        return sum(len(eye.timestamps) for eye in find_recording(path).eyes)
+    if recording is not None:
+        return sum(len(eye.timestamps) for eye in recording.eyes)
     capture = cv2.VideoCapture(str(path))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
     return max(count, 0)
 
 
-def write_recordings_csv(output: Path, inputs: list[Path]) -> None:
+def write_recordings_csv(output: Path, inputs: Iterable[Path]) -> None:
     """output/recordings.csv: a row per finished recording (per eye for a Pupil Core one), from
     the summary.json each wrote."""
     rows = []

@@ -11,6 +11,7 @@ step's freed activations beside the next step's and grew to twice the step's pea
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import statistics
 import subprocess
@@ -79,13 +80,23 @@ def release_memory() -> None:
     block freed up to 32 MiB, for reuse; a process alternating training steps with onnxruntime
     sessions then kept each step's activations beside the next one's and grew to twice the
     step's peak (21 GB for ShallowNet at 400x640, batch 8)."""
+    if (trim := _malloc_trim()) is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs ldconfig); None elsewhere (musl has none)."""
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and name:
-        with contextlib.suppress(OSError, AttributeError):  # musl has no malloc_trim
-            ctypes.CDLL(name).malloc_trim(0)
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def training_run(
