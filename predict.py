@@ -6,6 +6,7 @@ turn what it finds into measurements over time.
     python predict.py --input eye.mp4 --output out/ --save-dataset my_eyes/  # masks to correct
     python predict.py --checkpoint best.onnx --input 0                   # camera 0, live view
     python predict.py --input recordings/000/ --output out/              # a Pupil Core recording
+    python predict.py --input 0 --lsl                                    # camera 0 to Lab Streaming Layer
 
 --checkpoint is a `.onnx` export or a `.pt` checkpoint (default: the pretrained model in
 pretrained/; --model, its old name, still works for one release and says so on stderr). Frames run
@@ -42,6 +43,8 @@ files in --output/eye<id>, timed by its timestamps, and Pupil Player's pupil_pos
 blinks.csv of both eyes in --output/pupil_player (`pupillometry.pupil_core`). A folder that holds
 no images but videos and / or Pupil Core recordings is a batch: each into --output/<its name>,
 one progress bar, --output/recordings.csv summing them up; a re-run skips those finished.
+--lsl [NAME] also sends each frame's measurement, stamped with its capture time, as a Lab Streaming
+Layer stream (`lsl`; --realtime replays a file at its own pace; a camera then needs no display).
 --save-dataset DIR writes the frames at or above --save-confidence with their predicted masks in
 the mask-folder layout (DIR/train, the last --val-fraction of them in DIR/validation), and
 DIR/confidence.csv; correct the masks, then `train_efficientvit.py --init-from pretrained
@@ -89,6 +92,7 @@ from config import PreprocessConfig, PupillometryConfig
 from data.folders import IMAGE_SUFFIXES, list_images, natural_key, new_folder, write_csv
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
+from lsl import STREAM_NAME, LslOutlet, source_id
 from pupillometry.pupil_core import PLAYER_EXPORT, PupilCoreRecording, find_recording, write_player_exports
 from pupillometry.recording import PredictSummary, Recording, SavedDataset
 from runfolder import hold_results, stop_on_signals, stop_signal
@@ -134,13 +138,15 @@ def predict(
     timestamps: np.ndarray | None = None,
     overlay: bool = True,
     progress: Callable[[int], object] | None = None,
+    live: LslOutlet | None = None,
 ) -> PredictSummary:
     """Run `predictor` on an image, a folder of images or a video file and write the results:
     pupil.csv, and for more than one frame blinks.csv and timeseries.png (`config`'s settings).
     Masks hold the pupil's blob alone, or with `raw_mask` every pixel above `threshold`.
     `timestamps`: a video's frames' own times in seconds (a Pupil Core recording's), which then
     set the time series' and the rate the time rules use. Without `overlay`, no overlay video or
-    images; `progress(n)` is told of each batch of n frames done.
+    images; `progress(n)` is told of each batch of n frames done; `live` is sent each frame's
+    measurement as it comes (`lsl`).
 
     Raises InputError when the input cannot be opened or none of its frames can be read.
     """
@@ -174,7 +180,7 @@ def predict(
         recording = Recording(
             output, config, threshold=threshold, raw_mask=raw_mask, dataset=dataset, **outputs
         )
-        recording.timestamps = timestamps
+        recording.timestamps, recording.fps, recording.live = timestamps, fps, live
         # three stages on their own threads: decoding, the model, the rest (and writing, on a fourth)
         decoded = read_ahead(batches(frames, batch_size), depth=2)
         inferred = ((batch, recording.infer(predictor, batch, tta=tta)) for batch in decoded)
@@ -206,30 +212,43 @@ def live_view(
     raw_mask: bool = False,
     config: PupillometryConfig | None = None,
     dataset: SavedDataset | None = None,
+    live: LslOutlet | None = None,
 ) -> PredictSummary:
     """Show camera `camera` with the pupil overlay and frames/s until q or Esc; pupil.csv (filtered
-    causally, as it could have been live), blinks.csv and timeseries.png in `output`.
+    causally, as it could have been live), blinks.csv and timeseries.png in `output`. With `live`
+    (an LSL outlet) each frame is also sent, stamped when it was read, and no display is needed:
+    without one, it runs without a window until Ctrl-C.
 
     Raises InputError when the camera cannot be opened, shows no frame or no window can be shown.
     """
     unix = sys.platform.startswith(("linux", "freebsd", "openbsd"))  # macOS and Windows have a display
-    if unix and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):  # X11, Wayland
+    show = not unix or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))  # X11, Wayland
+    if not show and live is None:
         raise InputError(
             f"camera {camera}: a live view needs a display (DISPLAY is not set); record a video instead"
         )
     capture = cv2.VideoCapture(camera)
     if not capture.isOpened():
         raise InputError(f"camera {camera}: cannot be opened")
+    if not show:
+        print(f"camera {camera}: no display, streaming without a window (Ctrl-C stops)", flush=True)
     fps, start = 0.0, time.perf_counter()
+    if live is not None:
+        live.begin(0.0)  # the recording's time 0 is now, on LSL's clock
     recording = Recording(
         output, config or PupillometryConfig(), threshold=threshold, raw_mask=raw_mask, dataset=dataset
     )
+    recording.live = live
     try:
         with recording:
             for frame in read_video(capture):
                 tick = time.perf_counter()
                 prob = predictor.probabilities([frame[2]], tta=tta)[0]
                 mask, geometry = recording.measure(frame, prob, time_s=tick - start)
+                if not show:
+                    if stop_signal():
+                        break
+                    continue
                 overlay = paint(frame[2], pred=mask, geometry=geometry)
                 fps = 0.9 * fps + 0.1 / max(time.perf_counter() - tick, 1e-6)  # smoothed over ~10 frames
                 cv2.putText(overlay, f"{fps:.0f} fps", (10, 30), FONT, 1.0, ELLIPSE_COLOUR, 2)
@@ -285,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-overlay", dest="overlay", action="store_false", help="no overlay video or images (faster)"
     )
     add_settings(parser.add_argument_group("time series of a video or folder"), PupillometryConfig)
+    streaming = parser.add_argument_group("live to the lab: Lab Streaming Layer (needs pylsl)")
+    streaming.add_argument(
+        "--lsl",
+        nargs="?",
+        const=STREAM_NAME,
+        metavar="NAME",
+        help="send each frame's diameter, centre, confidence and blink as an LSL stream (default "
+        "name: %(const)s; a camera needs no display then)",
+    )
+    streaming.add_argument(
+        "--realtime", action="store_true", help="with --lsl on a file: replay it at its own pace"
+    )
     labelling = parser.add_argument_group("labelling: predictions to correct and fine-tune on")
     labelling.add_argument(
         "--save-dataset",
@@ -327,12 +358,14 @@ def predict_recording(
     progress: Callable[[int], object] | None = None,
     save_confidence: float = 0.0,
     val_fraction: float = 0.2,
+    outlets: dict[str, LslOutlet] | None = None,
     **settings: Any,
 ) -> dict[str, PredictSummary]:
     """Each eye of a Pupil Core recording into output/eye<id> (`predict` with its timestamps,
     times counted from the recording's start), then Pupil Player's two exports of both eyes in
-    output/PLAYER_EXPORT; `dataset`: --save-dataset, a dataset per eye in dataset/eye<id>.
-    A run stopped by a signal stops after the eye in hand, its exports written."""
+    output/PLAYER_EXPORT; `dataset`: --save-dataset, a dataset per eye in dataset/eye<id>;
+    `outlets`: an LSL outlet per eye<id>. A run stopped by a signal stops after the eye in hand,
+    its exports written."""
     if dataset is not None:
         new_folder(dataset, overwrite=False, flag=None)
     summaries = {}
@@ -348,6 +381,7 @@ def predict_recording(
             dataset=saved,
             timestamps=eye.timestamps - recording.start,
             progress=progress,
+            live=(outlets or {}).get(name),
             **settings,
         )
         if summaries[name].stopped_by:
@@ -446,6 +480,40 @@ def write_recordings_csv(output: Path, inputs: Iterable[Path]) -> None:
     )
 
 
+def open_outlet(
+    args: argparse.Namespace,
+    config: PupillometryConfig,
+    predictor: Predictor,
+    *,
+    rate: float | None,
+    eye: str = "",
+) -> LslOutlet | None:
+    """--lsl's outlet for the input (an eye of it: `eye`), or None without --lsl."""
+    if args.lsl is None:
+        return None
+    model = {"model": args.checkpoint.name, "backend": predictor.backend, "img_size": predictor.size_name}
+    name = f"{args.lsl} {eye}" if eye else args.lsl
+    outlet = LslOutlet(
+        name, source_id(args.input, eye), config=config, rate=rate, model=model, realtime=args.realtime
+    )
+    pace = ", at the file's own pace" if args.realtime else ""
+    print(f"streaming to LSL as {name!r} (source id {outlet.source_id}){pace}", flush=True)
+    return outlet
+
+
+def nominal_rate(source: Path, config: PupillometryConfig) -> float | None:
+    """The frame rate an LSL stream of `source` declares: --fps, a video's own, FOLDER_FPS for
+    images, None (irregular) where a video's header has no plausible one."""
+    if config.fps is not None:
+        return config.fps
+    if source.is_file() and source.suffix.lower() not in IMAGE_SUFFIXES:
+        capture = cv2.VideoCapture(str(source))
+        header = capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+        return header if math.isfinite(header) and 1 <= header <= MAX_FPS else None
+    return FOLDER_FPS
+
+
 def run(
     args: argparse.Namespace, preprocess: PreprocessConfig | None, config: PupillometryConfig
 ) -> dict[str, PredictSummary]:
@@ -477,15 +545,25 @@ def _run(
     }  # fmt: skip
     many = batch_inputs(Path(args.input)) if folder else []
     if many:
-        if args.save_dataset is not None:
-            raise InputError("--save-dataset takes one recording, not a folder of them")
+        for flag, value in (("--save-dataset", args.save_dataset), ("--lsl", args.lsl)):
+            if value is not None:
+                raise InputError(f"{flag} takes one recording, not a folder of {len(many)}")
         return predict_many(predictor, many, args.output, **settings)
     if recording is not None:
         print(recording.describe(), flush=True)
+        if args.lsl is not None and args.realtime and len(recording.eyes) > 1:
+            raise InputError(
+                f"{args.input}: --realtime replays one eye video at a time, and this recording has "
+                f"{len(recording.eyes)}; stream it without --realtime (each sample keeps its time)"
+            )
+        eyes = [f"eye{eye.eye_id}" for eye in recording.eyes]
+        outlets = {eye: open_outlet(args, config, predictor, rate=None, eye=eye) for eye in eyes}
+        for outlet in outlets.values():  # both eyes on one clock: the recording's start is now
+            if outlet is not None:
+                outlet.begin(0.0)
         saving = {"save_confidence": args.save_confidence, "val_fraction": args.val_fraction}
-        return predict_recording(
-            predictor, recording, args.output, dataset=args.save_dataset, **settings, **saving
-        )
+        saving |= {"dataset": args.save_dataset, "outlets": outlets}
+        return predict_recording(predictor, recording, args.output, **settings, **saving)
     dataset = None
     if args.save_dataset is not None:
         dataset = SavedDataset(
@@ -499,6 +577,7 @@ def _run(
             "--masks": args.masks,
             "--batch-size": args.batch_size != 8,
             "--fps": config.fps is not None,
+            "--realtime": args.realtime,
         }
         if unused := [flag for flag, given in ignored.items() if given]:
             print(f"note: a camera ignores {', '.join(unused)}", file=sys.stderr)
@@ -512,14 +591,18 @@ def _run(
                 raw_mask=args.raw_mask,
                 config=config,
                 dataset=dataset,
+                live=open_outlet(args, config, predictor, rate=None),
             )
         }
-    return {"": predict(predictor, args.input, args.output, dataset=dataset, **settings)}
+    live = open_outlet(args, config, predictor, rate=nominal_rate(Path(args.input), config))
+    return {"": predict(predictor, args.input, args.output, dataset=dataset, live=live, **settings)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.realtime and args.lsl is None:
+        parser.error("--realtime replays a file to an LSL stream: give --lsl too")
     values = given(args, PREPROCESS_FLAGS)
     try:
         preprocess = build(PreprocessConfig, values, PREPROCESS_FLAGS) if values else None

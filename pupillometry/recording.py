@@ -162,6 +162,8 @@ class Recording:
         self.masks, self.overlays, self.dataset = masks, overlays, dataset
         self.video = VideoOut(output / "overlay", video_fps) if video_fps else None
         self.timestamps: np.ndarray | None = None  # per frame, seconds: a recording's own clock
+        self.fps: float | None = None  # else frame i is at i / fps (for `live`)
+        self.live: Any = None  # an lsl.LslOutlet each frame's measurement is pushed to, as it comes
         self.frames: list[dict[str, Any]] = []  # a row per frame, unread ones (`skip`) included
         self.unread = 0
         self.iris_radii: list[float] = []  # per frame with a confident pupil, for mm_from_iris
@@ -208,6 +210,8 @@ class Recording:
         confidence = frame_confidence(prob, above, geometry)
         mask = above if self.raw_mask else pupil_mask(prob, self.threshold)
         record = {"frame": frame[0], "pupil_found": geometry["found"], "confidence": confidence}
+        if self.live is not None:
+            self.live.push(self._time(time_s), geometry, confidence)
         self.frames.append(record | {key: geometry[key] for key in GEOMETRY} | {"time_s": time_s})
         if self.config.mm_from_iris and confidence >= self.config.min_confidence:
             centre, diameter = (geometry["centre_x"], geometry["centre_y"]), geometry["axis_major"]
@@ -217,11 +221,20 @@ class Recording:
             self._writes.submit(self._write, frame, mask, geometry, confidence)
         return mask, geometry
 
+    def _time(self, time_s: float | None) -> float:
+        """The next frame's time: `time_s` (a camera's), its timestamp, or its index / fps."""
+        n = len(self.frames)
+        if time_s is not None:
+            return time_s
+        return float(self.timestamps[n]) if self.timestamps is not None else n / (self.fps or 1.0)
+
     def skip(self, frame: Frame) -> None:
         """Record a frame that could not be read: a row with no pupil found, so that the frames
         after it keep their times."""
         self.unread += 1
         empty = {"pupil_found": False, "confidence": 0.0, **dict.fromkeys(GEOMETRY, math.nan)}
+        if self.live is not None:
+            self.live.push(self._time(None), {"found": False, **empty}, 0.0)
         self.frames.append({"frame": frame[0], **empty, "time_s": None})
 
     def infer(self, predictor: Predictor, batch: list[Frame], *, tta: bool = False) -> np.ndarray:
