@@ -6,6 +6,7 @@
     modal run --detach modal_app.py --data-dir openeds --epochs 80 --run-name openeds-long
     modal run modal_app.py --models tiny_efficientvit,shallownet --lrs 1e-3,3e-3 --seeds 0,1  # a sweep
     modal run modal_app.py --help                                    # every flag
+    modal run modal_app.py::app.predict --input sessions             # predict.py on many recordings
 
 The flags are train_efficientvit.py's, made from the same config.TrainConfig fields (cli.py; their
 help: `python train_efficientvit.py --help`), less the local paths and device (--out-dir, --resume,
@@ -23,8 +24,10 @@ a volume or network error); a failure that would (bad settings or data, a bad ch
 non-finite loss, out of GPU memory) ends the run with one line, `error: run NAME failed: <Type>:
 <message>`, or a row of the sweep's table. A Modal Secret holding MLFLOW_TRACKING_URI
 (`--mlflow-secret NAME`) sends the runs to that MLflow server instead. Only the standard library,
-`modal` and the project's standard-library `config.py`, `cli.py` and `modal_runs.py` (the planning
-of runs) are imported here: torch and the rest of the project load in containers.
+`modal` and the project's standard-library `config.py`, `cli.py`, `modal_runs.py` (the planning
+of runs) and `modal_predict.py` are imported here: torch and the rest of the project load in
+containers. `modal run modal_app.py::app.predict` runs predict.py on a folder of recordings in the
+Volume `pupil-recordings`, a CPU container each (`modal_predict` says how).
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ import modal
 
 from cli import one_line, train_config
 from config import TrainConfig
+from modal_predict import (
+    RECORDINGS_DIR,
+    RECORDINGS_VOLUME,
+    plan_prediction,
+    predict_recording,
+    recordings_to_run,
+    summarise,
+)
 from modal_runs import (
     DATASETS_DIR,
     DATASETS_VOLUME,
@@ -69,12 +80,12 @@ DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and
 # retried: an exception raised by `train` (infrastructure: a volume, the network, a bad host); a
 # failure that would repeat comes back as a summary with an "error", and a preemption restarts the call
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
-PROJECT_MODULES = (  # what train_efficientvit and export_onnx import, transitively (a test checks)
+PROJECT_MODULES = (  # what train_efficientvit, export_onnx and predict import, transitively (a test checks)
     "cli", "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
     "gallery", "reports", "runfolder", "train_efficientvit", "export_onnx", "modal_runs", "distributed",
-    "export_profiles",
+    "export_profiles", "predict", "pupillometry", "streams", "lsl", "modal_predict",
 )  # fmt: skip
-SWEEP_MODULES = ("cli", "config", "modal_runs", "reports")  # this file's and the table's: standard library
+SWEEP_MODULES = ("cli", "config", "modal_runs", "modal_predict", "reports")  # this file and the table: stdlib
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
     "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
     "mlflow==3.17.2", "matplotlib==3.11.2", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2",
@@ -86,10 +97,12 @@ image = (
     .uv_pip_install(*PACKAGES)
     .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
     .add_local_python_source(*PROJECT_MODULES)
+    .add_local_dir("pretrained", "/root/pretrained")  # predict's default model, beside inference.py
 )
 sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source(*SWEEP_MODULES)
 datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
 runs_volume = modal.Volume.from_name(RUNS_VOLUME, create_if_missing=True)
+recordings_volume = modal.Volume.from_name(RECORDINGS_VOLUME, create_if_missing=True)
 app = modal.App(APP_NAME, image=image)
 
 
@@ -232,6 +245,13 @@ TRAIN_FUNCTION = {
     "retries": TRAIN_RETRIES, "volumes": {DATASETS_DIR: datasets_volume, RUNS_DIR: runs_volume},
 }  # fmt: skip
 SWEEP_FUNCTION = {"image": sweep_image, "timeout": DAY_S}
+# predict.py on one recording: two CPU cores (reading, the model and writing overlap), the model from
+# the image or the runs volume; retried, and resumed, after a preemption or a volume error
+RECORDING_FUNCTION = {
+    "cpu": 2.0, "memory": 4096, "timeout": DAY_S, "retries": TRAIN_RETRIES,
+    "volumes": {RECORDINGS_DIR: recordings_volume, RUNS_DIR: runs_volume},
+}  # fmt: skip
+BATCH_FUNCTION = {"cpu": 1.0, "timeout": DAY_S, "volumes": {RECORDINGS_DIR: recordings_volume}}
 
 
 @app.function(**CHECK_FUNCTION)
@@ -344,3 +364,48 @@ def sweep(runs: list[tuple[dict[str, Any], str]], gpu: str = DEFAULT_GPU, mlflow
     table = comparison_table(list(zip(jobs, results, strict=True)))
     print(f"{table}\n{where_to_find([name for _, name in runs], mlflow_secret)}")
     return table
+
+
+@app.function(**RECORDING_FUNCTION)
+def predict_one(name: str, input_dir: str, output_dir: str, argv: list[str]) -> dict[str, Any]:
+    """predict.py on one recording of the volume (`modal_predict.predict_recording`)."""
+    return predict_recording(name, Path(input_dir), Path(output_dir), argv, commit=recordings_volume.commit)
+
+
+@app.function(**BATCH_FUNCTION)
+def predict_batch(input_dir: str, output_dir: str, argv: list[str]) -> dict[str, str]:
+    """Every recording of input_dir not finished in output_dir, a container each, in parallel;
+    then recordings.csv. Returns {"table": a line per recording} or {"error": one line}. A Modal
+    Function, so `modal run --detach` keeps the batch going after the local process is gone."""
+    try:
+        todo, total = recordings_to_run(Path(input_dir), Path(output_dir), argv)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    print(f"{total} recordings in {input_dir}: {total - len(todo)} done before, {len(todo)} to run")
+    results = predict_one.map(todo, kwargs={"input_dir": input_dir, "output_dir": output_dir, "argv": argv},
+                              return_exceptions=True)  # fmt: skip
+    done = dict(zip(todo, results, strict=True))
+    recordings_volume.reload()  # what every container committed
+    table = summarise(Path(input_dir), Path(output_dir), done)
+    recordings_volume.commit()
+    print(table)
+    return {"table": table}
+
+
+def predict_on_modal(input: str, output: str = "", flags: str = "", checkpoint: str = "pretrained") -> None:
+    """predict.py on every video and Pupil Core recording in a folder of the pupil-recordings
+    volume, a CPU container each: --output (default <input>-predictions), --flags (predict.py's,
+    quoted), --checkpoint (pretrained, or a model in the pupil-runs volume: RUN/best.onnx)."""
+    try:
+        source, target, argv = plan_prediction(input, output, flags, checkpoint)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    print(f"Predicting on {source} into {target} (volume {RECORDINGS_VOLUME})...")
+    outcome = predict_batch.remote(str(source), str(target), argv)
+    if error := outcome.get("error"):
+        sys.exit(f"error: {error}")
+
+
+# `modal run modal_app.py::app.predict`: an entrypoint of the app, not of this module, so that a plain
+# `modal run modal_app.py` still finds one entrypoint of its own (training's `main`)
+app.local_entrypoint(name="predict")(predict_on_modal)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import modal_app
+import modal_predict
 import modal_runs
 from cli import flags, train_config
 from config import TrainConfig
@@ -76,7 +77,9 @@ def test_the_image_carries_every_project_module_the_containers_import():
     shipped = set(modal_app.PROJECT_MODULES)
     files = [f for m in shipped for f in [ROOT / f"{m}.py", *(ROOT / m).glob("**/*.py")] if f.exists()]
     files.append(ROOT / "modal_app.py")  # every container imports it (Modal adds it itself)
-    needed = {"data", "train_efficientvit", "export_onnx"}.union(*(project_imports(f) for f in files))
+    needed = {"data", "train_efficientvit", "export_onnx", "predict"}.union(
+        *(project_imports(f) for f in files)
+    )
     assert needed <= shipped, f"add to PROJECT_MODULES: {sorted(needed - shipped)}"
     assert all((ROOT / f"{m}.py").is_file() or (ROOT / m / "__init__.py").is_file() for m in shipped)
 
@@ -92,9 +95,10 @@ def top_imports(path: Path) -> set[str]:
 
 def test_the_sweep_container_can_import_this_file():
     # it has no torch and no project but what the sweep image adds: what modal_app imports at the top
-    assert top_imports(ROOT / "modal_app.py") == {"cli", "config", "modal_runs"}
+    assert top_imports(ROOT / "modal_app.py") == {"cli", "config", "modal_runs", "modal_predict"}
     assert top_imports(ROOT / "modal_runs.py") == {"cli", "config"}
-    assert {"cli", "config", "modal_runs", "reports"} == set(modal_app.SWEEP_MODULES)
+    assert top_imports(ROOT / "modal_predict.py") == {"modal_runs"}
+    assert {"cli", "config", "modal_runs", "modal_predict", "reports"} == set(modal_app.SWEEP_MODULES)
     assert modal_app.SWEEP_FUNCTION["image"] is modal_app.sweep_image
 
 
@@ -440,3 +444,143 @@ def test_several_gpus_train_one_process_each_and_rank_0_reports_and_exports(tmp_
     assert summary["onnx"]["path"] == str(tmp_path / "multi" / "best.onnx") and commits
     out = capfd.readouterr().out
     assert "on cpu x 2 processes" in out and out.count("epoch 1/1") == 1  # rank 0 alone prints
+
+
+class FakeVolume:
+    """Stands in for a modal.Volume: counts commits and reloads."""
+
+    def __init__(self) -> None:
+        self.commits = self.reloads = 0
+
+    def commit(self) -> None:
+        self.commits += 1
+
+    def reload(self) -> None:
+        self.reloads += 1
+
+
+class LocalMap:
+    """`predict_one.map` run here, one recording after another, exceptions returned as Modal does."""
+
+    def __init__(self, function: modal.Function) -> None:
+        self.function, self.names = function, []
+
+    def map(self, names, kwargs: dict, return_exceptions: bool = False) -> list:
+        assert return_exceptions  # one recording's failure must not lose the others' results
+        results = []
+        for name in names:
+            self.names.append(name)
+            try:
+                results.append(self.function.local(name, **kwargs))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+
+@pytest.fixture
+def sessions(tmp_path, monkeypatch):
+    """A volume (tmp_path) whose folder `sessions` holds two videos, a Pupil Core recording and a
+    file that is no video; the containers run here."""
+    from data.synthetic import write_sequence
+    from tests.test_pupil_core import pupil_core_recording
+
+    folder = tmp_path / "sessions"
+    pupil_core_recording(folder / "core", eyes=(0,))
+    for name, seed in (("a", 1), ("b", 2)):
+        video = write_sequence(tmp_path / f"seq{name}", 6, seed=seed, size=(96, 96), fps=30) / "eye.mp4"
+        video.rename(folder / f"{name}.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    monkeypatch.setattr(modal_predict, "RECORDINGS_DIR", PurePosixPath(tmp_path))
+    monkeypatch.setattr(modal_app, "recordings_volume", FakeVolume())
+    monkeypatch.setattr(modal_app, "predict_one", LocalMap(modal_app.predict_one))
+    return folder
+
+
+@pytest.mark.filterwarnings("ignore:The predict_.* function is executing locally:UserWarning")
+def test_each_recording_runs_in_its_own_container_and_a_rerun_resumes(sessions, capsys):
+    out = sessions.with_name("out")
+    argv = ["--no-overlay", "--checkpoint", "pretrained"]
+    first = modal_app.predict_batch.local(str(sessions), str(out), argv)
+    assert modal_app.predict_one.names == ["a.mp4", "b.mp4", "broken.mp4", "core"]
+    lines = first["table"].splitlines()
+    assert lines[:2] == ["a.mp4: 6 frames", "b.mp4: 6 frames"] and lines[3] == "core: 20 frames"
+    assert lines[2].startswith("broken.mp4: failed: ") and "cannot open as a video" in lines[2]
+    assert lines[4] == "results: modal volume get pupil-recordings out .  (recordings.csv sums them up)"
+    assert (out / "a" / "pupil.csv").is_file() and (
+        out / "core" / "pupil_player" / "pupil_positions.csv"
+    ).is_file()
+    assert not (out / "a" / "overlay.mp4").exists()  # --flags reach every container
+    rows = (out / "recordings.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["a", "b", "core/eye0"]
+    assert modal_app.recordings_volume.commits == 4 + 1  # each container's, and the table's
+
+    (sessions / "broken.mp4").unlink()  # fixed by the user; the finished ones are not run again
+    modal_app.predict_one.names.clear()
+    again = modal_app.predict_batch.local(str(sessions), str(out), argv)
+    assert modal_app.predict_one.names == [] and again["table"].startswith("results: ")
+    assert "3 recordings in" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:The predict_.* function is executing locally:UserWarning")
+def test_a_batch_with_bad_flags_or_no_recordings_is_one_line(sessions, tmp_path):
+    out = str(tmp_path / "out")
+    bad = modal_app.predict_batch.local(str(sessions), out, ["--img-size", "7"])
+    assert bad["error"].startswith("--flags: ") and "--img-size" in bad["error"] and "\n" not in bad["error"]
+    (tmp_path / "empty").mkdir()
+    empty = modal_app.predict_batch.local(str(tmp_path / "empty"), out, [])
+    assert empty["error"] == f"{tmp_path / 'empty'}: holds no videos or Pupil Core recording folders"
+    assert modal_app.predict_one.names == []
+
+
+def test_a_preempted_container_raises_so_modal_runs_it_again(sessions, monkeypatch):
+    import predict
+
+    monkeypatch.setattr(predict, "main", lambda argv: 143)  # stopped by SIGTERM, results partial
+    with pytest.raises(KeyboardInterrupt, match="runs again"):
+        modal_predict.predict_recording("a.mp4", sessions, sessions.with_name("out"), [], commit=lambda: None)
+    assert not (sessions.with_name("out") / "a" / ".complete").exists()
+
+
+@pytest.mark.parametrize(
+    ("keywords", "message"),
+    [
+        ({"input": "../elsewhere"}, "--input '../elsewhere': give a folder in the pupil-recordings volume"),
+        ({"input": "s", "output": "s/out"}, "not inside --input"),
+        ({"input": "s", "flags": "--lsl"}, "--flags: --lsl is set here, not in --flags"),
+        ({"input": "s", "flags": "--fps '30"}, "No closing quotation"),
+    ],
+)
+def test_the_predict_entrypoint_refuses_what_cannot_work_before_any_container(monkeypatch, keywords, message):
+    monkeypatch.setattr(modal_app, "predict_batch", None)  # any container asked for fails
+    with pytest.raises(SystemExit) as stopped:
+        modal_app.predict_on_modal(**keywords)
+    assert str(stopped.value.code).startswith("error: ") and message in str(stopped.value.code)
+
+
+def test_the_predict_entrypoint_sends_the_plan_and_reports_a_failed_batch_in_one_line(monkeypatch):
+    sent = []
+
+    class Batch:
+        def remote(self, *args):
+            sent.append(args)
+            return {"error": "/recordings/s: holds no videos or Pupil Core recording folders"}
+
+    monkeypatch.setattr(modal_app, "predict_batch", Batch())
+    with pytest.raises(SystemExit) as stopped:
+        modal_app.predict_on_modal(input="s", flags="--img-size native", checkpoint="first/best.onnx")
+    assert sent == [
+        (
+            "/recordings/s",
+            "/recordings/s-predictions",
+            ["--img-size", "native", "--checkpoint", "/runs/first/best.onnx"],
+        )
+    ]
+    assert stopped.value.code == "error: /recordings/s: holds no videos or Pupil Core recording folders"
+
+
+def test_modal_run_finds_the_predict_entrypoint_and_still_trains_by_default(tmp_path):
+    result = modal_cli(tmp_path, "modal_app.py::app.predict", "--help")
+    assert result.returncode == 0, result.stderr
+    assert {"--input", "--output", "--flags", "--checkpoint"} <= set(
+        re.findall(r"--[a-z][a-z-]*", result.stdout)
+    )
