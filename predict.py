@@ -40,8 +40,9 @@ frame_10). Written to --output:
                          --no-overlay writes neither overlays nor the video
 A Pupil Core recording folder (eye0.mp4 / eye1.mp4 with eye<id>_timestamps.npy) gives each eye's
 files in --output/eye<id>, timed by its timestamps, and Pupil Player's pupil_positions.csv and
-blinks.csv of both eyes in --output/pupil_player (`pupillometry.pupil_core`). A folder that holds
-no images but videos and / or Pupil Core recordings is a batch: each into --output/<its name>,
+blinks.csv of both eyes in --output/pupil_player (`pupillometry.pupil_core`); a Neon recording
+folder, its eye video split into its two eyes, the same (`pupillometry.neon`). A folder that holds
+no images but videos and / or such recordings is a batch: each into --output/<its name>,
 one progress bar, --output/recordings.csv summing them up; a re-run skips those finished.
 --lsl [NAME] also sends each frame's measurement, stamped with its capture time, as a Lab Streaming
 Layer stream (`lsl`; --realtime replays a file at its own pace; a camera then needs no display).
@@ -93,7 +94,8 @@ from data.folders import IMAGE_SUFFIXES, list_images, natural_key, new_folder, w
 from gallery import ELLIPSE_COLOUR, FONT, paint
 from inference import PUPIL_THRESHOLD, MissingMetadataError, Predictor, load_predictor, model_file
 from lsl import STREAM_NAME, LslOutlet, source_id
-from pupillometry.pupil_core import PLAYER_EXPORT, PupilCoreRecording, find_recording, write_player_exports
+from pupillometry.neon import find_eye_recording
+from pupillometry.pupil_core import PLAYER_EXPORT, PupilCoreRecording, write_player_exports
 from pupillometry.recording import PredictSummary, Recording, SavedDataset
 from runfolder import hold_results, stop_on_signals, stop_signal
 from streams import InputError, batches, image_files, read_ahead, read_images, read_video
@@ -139,6 +141,7 @@ def predict(
     overlay: bool = True,
     progress: Callable[[int], object] | None = None,
     live: LslOutlet | None = None,
+    columns: tuple[int, int] | None = None,
 ) -> PredictSummary:
     """Run `predictor` on an image, a folder of images or a video file and write the results:
     pupil.csv, and for more than one frame blinks.csv and timeseries.png (`config`'s settings).
@@ -146,7 +149,8 @@ def predict(
     `timestamps`: a video's frames' own times in seconds (a Pupil Core recording's), which then
     set the time series' and the rate the time rules use. Without `overlay`, no overlay video or
     images; `progress(n)` is told of each batch of n frames done; `live` is sent each frame's
-    measurement as it comes (`lsl`).
+    measurement as it comes (`lsl`); `columns`: a video's frames cut to these (first, end) pixel
+    columns (one eye of a video that holds two side by side).
 
     Raises InputError when the input cannot be opened or none of its frames can be read.
     """
@@ -160,6 +164,9 @@ def predict(
         if not capture.isOpened():
             raise InputError(f"{source}: cannot open as a video (not a video file OpenCV can decode)")
         frames = read_video(capture, source)
+        if columns is not None:
+            first, end = columns
+            frames = ((index, name, np.ascontiguousarray(grey[:, first:end])) for index, name, grey in frames)
         if timestamps is not None:  # a header's count can be an estimate: no frame without a time
             frames = itertools.islice(frames, len(timestamps))
         own = (
@@ -382,6 +389,7 @@ def predict_recording(
             timestamps=eye.timestamps - recording.start,
             progress=progress,
             live=(outlets or {}).get(name),
+            columns=eye.columns,
             **settings,
         )
         if summaries[name].stopped_by:
@@ -408,7 +416,7 @@ def batch_inputs(folder: Path) -> dict[Path, PupilCoreRecording | None]:
             continue
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
             inputs[path] = None
-        elif path.is_dir() and (recording := find_recording(path)) is not None:
+        elif path.is_dir() and (recording := find_eye_recording(path)) is not None:
             inputs[path] = recording
     return inputs
 
@@ -535,7 +543,7 @@ def _run(
     size = {"auto": "each in its own shape at the model's scale", "native": "each at its own pixels"}.get(
         predictor.size_name, f"fitted into {predictor.size_name}"
     )
-    recording = find_recording(Path(args.input)) if Path(args.input).is_dir() else None
+    recording = find_eye_recording(Path(args.input)) if Path(args.input).is_dir() else None
     folder = Path(args.input).is_dir() and recording is None
     order = ", in natural name order (frame_9 before frame_10)" if folder else ""
     print(f"{args.checkpoint.name} ({predictor.backend}) on {args.input}{order}, frames {size}", flush=True)

@@ -18,6 +18,7 @@ as on a Player export's 2D rows.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -52,11 +53,13 @@ PLAYER_BLINK_COLUMNS = (
 
 @dataclass(frozen=True)
 class EyeVideo:
-    """One eye camera's video and its frames' timestamps (Pupil time, s)."""
+    """One eye camera's video and its frames' timestamps (Pupil time, s); `columns`: the (first,
+    end) pixel columns of the frame that show this eye, where a video holds two side by side."""
 
     eye_id: int
     video: Path
     timestamps: np.ndarray  # (n,) float64, increasing
+    columns: tuple[int, int] | None = None
 
     @property
     def rate(self) -> float:
@@ -73,6 +76,7 @@ class PupilCoreRecording:
     eyes: tuple[EyeVideo, ...]
     start: float
     world_timestamps: np.ndarray | None
+    kind: str = "Pupil Core"  # or "Neon" (`pupillometry.neon`)
 
     def describe(self) -> str:
         """One line: the eyes, their frames, time span and rate."""
@@ -82,7 +86,7 @@ class PupilCoreRecording:
             parts.append(
                 f"eye{eye.eye_id} {len(eye.timestamps):,} frames over {span:.1f} s ({eye.rate:.1f} frames/s)"
             )
-        return f"Pupil Core recording {self.folder}: {'; '.join(parts)}"
+        return f"{self.kind} recording {self.folder}: {'; '.join(parts)}"
 
 
 def _timestamps(path: Path, video: Path) -> np.ndarray:
@@ -292,8 +296,10 @@ def write_player_exports(recording: PupilCoreRecording, output: Path, eyes: Sequ
         capture = cv2.VideoCapture(str(eye.video))
         size = (int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
         capture.release()
+        if eye.columns is not None:
+            size = (size[0], eye.columns[1] - eye.columns[0])
         ours = _read_csv(output / name / "pupil.csv")
-        shown = EyeVideo(eye.eye_id, eye.video, eye.timestamps[: len(ours)])
+        shown = EyeVideo(eye.eye_id, eye.video, eye.timestamps[: len(ours)], eye.columns)
         rows += player_rows(shown, ours, size, recording.world_timestamps)
         confidence[eye.eye_id] = np.array([r["confidence"] for r in ours])
         blinks = output / name / "blinks.csv"
@@ -303,7 +309,7 @@ def write_player_exports(recording: PupilCoreRecording, output: Path, eyes: Sequ
         ]
     blinks = binocular_blinks(events, MIN_BLINK_S) if events else []
     shown_eyes = tuple(e for e in recording.eyes if e.eye_id in confidence)
-    shown = PupilCoreRecording(recording.folder, shown_eyes, recording.start, recording.world_timestamps)
+    shown = dataclasses.replace(recording, eyes=shown_eyes)
     return [
         write_pupil_positions(folder / "pupil_positions.csv", rows),
         write_player_blinks(folder / "blinks.csv", blinks, shown, confidence),

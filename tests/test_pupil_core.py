@@ -132,3 +132,52 @@ def test_a_folder_of_recordings_runs_each_once_and_resumes(tmp_path, capsys):
     assert "3 recordings in" in printed and "2 done before, 1 to run" in printed and "b: " in printed
     assert (out / "a" / "pupil.csv").stat().st_mtime_ns == first  # not run again
     assert len(read_csv(out / "recordings.csv")) == 3
+
+
+def neon_recording(root: Path, frames: int = 12) -> np.ndarray:
+    """A Neon recording folder as the Companion app writes it: the eye video of both eye cameras
+    side by side (an eye in the left half, the right half blank), its int64 nanosecond .time file
+    with two stamps more than frames, info.json; returns the frames' stamps in seconds."""
+    import cv2
+
+    sequence = write_sequence(root.parent / "neon-sequence", frames, seed=4, size=(192, 192), fps=200)
+    capture = cv2.VideoCapture(str(sequence / "eye.mp4"))
+    root.mkdir(parents=True)
+    writer = cv2.VideoWriter(
+        str(root / "Neon Sensor Module v1 ps1.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 200, (384, 192)
+    )
+    while (read := capture.read())[0]:
+        writer.write(np.concatenate([read[1], np.full_like(read[1], 200)], axis=1))
+    writer.release()
+    capture.release()
+    start_ns = 1_700_000_000_000_000_000
+    gaps = np.random.default_rng(4).integers(4_000_000, 6_000_000, frames + 2)
+    stamps = start_ns + 300_000_000 + np.cumsum(gaps)
+    stamps.astype("<i8").tofile(root / "Neon Sensor Module v1 ps1.time")
+    (root / "info.json").write_text(json.dumps({"start_time": start_ns, "recording_id": "test"}))
+    return stamps[:frames] / 1e9
+
+
+def test_a_neon_recordings_eye_video_is_split_into_its_two_eyes(tmp_path, capsys):
+    stamps = neon_recording(tmp_path / "neon")
+    out = tmp_path / "out"
+    assert predict_main(["--input", str(tmp_path / "neon"), "--output", str(out), "--no-overlay"]) == 0
+    assert f"Neon recording {tmp_path / 'neon'}: eye0 12 frames over" in capsys.readouterr().out
+    left, right = read_csv(out / "eye0" / "pupil.csv"), read_csv(out / "eye1" / "pupil.csv")
+    for rows in (right, left):  # each eye on the recording's clock, the .time file's extra stamps dropped
+        assert [float(r["time_s"]) for r in rows] == pytest.approx(stamps - 1_700_000_000.0, abs=1e-6)
+    assert sum(r["pupil_found"] == "1" for r in left) >= 10  # the left half holds the eye
+    assert not any(r["pupil_found"] == "1" for r in right)  # the right half is blank
+    found = [float(r["centre_x"]) for r in left if r["pupil_found"] == "1"]
+    assert max(found) < 192  # the half's own pixels
+    positions = read_csv(out / "pupil_player" / "pupil_positions.csv")
+    assert {r["eye_id"] for r in positions} == {"0", "1"} and len(positions) == 24
+
+
+def test_a_neon_recording_with_fewer_stamps_than_frames_is_refused(tmp_path, capsys):
+    neon_recording(tmp_path / "neon")
+    times = tmp_path / "neon" / "Neon Sensor Module v1 ps1.time"
+    times.write_bytes(times.read_bytes()[: 8 * 5])
+    assert predict_main(["--input", str(tmp_path / "neon"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds 12 frames but Neon Sensor Module v1 ps1.time has 5 stamps" in err
