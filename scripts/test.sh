@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${VENV:-.venv}"
-hash=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+hash=$(cat requirements.txt requirements-dev.txt requirements-docs.txt | sha256sum | cut -c1-12)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements-hash" 2>/dev/null)" != "$hash" ]; then
   echo "Setting up $venv (requirements $hash)..."
   python3 -m venv "$venv"
