@@ -76,7 +76,7 @@ class QuantScheme:
 
 _NAMES = {QuantType.QInt8: "int8", QuantType.QUInt8: "uint8"}
 # --int8 on CPU: uint8 activations x int8 weights is VNNI's kernel. Quantising more (the depthwise
-# convs, the matmuls, every op) measured no faster and took the IoU further from fp32's (README)
+# convs, the matmuls, every op) measured no faster and took the IoU further from fp32's (docs/export.md)
 CPU_INT8 = QuantScheme(QuantType.QUInt8, QuantType.QInt8, False, ("Conv",), depthwise=False)
 # TensorRT: signed int8, zero points 0, on the inputs of the convs and matmuls it runs in int8
 TENSORRT_INT8 = QuantScheme(QuantType.QInt8, QuantType.QInt8, True, ("Conv", "MatMul"), depthwise=True)

@@ -1,4 +1,4 @@
-"""Adaptation without labels, measured on labelled real frames and a real recording, as the README
+"""Adaptation without labels, measured on labelled real frames and a real recording, as docs/real-eyes.md
 reports it. The masks and the truth are read only to score; adapt.py never sees them.
 
     python scripts/adapt_real.py frames REAL_ROOT OUT [--checkpoint pretrained] [-- adapt.py flags]
@@ -11,7 +11,7 @@ that person's frames and score on the other people's.
 video: REC_DIR/eye0.mp4 and truth.csv (Pupil Capture's detector: centre_x, centre_y, closed per
 frame). Adapt on the first half of the recording's frames, then predict.py with the start and the
 adapted model over the second half: the pupil centre against the truth on open frames.
-Prints the lines of the README's tables; the runs stay in OUT.
+Prints the lines of the tables of docs/real-eyes.md; the runs stay in OUT.
 """
 
 import argparse

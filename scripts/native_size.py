@@ -1,6 +1,6 @@
 """Pupil IoU and CPU latency at each input size: a frame in its own shape at the model's scale
 (--img-size auto), at its own pixels (native), or fitted into a fixed size, on labelled folders,
-as the README's native-resolution table reports it.
+as the native-resolution table of docs/real-eyes.md reports it.
 
     python scripts/native_size.py MODEL.onnx ROOT [ROOT ...] [--sizes auto native 256x416]
 

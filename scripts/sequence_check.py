@@ -1,5 +1,5 @@
 """Pupillometry against known truth: predict.py on synthetic eye videos whose blinks, pupil
-diameter and centre are known (`data.synthetic.sequence`), scored as the README reports it.
+diameter and centre are known (`data.synthetic.sequence`), scored as docs/predict.md reports it.
 
     python scripts/sequence_check.py --videos 6 --frames 300 --size 400x640
 
