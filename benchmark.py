@@ -3,6 +3,7 @@
     python benchmark.py                                  # full run at 400x640
     python benchmark.py --quick --json bench.json        # fewer repetitions, a smaller training batch
     python benchmark.py --size 200x320 --models tiny_efficientvit,shallownet
+    python benchmark.py --only camera-rate --recording eye0.mp4    # predict.py's frames/s, per stage
 
 Per model, at --size (default 400x640):
 - trainable parameters; multiply-accumulates (MACs) of one frame (`models.__main__.count_macs`);
@@ -20,6 +21,10 @@ Per model, at --size (default 400x640):
   allocator). This process runs inference alone, so it needs less memory than the largest
   training step, and the two never run at once;
 - on CUDA, GPU training images/s with AMP at batch 32, the batch already on the GPU.
+And the camera-rate section (`camera_rate`, run first, so that a bad recording fails at once):
+predict.py's frames/s end to end with the shipped model on --recording (default: synthetic 192x192
+eyes, fewer frames with --quick) at each of --img-sizes, the ms per frame of each stage, and frame
+by frame on one thread beside Pupil Labs' 2D detector. --only runs one section.
 Untrained weights: speed does not depend on them. "All threads" is torch's thread count
 (physical cores, or OMP_NUM_THREADS), used for onnxruntime too. Inference timings are
 interleaved: each repetition measures every model in turn, each onnxruntime run on a session
@@ -48,8 +53,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camera_rate import DEFAULT_SIZES, add_camera_rate_arguments, camera_rate
 from cli import argument_type, size_argument
 from config import DataConfig, ExportConfig, PreprocessConfig
+from inference import RunSize
 from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
 from models.card import ModelCard
@@ -62,6 +69,7 @@ GPU_TRAIN_BATCH = 32
 EPOCH_FRAMES = 8_916  # a GPU epoch: OpenEDS's training split, as synthetic eyes
 MATMUL_N = 2048
 OPSET = ExportConfig().opset
+SECTIONS = ("models", "camera-rate")
 
 
 def model_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -79,10 +87,11 @@ class Plan:
     budget_s: float  # seconds per measurement at most (one call at least)
     train_batch: int
     calib_frames: int  # int8 calibration
+    camera_frames: int  # the camera-rate section's synthetic recording, without --recording
 
 
-FULL = Plan(reps=3, iters=10, budget_s=2.0, train_batch=8, calib_frames=8)
-QUICK = Plan(reps=1, iters=3, budget_s=0.5, train_batch=2, calib_frames=4)
+FULL = Plan(reps=3, iters=10, budget_s=2.0, train_batch=8, calib_frames=8, camera_frames=1_200)
+QUICK = Plan(reps=1, iters=3, budget_s=0.5, train_batch=2, calib_frames=4, camera_frames=32)
 
 
 def gpu_training_images_per_s(name: str, size: tuple[int, int], plan: Plan) -> float:
@@ -213,18 +222,10 @@ def _time_interleaved(
     return samples
 
 
-def benchmark(
-    size: tuple[int, int] = TARGET_SIZE,
-    quick: bool = False,
-    models: tuple[str, ...] = MODEL_NAMES,
-    *,
-    log: Callable[[str], None] | None = None,
+def model_section(
+    size: tuple[int, int], plan: Plan, models: tuple[str, ...], *, threads: int, log: Callable[[str], None]
 ) -> dict:
-    """Measure `models` (see the module docstring); returns every figure as a JSON-ready dict."""
-    log = log or (lambda _: None)
-    models = model_names(models)
-    plan, threads, started = QUICK if quick else FULL, torch.get_num_threads(), time.perf_counter()
-    about = report.machine()
+    """Every figure of `models` (see the module docstring), the peak, the targets and the notes."""
     notes = [] if torch.cuda.is_available() else ["GPU training skipped: no CUDA device"]
     with tempfile.TemporaryDirectory() as workdir:
         subjects = []
@@ -249,16 +250,44 @@ def benchmark(
         notes.append(f"the targets are stated at {th}x{tw}, this run used {h}x{w}")
     figures = {s.name: s.figures for s in subjects}
     return {
-        "machine": about,
-        "settings": {"size": list(size), "quick": quick, "threads": threads, **dataclasses.asdict(plan)}
-        | {"ort_batch": report.ORT_BATCH, "gpu_train_batch": GPU_TRAIN_BATCH, "epoch_frames": EPOCH_FRAMES},
         "peak_gmacs": {**peak, "method": f"best of 5 torch.mm {MATMUL_N}x{MATMUL_N} fp32"},
         "models": figures,
         "targets": report.target_ratios(figures),
         "samples_s": samples,
         "notes": notes,
-        "seconds": time.perf_counter() - started,
     }
+
+
+def benchmark(
+    size: tuple[int, int] = TARGET_SIZE,
+    quick: bool = False,
+    models: tuple[str, ...] = MODEL_NAMES,
+    *,
+    sections: Sequence[str] = SECTIONS,
+    recording: Path | None = None,
+    img_sizes: Sequence[RunSize] = DEFAULT_SIZES,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Measure `models` and the camera rate on `recording` at `img_sizes` (see the module
+    docstring), or the `sections` named; returns every figure as a JSON-ready dict."""
+    log = log or (lambda _: None)
+    models = model_names(models)
+    plan, threads, started = QUICK if quick else FULL, torch.get_num_threads(), time.perf_counter()
+    result = {
+        "machine": report.machine(),
+        "settings": {"size": list(size), "quick": quick, "threads": threads, **dataclasses.asdict(plan)}
+        | {"ort_batch": report.ORT_BATCH, "gpu_train_batch": GPU_TRAIN_BATCH, "epoch_frames": EPOCH_FRAMES}
+        | {"sections": list(sections)},
+        "notes": [],
+    }
+    if "camera-rate" in sections:
+        section = camera_rate(
+            recording, img_sizes, reps=plan.reps, synthetic_frames=plan.camera_frames, log=log
+        )
+        result["camera_rate"] = section | {"target_frames_per_s": report.CAMERA_RATE_TARGET}
+    if "models" in sections:
+        result |= model_section(size, plan, models, threads=threads, log=log)
+    return result | {"seconds": time.perf_counter() - started}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,14 +305,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", type=names, default=MODEL_NAMES, help=f"comma-separated (default: {default})"
     )
+    parser.add_argument("--only", choices=SECTIONS, help="run this section alone (default: both)")
+    add_camera_rate_arguments(parser)  # --recording, --img-sizes
     args = parser.parse_args(argv)
+    if args.only == "models" and args.recording is not None:
+        parser.error("--recording is for the camera-rate section")
     start = time.perf_counter()
 
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:4.0f} s] {message}", file=sys.stderr)
 
     try:
-        result = benchmark(args.size, args.quick, args.models, log=log)
+        sections = (args.only,) if args.only else SECTIONS
+        result = benchmark(
+            args.size, args.quick, args.models, sections=sections, recording=args.recording,
+            img_sizes=args.img_sizes, log=log,
+        )  # fmt: skip
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             write_text(args.json, json.dumps(result, indent=2) + "\n")

@@ -219,8 +219,13 @@ def test_quick_run_at_a_tiny_size_writes_every_figure(tmp_path, capsys, monkeypa
     }
     assert result["settings"]["size"] == [64, 96]
     assert {"cpu", "torch", "onnxruntime"} <= set(result["machine"])
+    camera = result["camera_rate"]  # on synthetic 192x192 eyes: no --recording
+    assert camera["frames"] == benchmark.QUICK.camera_frames and camera["frame_size"] == [192, 192]
+    assert set(camera["sizes"]) == {"auto", "native"}
+    assert all(run["frames_per_s"] > 0 for run in camera["sizes"].values())
     out = capsys.readouterr().out
     assert out.startswith("Machine: ") and f"| | {' | '.join(MODEL_NAMES)} |" in out
+    assert "| | --img-size auto (256x256) | --img-size native (192x192) |" in out
 
 
 def test_a_whole_epoch_counts_every_frame_and_the_wait_for_data():
