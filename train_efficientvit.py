@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -333,11 +334,20 @@ def train(config: TrainConfig, device: torch.device, out_dir: Path, *, resumed, 
 
 
 class RankParser(argparse.ArgumentParser):
-    """Under torchrun every process parses the command line: rank 0 alone prints usage and errors."""
+    """Under torchrun every process parses the command line: rank 0 alone prints usage and errors.
+    torchrun stops every process once one fails, so another rank that finds the error first waits
+    for rank 0 to say it (and to fail) rather than exit first and have rank 0 stopped unheard."""
+
+    RANK_0_GRACE_S = 60.0  # never waited out: rank 0 parses the same command line and fails
 
     def _print_message(self, message: str, file: object = None) -> None:
         if is_main():
             super()._print_message(message, file)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if status and not is_main():
+            time.sleep(self.RANK_0_GRACE_S)
+        super().exit(status, message)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, list[Flag]]:
