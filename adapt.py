@@ -33,8 +33,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cli import add_checkpoint_argument, add_settings, build, flags, given, one_line, size_argument
 from config import AdaptConfig, DataConfig, PupillometryConfig, TrainConfig
+from config.flags import add_checkpoint_argument, add_settings, build, flags, given, size_argument
+from core.errors import one_line
+from core.runfolder import write_text
 from data.folders import IMAGE_SUFFIXES, new_folder, read_image
 from data.pseudo import Candidate, select_frames, write_dataset
 from inference import (
@@ -46,9 +48,8 @@ from inference import (
     pupil_mask,
 )
 from models.checkpoint import load_checkpoint, save_checkpoint, weights_only
+from pipeline.streams import InputError, image_files
 from pupillometry.confidence import frame_confidence
-from runfolder import write_text
-from streams import InputError, image_files
 
 TRACKED = PupillometryConfig().min_confidence  # a frame predict.py trusts: a pupil at this confidence
 ADAPT_FLAGS = flags(AdaptConfig)

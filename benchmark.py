@@ -13,10 +13,10 @@ Per model, at --size (default 400x640):
   synthetic frames), and throughput at batch 8 with all threads;
 - achieved GMAC/s of those runs against the machine's peak: the best of a few 2048x2048 fp32
   matmuls (torch.mm) with 1 thread and with all threads (int8 runs are compared with it too);
-- CPU training images/s of `training.train_step` (forward, CombinedLoss, backward, clipping,
+- CPU training images/s of `training.loop.train_step` (forward, CombinedLoss, backward, clipping,
   Adam) on synthetic frames and their loss targets, batch 8 (2 with --quick), and its peak
   resident memory (Linux): both from a fresh process per model, run one at a time
-  (`training_speed.probe_training`): the high-water mark (VmHWM) through its steps, and its
+  (`training.speed.probe_training`): the high-water mark (VmHWM) through its steps, and its
   growth over that process before the model and batch were built (tracemalloc misses torch's
   allocator). This process runs inference alone, so it needs less memory than the largest
   training step, and the two never run at once;
@@ -53,16 +53,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camera_rate import DEFAULT_SIZES, add_camera_rate_arguments, camera_rate
-from cli import argument_type, size_argument
 from config import DataConfig, ExportConfig, PreprocessConfig
+from config.flags import argument_type, size_argument
+from core.runfolder import write_text
 from inference import RunSize
 from models import MODEL_NAMES, build_model, fuse_model
 from models.__main__ import count_macs
 from models.card import ModelCard
+from pipeline.speed import DEFAULT_SIZES, add_camera_rate_arguments, camera_rate
 from reports import benchmark as report
-from runfolder import write_text
-from training_speed import make_train_step, median_seconds, probe_training, release_memory, training_epoch
+from training.speed import make_train_step, median_seconds, probe_training, release_memory, training_epoch
 
 TARGET_SIZE = DataConfig().img_size  # the size the project's targets are stated at: the default input
 GPU_TRAIN_BATCH = 32
@@ -184,7 +184,7 @@ def prepare(name: str, size: tuple[int, int], plan: Plan, *, threads: int, workd
 def _train_in_fresh_processes(
     subjects: list[Subject], size: tuple[int, int], plan: Plan, *, threads: int, log: Callable[[str], None]
 ) -> tuple[dict[str, list[float]], list[str]]:
-    """Each model's training step in a process of its own, one at a time (`training_speed.probe_training`):
+    """Each model's training step in a process of its own, one at a time (`training.speed.probe_training`):
     its peak memory and growth into its figures; returns the seconds of its repetitions by model,
     and a note per model whose process failed (its other figures are still worth having)."""
     seconds, notes = {}, []

@@ -8,16 +8,17 @@ Frames run as predict.py runs them (`inference.Predictor`): in their own shape a
 scale (--img-size auto, the default for a model that takes any size), at their own pixels
 (native), or fitted into an HxW without stretching, the pupil probability mapped back onto the
 label's own pixels, where everything is scored; pupil = the blob of probability > 0.5
-(`inference.pupil_mask`; --raw-mask: every pixel above it). Reported over the split:
+(`pupillometry.geometry.pupil_mask`; --raw-mask: every pixel above it). Reported over the split:
 per-class IoU, mIoU, pupil Dice, precision and recall (pixels summed over the split,
-`metrics.set_metrics`); pupil-centre error in pixels, fitted-ellipse centre and centroid of
-the largest blob (`inference.pupil_geometry`), on frames where label and prediction both have a pupil; pupils
+`evaluation.metrics.set_metrics`); pupil-centre error in pixels, fitted-ellipse centre and
+centroid of the largest blob (`pupillometry.geometry.pupil_geometry`), on frames where label and
+prediction both have a pupil; pupils
 located: the share of labelled pupils whose predicted ellipse centre lies within 5 px of the label
 mask's centroid, a missed pupil never located, and the median of that error (as scripts/peers.py
 scores other detectors); pupil IoU by label pupil diameter (where in the size range overlap is
 lost); per-frame detection (pupil present or absent) with false positives on pupil-less (closed-eye)
 frames; how well each frame's confidence (`pupillometry.confidence`) foretells a wrong pupil
-(centre more than 2 px off, missed, or found on a frame without one: `metrics.frame_wrong`), as
+(centre more than 2 px off, missed, or found on a frame without one: `evaluation.metrics.frame_wrong`), as
 an AUROC beside that of mean pupil probability alone, and per confidence decile; the OpenEDS
 challenge score 0.5 * (mIoU + min(1, 1 / S)), S the model file's size in MB; images/s of
 resizing, preprocessing, model and resizing back.
@@ -44,21 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from cli import add_checkpoint_argument, add_size_arguments, deprecated_alias, positive_int_argument
 from config import DataConfig
+from config.flags import add_checkpoint_argument, add_size_arguments, deprecated_alias, positive_int_argument
+from core.runfolder import hold_results, write_text
 from data.check import MAX_PUPIL_SHARE
 from data.folders import SPLITS
 from data.frames import Frames, frames_for
-from inference import (
-    PUPIL_THRESHOLD,
-    MissingMetadataError,
-    Predictor,
-    load_predictor,
-    model_file,
-    pupil_geometry,
-    pupil_mask,
-)
-from metrics import (
+from evaluation.metrics import (
     WITHIN_PX,
     WRONG_PX,
     auroc,
@@ -76,17 +69,25 @@ from metrics import (
     mask_counts,
     set_metrics,
 )
+from inference import (
+    PUPIL_THRESHOLD,
+    MissingMetadataError,
+    Predictor,
+    load_predictor,
+    model_file,
+    pupil_geometry,
+    pupil_mask,
+)
 from pupillometry.confidence import frame_confidence
 from reports.evaluation import markdown_table, write_outputs
-from runfolder import hold_results, write_text
 
 DIAMETER_EDGES = (0, 20, 30, 45, 70, 10_000)  # label pupil diameter buckets, px of the frame; the last: open
 
 
 def score_frame(prob: np.ndarray, label: np.ndarray, *, raw_mask: bool = False) -> dict[str, Any]:
     """Counts, pupil IoU, pupil found in label / prediction, centre errors, whether the frame is
-    wrong (`metrics.frame_wrong`), its confidence and mean pupil probability (0 without a pupil).
-    The prediction is the pupil's blob (`inference.pupil_mask`), or with `raw_mask` every pixel
+    wrong (`evaluation.metrics.frame_wrong`), its confidence and mean pupil probability (0 without a pupil).
+    The prediction is the pupil's blob (`pupillometry.geometry.pupil_mask`), or with `raw_mask` every pixel
     above the threshold; confidence weighs every blob either way, as predict's does."""
     above = prob > PUPIL_THRESHOLD
     pred = above if raw_mask else pupil_mask(prob)
@@ -232,7 +233,7 @@ def evaluate(
     `img_size`: "auto" runs each frame in its own shape at the model's scale, "native" at its own
     pixels (both for a model that takes any size), (H, W)
     fits frames into that size, None into the model's own. `raw_mask` scores every pixel above
-    the threshold, not the pupil's blob alone (`inference.pupil_mask`).
+    the threshold, not the pupil's blob alone (`pupillometry.geometry.pupil_mask`).
     Raises CheckpointError, ModelFileError, DataError or ValueError with a one-line message.
     """
     log = log or (lambda _: None)

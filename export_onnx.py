@@ -39,11 +39,13 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from cli import add_checkpoint_argument, add_settings, build, given, one_line
 from config import ExportConfig
+from config.flags import add_checkpoint_argument, add_settings, build, given
+from core.errors import one_line
 from data import Frames, frames_for, synthetic_frames, unlabelled_frames
 from data.folders import split_folder
-from export_profiles import (
+from evaluation.metrics import mask_counts, set_metrics
+from export.profiles import (
     CPU_INT8,
     MOBILE_EPS,
     PARITY_BATCHES,
@@ -65,7 +67,6 @@ from inference import (
     prepare_batch,
     pupil_mask,
 )
-from metrics import mask_counts, set_metrics
 from models import fuse_model
 from models.card import ModelCard
 from models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -232,8 +233,9 @@ def measure(predictor: Predictor, path: Path, frame: np.ndarray, *, runs: int = 
 def pupil_iou(
     predictor: Predictor, images: list[np.ndarray], labels: list[np.ndarray], *, batch_size: int = 8
 ) -> float:
-    """Pupil IoU of the whole set (`metrics.set_metrics`: pixels summed, then divided); the predicted
-    mask is the pupil's blob (`inference.pupil_mask`); `batch_size`: 1 for a static batch of 1."""
+    """Pupil IoU of the whole set (`evaluation.metrics.set_metrics`: pixels summed, then divided);
+    the predicted mask is the pupil's blob (`pupillometry.geometry.pupil_mask`); `batch_size`: 1 for
+    a static batch of 1."""
     probs = predictor.probabilities(images, batch_size=batch_size)
     counts = [mask_counts(pupil_mask(p), y) for p, y in zip(probs, labels, strict=True)]
     return set_metrics(counts)["pupil_iou"]

@@ -24,10 +24,10 @@ a volume or network error); a failure that would (bad settings or data, a bad ch
 non-finite loss, out of GPU memory) ends the run with one line, `error: run NAME failed: <Type>:
 <message>`, or a row of the sweep's table. A Modal Secret holding MLFLOW_TRACKING_URI
 (`--mlflow-secret NAME`) sends the runs to that MLflow server instead. Only the standard library,
-`modal` and the project's standard-library `config.py`, `cli.py`, `modal_runs.py` (the planning
-of runs) and `modal_predict.py` are imported here: torch and the rest of the project load in
+`modal` and the project's standard-library `config/`, `core/` and `cloud/` (the planning of runs
+and predict batches) are imported here: torch and the rest of the project load in
 containers. `modal run modal_app.py::app.predict` runs predict.py on a folder of recordings in the
-Volume `pupil-recordings`, a CPU container each (`modal_predict` says how).
+Volume `pupil-recordings`, a CPU container each (`cloud.predict` says how).
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ from typing import Any
 
 import modal
 
-from cli import one_line, train_config
-from config import TrainConfig
-from modal_predict import (
+from cloud.predict import (
     RECORDINGS_DIR,
     RECORDINGS_VOLUME,
     plan_prediction,
@@ -54,7 +52,7 @@ from modal_predict import (
     recordings_to_run,
     summarise,
 )
-from modal_runs import (
+from cloud.runs import (
     DATASETS_DIR,
     DATASETS_VOLUME,
     DEFAULT_GPU,
@@ -70,6 +68,9 @@ from modal_runs import (
     resume_values,
     where_to_find,
 )
+from config import TrainConfig
+from config.flags import train_config
+from core.errors import one_line
 
 APP_NAME = "tiny-pupil-seg"
 PYTHON_VERSION = "3.11"
@@ -80,12 +81,15 @@ DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and
 # retried: an exception raised by `train` (infrastructure: a volume, the network, a bad host); a
 # failure that would repeat comes back as a summary with an "error", and a preemption restarts the call
 TRAIN_RETRIES = modal.Retries(max_retries=3, initial_delay=10.0, backoff_coefficient=2.0)
-PROJECT_MODULES = (  # what train_efficientvit, export_onnx and predict import, transitively (a test checks)
-    "cli", "config", "data", "models", "losses", "metrics", "tracking", "training", "inference",
-    "gallery", "reports", "runfolder", "train_efficientvit", "export_onnx", "modal_runs", "distributed",
-    "export_profiles", "predict", "pupillometry", "streams", "lsl", "modal_predict",
-)  # fmt: skip
-SWEEP_MODULES = ("cli", "config", "modal_runs", "modal_predict", "reports")  # this file and the table: stdlib
+HERE = Path(__file__).resolve().parent
+# every package of the project (a folder with an __init__.py, the tests aside) and the entry scripts
+# the containers run: nothing to keep in step by hand when a module is added or moved
+PROJECT_PACKAGES = tuple(
+    sorted(p.name for p in HERE.iterdir() if (p / "__init__.py").is_file() and p.name != "tests")
+)
+ENTRY_SCRIPTS = ("train_efficientvit", "export_onnx", "predict")
+PROJECT_MODULES = (*PROJECT_PACKAGES, *ENTRY_SCRIPTS)
+SWEEP_MODULES = ("config", "core", "cloud", "reports")  # this file's imports and the table's: stdlib
 PACKAGES = (  # the versions the test suite runs on; headless OpenCV needs no libGL in a slim image
     "torch==2.14.1", "torchvision==0.29.1", "numpy==2.4.6", "opencv-python-headless==5.0.0.93",
     "mlflow==3.17.2", "matplotlib==3.11.2", "onnx==1.23.2", "onnxruntime==1.32.0", "onnxscript==0.7.2",
@@ -97,7 +101,7 @@ image = (
     .uv_pip_install(*PACKAGES)
     .env({"TQDM_MININTERVAL": "10"})  # progress bars every 10 s, not a log line per batch
     .add_local_python_source(*PROJECT_MODULES)
-    .add_local_dir("pretrained", "/root/pretrained")  # predict's default model, beside inference.py
+    .add_local_dir(HERE / "pretrained", "/root/pretrained")  # predict's default model
 )
 sweep_image = modal.Image.debian_slim(python_version=PYTHON_VERSION).add_local_python_source(*SWEEP_MODULES)
 datasets_volume = modal.Volume.from_name(DATASETS_VOLUME, create_if_missing=True)
@@ -164,8 +168,8 @@ def failure(exc: Exception) -> tuple[str, bool]:
     out of GPU memory; not a volume or network error or a bad host, which Modal retries."""
     import torch
 
-    from tracking import TrackingError
-    from training import TrainingError
+    from training.loop import TrainingError
+    from training.mlflow_log import TrackingError
 
     text = one_line(exc)  # a DataLoader worker's error: its last line
     # a bad setting, dataset or checkpoint, a non-finite loss, the secret's MLflow URI, GPU memory
@@ -204,9 +208,9 @@ def train_run(values: dict[str, Any], run_name: str, runs_dir: Path, *, commit: 
     --resume). `commit` runs after each epoch and at the end (Modal's volume.commit). Returns main's
     summary, run_name, the seconds of each epoch run here (the first with setup) and the export's.
     """
-    from distributed import is_main
     from models.checkpoint import load_checkpoint
     from train_efficientvit import main
+    from training.distributed import is_main
 
     run_dir = runs_dir / check_run_name(run_name)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +290,7 @@ def train_on_gpus(
     """`run_training` in one process per GPU (DistributedDataParallel, as torchrun runs it; the batch
     size is the global one), rank 0 writing; this container process commits the volume every
     COMMIT_S meanwhile and once at the end, and returns rank 0's summary."""
-    from distributed import launch
+    from training.distributed import launch
 
     try:
         return launch(gpus, run_training, values, run_name, runs_dir, tick=commit, every_s=COMMIT_S)
@@ -368,7 +372,7 @@ def sweep(runs: list[tuple[dict[str, Any], str]], gpu: str = DEFAULT_GPU, mlflow
 
 @app.function(**RECORDING_FUNCTION)
 def predict_one(name: str, input_dir: str, output_dir: str, argv: list[str]) -> dict[str, Any]:
-    """predict.py on one recording of the volume (`modal_predict.predict_recording`)."""
+    """predict.py on one recording of the volume (`cloud.predict.predict_recording`)."""
     return predict_recording(name, Path(input_dir), Path(output_dir), argv, commit=recordings_volume.commit)
 
 

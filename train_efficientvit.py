@@ -13,7 +13,7 @@ MLflow. On resume the run's stored settings are kept and may not be given again;
 the command line. --init-from starts a new run from another checkpoint's weights, model and
 preprocessing (a fresh optimiser, schedule and MLflow run; any --img-size). The body is
 `main(config)`, which tests and modal_app.py call directly. --nproc-per-node N starts N processes
-(`distributed.launch`) once the command line, the batch's split, the device and the run folder are
+(`training.distributed.launch`) once the command line, the batch's split, the device and the run folder are
 checked, so a mistake is one line before any starts; under torchrun, which starts them first,
 rank 0 alone says what is wrong.
 """
@@ -31,19 +31,10 @@ from typing import NoReturn
 
 import torch
 
-from cli import Flag, add_settings, given, one_line, positive_int_argument, train_config
 from config import DataConfig, TrainConfig
-from data import build_datasets, folder_frames
-from data.folders import is_folder
-from data.loading import close_loader, make_loader, set_epoch
-from distributed import any_rank, from_main, is_main, process_group, rank, world_size, wrap
-from gallery import prediction_grid
-from inference import model_file
-from losses import CombinedLoss, alpha_schedule
-from models import pick_device
-from models.card import ModelCard
-from models.checkpoint import CheckpointError, load_checkpoint, non_finite_tensors
-from runfolder import (
+from config.flags import Flag, add_settings, given, positive_int_argument, train_config
+from core.errors import one_line
+from core.runfolder import (
     claim,
     new_run_folder,
     no_second_interrupt,
@@ -51,8 +42,18 @@ from runfolder import (
     stop_point,
     stop_requested,
 )
-from tracking import MlflowRun, plot_curves, start_tracking
-from training import Run, TrainingError, check_memory, grid_frames, run_epoch
+from data import build_datasets, folder_frames
+from data.folders import is_folder
+from data.loading import close_loader, make_loader, set_epoch
+from inference import model_file
+from models import pick_device
+from models.card import ModelCard
+from models.checkpoint import CheckpointError, load_checkpoint, non_finite_tensors
+from reports.gallery import prediction_grid
+from training.distributed import any_rank, from_main, is_main, process_group, rank, world_size, wrap
+from training.loop import Run, TrainingError, check_memory, grid_frames, run_epoch
+from training.losses import CombinedLoss, alpha_schedule
+from training.mlflow_log import MlflowRun, plot_curves, start_tracking
 
 # ---- a run: settings, model and optimiser, progress ----
 
@@ -383,12 +384,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def launch_processes(config: TrainConfig, processes: int) -> dict:
-    """`main(config)` in `processes` processes (`distributed.launch`), once what can be checked
+    """`main(config)` in `processes` processes (`training.distributed.launch`), once what can be checked
     here is: the settings (`settle`), the device and the run folder (`claim`), each said once,
     before a process starts. A rank's error is raised here as a ValueError of its message."""
     import torch.multiprocessing as mp
 
-    from distributed import launch
+    from training.distributed import launch
 
     settled, resumed, _ = settle(config)
     device = pick_device(settled.device)

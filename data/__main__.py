@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from cli import size_argument
+from config.flags import size_argument
 from data.augment import AugmentConfig
 from data.check import check_dataset
 from data.dataset import EyeDataset

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args
 import cv2
 import numpy as np
 
-from runfolder import write_bytes, write_text
+from core.runfolder import write_bytes, write_text
 
 OPENEDS_PUPIL = 3
 OPENEDS_CLASSES = 4

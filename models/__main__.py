@@ -9,7 +9,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cli import size_argument
+from config.flags import size_argument
 from models import MODEL_NAMES, SegmentationModel, build_model
 
 

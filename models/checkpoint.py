@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from cli import one_line
+from core.errors import one_line
+from core.runfolder import FILE_MODE
 from models.card import ModelCard, ModelFileError
 from models.common import SegmentationModel
-from runfolder import FILE_MODE
 
 RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoints
     "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state", "cuda_rng_state",

@@ -1,5 +1,5 @@
 """How far to trust one frame's pupil: a confidence in [0, 1] that its centre is right (within
-2 px of the truth, `metrics.frame_wrong`), from what the model and the shape of its prediction say.
+2 px of the truth, `evaluation.metrics.frame_wrong`), from what the model and the shape of its prediction say.
 
     prob = predictor.probabilities([frame])[0]          # (H, W) at the frame's own size
     mask = prob > inference.PUPIL_THRESHOLD

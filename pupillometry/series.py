@@ -41,6 +41,7 @@ MIN_BLINK_S = 0.05  # a shorter run of blink frames is frames lost, not a blink:
 DERIVATIVE_CUTOFF_HZ = 1.0  # One Euro's filter on the speed, as the paper recommends
 MEASURED = ("centre_x", "centre_y", "axis_major", "area_px")  # what the time series needs of a frame
 FILTERED = ("centre_x_filtered", "centre_y_filtered", "diameter_filtered_px")  # with config.smooth
+BLINK_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s", "duration_s")  # blinks.csv: `blink_events`
 
 
 def running_median(values: np.ndarray, times: np.ndarray, half_s: float) -> np.ndarray:

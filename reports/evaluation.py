@@ -1,6 +1,6 @@
 """What `evaluate.py --output DIR` writes: metrics.json (the figures), report.md (them as Markdown,
 and the frames by confidence decile), frames.csv (a row of scores per frame) and gallery_best.png /
-gallery_worst.png (the best and worst frames by pupil IoU, `gallery.tile_grid`). Everything here
+gallery_worst.png (the best and worst frames by pupil IoU, `reports.gallery.tile_grid`). Everything here
 reads evaluate.py's result dict and per-frame scores; nothing is scored here.
 """
 
@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from core.runfolder import atomic_path, write_text
 from data.folders import write_image
 from data.frames import Frames
-from gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
+from evaluation.metrics import MB, WRONG_PX
 from inference import Predictor, pupil_mask
-from metrics import MB, WRONG_PX
-from runfolder import atomic_path, write_text
+from reports.gallery import IOU_COLOUR, NAME_COLOUR, gallery_tile, tile_grid
 
 GALLERY_FRAMES = 16  # per gallery: 4 rows of 4 on a full-HD screen
 MODE_NAMES = {"plain": "plain", "tta": "flip TTA"}  # result keys -> table column titles
@@ -47,7 +47,7 @@ def write_gallery(
     raw_mask: bool = False,
 ) -> None:
     """The picked frames in a grid (`tile_grid`), each with its name, pupil IoU and centre error;
-    the prediction as scored: the pupil's blob above `threshold` (`inference.pupil_mask`), or
+    the prediction as scored: the pupil's blob above `threshold` (`pupillometry.geometry.pupil_mask`), or
     with `raw_mask` every pixel above it."""
     tiles = []
     for index in picks:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runfolder import atomic_path
+from core.runfolder import atomic_path
 
 SIZE_PX, DPI = (1600, 900), 100
 RAW, FILTERED, BRIDGE = "#9ecae1", "#08519c", "#e6550d"  # light blue dots, dark blue, orange
@@ -132,7 +132,7 @@ def draw_centre(ax: Any, rows: list[dict[str, Any]], times: np.ndarray) -> None:
 
 
 def save_atomically(fig: Any, path: Path) -> Path:
-    """Save the figure as PNG, whole or not at all (`runfolder.atomic_path`)."""
+    """Save the figure as PNG, whole or not at all (`core.runfolder.atomic_path`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=DPI, format="png")

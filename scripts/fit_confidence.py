@@ -9,7 +9,7 @@ the pretrained model trained on seed 0's first 6,000 and is evaluated on seed 1,
 sizes cycle through SIZES, so that the coefficients hold where the probability map was upsampled
 from the model's input (a 640x400 video frame) and where it was shrunk (a 200x200 crop). Each
 frame is scored as evaluate.py scores it (`evaluate.score_frame`); a frame is right unless its
-pupil is wrong (`metrics.frame_wrong`: centre more than 2 px off, missed, or found where there is
+pupil is wrong (`evaluation.metrics.frame_wrong`: centre more than 2 px off, missed, or found where there is
 none). Frames without a predicted pupil have confidence 0 and take no part in the fit.
 
 The fit: logistic regression for "right" over `confidence.regression_terms`, Newton's method with
@@ -32,12 +32,12 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from cli import positive_int_argument  # noqa: E402
+from config.flags import positive_int_argument  # noqa: E402
 from data.frames import folder_frames  # noqa: E402
 from data.synthetic.render import PUPIL, render_eye  # noqa: E402
 from evaluate import score_frame  # noqa: E402
+from evaluation.metrics import auroc  # noqa: E402
 from inference import PUPIL_THRESHOLD, Predictor, load_predictor, model_file, pupil_geometry  # noqa: E402
-from metrics import auroc  # noqa: E402
 from pupillometry.confidence import (  # noqa: E402
     WEIGHTS,
     combine,

@@ -20,7 +20,7 @@ from export_onnx import export_onnx  # noqa: E402
 from inference import PRETRAINED_DIR  # noqa: E402
 from models.card import ModelCard  # noqa: E402
 from models.checkpoint import load_checkpoint, save_checkpoint, weights_only  # noqa: E402
-from tracking import LOCAL_PATHS  # noqa: E402  train_config's folders of the author's machine
+from training.mlflow_log import LOCAL_PATHS  # noqa: E402  train_config's folders of the author's machine
 
 PRETRAINED_MODEL = "tiny_efficientvit"
 

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from cli import run_size_argument  # noqa: E402
+from config.flags import run_size_argument  # noqa: E402
 from data import frames_for  # noqa: E402
 from evaluate import evaluate  # noqa: E402
 from inference import load_predictor  # noqa: E402

@@ -50,11 +50,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cli import add_checkpoint_argument, deprecated_alias, positive_int_argument
+from config.flags import add_checkpoint_argument, deprecated_alias, positive_int_argument
 from data.folders import SPLITS
 from data.frames import folder_frames
+from evaluation.metrics import (
+    WITHIN_PX,
+    located_error,
+    located_median,
+    located_share,
+    mask_counts,
+    set_metrics,
+)
 from inference import PUPIL_THRESHOLD, load_predictor, model_file, pupil_geometry
-from metrics import WITHIN_PX, located_error, located_median, located_share, mask_counts, set_metrics
 
 Ellipse = tuple[tuple[float, float], tuple[float, float], float]  # OpenCV's: centre, full axes, degrees
 Output = np.ndarray | Ellipse | None  # a pupil mask, a fitted ellipse, or nothing found

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from cli import positive_int_argument, size_argument  # noqa: E402
+from config.flags import positive_int_argument, size_argument  # noqa: E402
 from data.synthetic import write_sequence  # noqa: E402
 from predict import main as predict_main  # noqa: E402
 

@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cli import size_argument  # noqa: E402
+from config.flags import size_argument  # noqa: E402
 from data import fit_image, folder_frames  # noqa: E402
+from evaluation.metrics import confusion_metrics, mask_counts, set_metrics  # noqa: E402
 from inference import PUPIL_THRESHOLD  # noqa: E402
-from metrics import confusion_metrics, mask_counts, set_metrics  # noqa: E402
 
 
 def stride_prediction(label: np.ndarray, img_size: tuple[int, int], stride: int) -> np.ndarray:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import benchmark
-import training_speed
 from benchmark import median_seconds
 from config import TrainConfig
 from models import MODEL_NAMES, build_model
@@ -25,7 +24,8 @@ from reports.benchmark import (
     target_ratios,
     timing_figures,
 )
-from training_speed import make_train_step, probe_training, training_epoch
+from training import speed as training_speed
+from training.speed import make_train_step, probe_training, training_epoch
 
 SIZE = (64, 96)  # (H, W)
 FIGURES = {

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import benchmark
-from camera_rate import OPENCV_THREADS, PEERS_HINT, one_thread, one_thread_rows, recording_clip, run_sizes
 from data.synthetic import write_sequence
+from pipeline.speed import OPENCV_THREADS, PEERS_HINT, one_thread, one_thread_rows, recording_clip, run_sizes
 from reports.benchmark import CAMERA_RATE_TARGET, STAGES, camera_rate_lines, markdown_report
 from tests.test_pupil_core import START, pupil_core_recording
 
@@ -32,7 +32,7 @@ def video(tmp_path_factory) -> Path:
 
 
 def frames(n: int = 3) -> list[tuple[str, str, np.ndarray]]:
-    """n grey 96x96 frames with a dark disc for a pupil, as `streams.read_video` gives them."""
+    """n grey 96x96 frames with a dark disc for a pupil, as `pipeline.streams.read_video` gives them."""
     image = np.full((96, 96), 170, np.uint8)
     cv2.circle(image, (48, 44), 12, 20, -1)
     return [(str(i), f"{i:06d}", image.copy()) for i in range(n)]

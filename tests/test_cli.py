@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import add_checkpoint_argument, deprecated_alias, fraction_argument
+from config.flags import add_checkpoint_argument, deprecated_alias, fraction_argument
 
 
 def shipped(name: str) -> Path:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-import cli
 from config import AugmentConfig, Config, DataConfig, PreprocessConfig, SettingError, TrainConfig, setting
+from config import flags as cli
 from train_efficientvit import build_parser, parse_args
 
 

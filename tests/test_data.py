@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from cli import positive_int_argument
 from config import TrainConfig
+from config.flags import positive_int_argument
 from data import (
     AugmentConfig,
     DataConfig,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import distributed
 from data.loading import EpochSampler
 from models.checkpoint import load_checkpoint
 from tests.conftest import tiny_config
 from train_efficientvit import main
+from training import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,16 +16,16 @@ import pytest
 from data.frames import Frames, frames_for
 from data.synthetic import write_openeds
 from evaluate import build_parser, evaluate, main, score_frame, summarize
-from gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
-from inference import load_predictor, pupil_geometry, pupil_mask
-from metrics import (
+from evaluation.metrics import (
     MB,
     confusion_metrics,
     mask_counts,
     set_metrics,
 )
+from inference import load_predictor, pupil_geometry, pupil_mask
 from pupillometry.confidence import frame_confidence
 from reports.evaluation import gallery_picks, markdown_report, write_gallery
+from reports.gallery import BACKGROUND, CAPTION_HEIGHT, GAP, TILE_SIZE
 from tests.conftest import (
     PRETRAINED_ONNX,
     PRETRAINED_PT,

@@ -27,6 +27,7 @@ from config import ExportConfig, PreprocessConfig
 from data.folders import find_pairs, read_pair
 from data.frames import VAL_SEED_OFFSET
 from data.synthetic import SyntheticEyes, render_eye, write_openeds
+from export.profiles import CPU_INT8, TENSORRT_INT8
 from export_onnx import (
     ExportError,
     calibration_frames,
@@ -37,7 +38,6 @@ from export_onnx import (
     pupil_iou,
     validation_set,
 )
-from export_profiles import CPU_INT8, TENSORRT_INT8
 from inference import load_predictor, model_file, pupil_mask
 from models.card import ONNX_FORMAT, ModelCard
 from models.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint

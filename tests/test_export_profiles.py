@@ -20,8 +20,8 @@ from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize
 
 import export_onnx as export_module
 from config import ExportConfig, type_hints
+from export.profiles import PROFILES
 from export_onnx import export_onnx, main
-from export_profiles import PROFILES
 from inference import model_file
 from models.efficientvit import (
     LocalWindowAttention,

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 
+from core.runfolder import claim, new_run_folder
 from data.synthetic import write_openeds
 from models.checkpoint import load_checkpoint, save_checkpoint
-from runfolder import claim, new_run_folder
 from tests.conftest import tiny_config
 from train_efficientvit import main
 
@@ -286,7 +286,7 @@ def test_checkpoints_get_the_permissions_of_the_users_umask(tmp_path):
 
 
 def test_the_error_that_stopped_a_run_is_not_hidden_by_its_cleanup(tmp_path, monkeypatch, capsys):
-    import training
+    from training import loop as training
 
     real, saves = training.save_checkpoint, []
 
@@ -315,7 +315,7 @@ class BrokenFrames(torch.utils.data.Dataset):
 
 
 def test_a_dataloader_workers_error_is_told_in_one_line():
-    from cli import one_line
+    from core.errors import one_line
 
     with pytest.raises(ValueError) as error:  # DataError, carrying the worker's whole traceback
         next(iter(torch.utils.data.DataLoader(BrokenFrames(), num_workers=1)))
@@ -325,7 +325,7 @@ def test_a_dataloader_workers_error_is_told_in_one_line():
 
 
 def test_a_second_interrupt_while_saving_is_ignored():
-    from runfolder import no_second_interrupt
+    from core.runfolder import no_second_interrupt
 
     before = signal.getsignal(signal.SIGINT)  # Python's default_int_handler, or SIG_IGN under nohup
     with no_second_interrupt():

@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from gallery import (
+from inference import pupil_geometry
+from reports.gallery import (
     BACKGROUND,
     CAPTION_HEIGHT,
     ELLIPSE_COLOUR,
@@ -26,7 +27,6 @@ from gallery import (
     prediction_grid,
     tile_grid,
 )
-from inference import pupil_geometry
 
 GREY = 100
 

@@ -18,9 +18,11 @@ import pytest
 from config import PupillometryConfig
 from data.synthetic import render_eye, write_sequence
 from inference import load_predictor
-from lsl import LiveBlink, LslOutlet, source_id
-from predict import main, predict, predict_recording
-from pupillometry.pupil_core import find_recording
+from pipeline.batch import predict_recording
+from pipeline.lsl import LiveBlink, LslOutlet, source_id
+from pipeline.pupil_core import find_recording
+from pipeline.run import predict
+from predict import main
 from tests.conftest import EASY, PRETRAINED_ONNX
 from tests.test_pupil_core import START, pupil_core_recording
 from tests.test_recording import Camera

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from inference import pupil_geometry
-from metrics import (
+from evaluation.metrics import (
     auroc,
     centre_error,
     challenge_score,
@@ -23,6 +22,7 @@ from metrics import (
     mask_counts,
     set_metrics,
 )
+from inference import pupil_geometry
 from tests.conftest import disc
 
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from data.synthetic import render_eye
+from evaluation.metrics import mask_centroid
 from inference import PUPIL_THRESHOLD, load_predictor, model_file
-from metrics import mask_centroid
 from scripts import peers
 from scripts.peers import (
     UNAVAILABLE,

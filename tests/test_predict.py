@@ -25,8 +25,9 @@ from data.synthetic import render_eye
 from inference import Predictor, load_predictor, prepare_batch, pupil_geometry
 from models.card import ModelCard
 from models.checkpoint import save_checkpoint
-from predict import main, predict, video_fps
-from pupillometry.recording import GEOMETRY, csv_columns
+from pipeline.recording import GEOMETRY, csv_columns
+from pipeline.run import predict, video_fps
+from predict import main
 from tests.conftest import (
     EASY,
     PRETRAINED_ONNX,

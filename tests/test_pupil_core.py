@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from data.synthetic import write_sequence
+from pipeline.pupil_core import PLAYER_BLINK_COLUMNS, PUPIL_POSITIONS_COLUMNS, binocular_blinks
 from predict import main as predict_main
-from pupillometry.pupil_core import PLAYER_BLINK_COLUMNS, PUPIL_POSITIONS_COLUMNS, binocular_blinks
 
 START = 1000.0  # the recording's start on Pupil time
 FRAMES = 20
@@ -102,7 +102,7 @@ def test_a_binocular_blink_is_where_both_eyes_blink():
 def test_a_raw_mjpeg_eye_video_is_counted_by_decoding(tmp_path):
     import cv2
 
-    from pupillometry.pupil_core import find_recording
+    from pipeline.pupil_core import find_recording
 
     frames = [np.full((64, 64), 60 + 10 * i, np.uint8) for i in range(5)]
     (tmp_path / "eye0.mjpeg").write_bytes(b"".join(cv2.imencode(".jpg", f)[1].tobytes() for f in frames))

@@ -11,11 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-import pupillometry.recording
+import pipeline.recording
 from config import PupillometryConfig
 from data.synthetic import render_eye
-from predict import main, predict
-from pupillometry.recording import PredictSummary, Recording
+from pipeline.recording import PredictSummary, Recording
+from pipeline.run import predict
+from predict import main
 from tests.conftest import EASY, PRETRAINED_ONNX
 from tests.test_predict import dark_is_pupil, stand_in
 
@@ -52,7 +53,7 @@ def test_an_error_mid_video_stops_every_thread_before_predict_returns(video, tmp
         return dark_is_pupil(batch)
 
     if failing == "writing":
-        monkeypatch.setattr(pupillometry.recording, "write_image", cannot_write)
+        monkeypatch.setattr(pipeline.recording, "write_image", cannot_write)
     before = set(threading.enumerate())
     error = RuntimeError if failing == "model" else OSError
     with pytest.raises(error):  # its traceback keeps predict's variables, and so its stages, alive
@@ -61,7 +62,7 @@ def test_an_error_mid_video_stops_every_thread_before_predict_returns(video, tmp
 
 
 def test_the_error_that_ended_a_recording_is_raised_not_a_failed_write_after_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(pupillometry.recording, "write_image", cannot_write)
+    monkeypatch.setattr(pipeline.recording, "write_image", cannot_write)
     image = np.full((40, 60), 120, np.uint8)
     prob = np.zeros((40, 60), np.float32)
     recording = Recording(tmp_path, PupillometryConfig(), threshold=0.5, masks=True)

@@ -55,8 +55,8 @@ def test_timeseries_png_gets_the_mode_the_umask_gives_every_other_output(tmp_pat
 
 def test_an_mlflow_uri_with_a_password_never_shows_it(tmp_path, monkeypatch, capsys):
     from tests.conftest import tiny_config
-    from tracking import TrackingError, redacted
     from train_efficientvit import main as train
+    from training.mlflow_log import TrackingError, redacted
 
     assert (
         redacted("http://ann:s3cret@host:5000/x and https://bob:pw@h")
@@ -258,7 +258,7 @@ def test_evaluate_warns_when_labels_cover_most_of_the_frame(tmp_path, capsys):
 
 @pytest.mark.parametrize("keep", [5_000, 100_000])
 def test_init_from_a_checkpoint_cut_short_says_so_in_words(tmp_path, capsys, keep):
-    from cli import one_line
+    from core.errors import one_line
     from models.checkpoint import CheckpointError
     from tests.conftest import PRETRAINED_PT
     from train_efficientvit import parse_args, settle
@@ -402,9 +402,9 @@ def test_a_stopped_run_writes_what_it_measured_and_says_it_is_incomplete(tmp_pat
 
     import cv2
 
-    import predict
+    from pipeline import run
 
-    monkeypatch.setattr(predict, "stop_signal", lambda: signal.SIGTERM)  # as after the first batch
+    monkeypatch.setattr(run, "stop_signal", lambda: signal.SIGTERM)  # as after the first batch
     video, out, dataset = write_video(tmp_path / "eye.avi", 20), tmp_path / "out", tmp_path / "ds"
     argv = ["--input", str(video), "--output", str(out), "--batch-size", "4", "--save-dataset", str(dataset)]
     assert predict_main(argv) == 128 + signal.SIGTERM
@@ -439,7 +439,7 @@ def test_a_full_disk_under_the_overlay_video_is_one_line_not_a_warning_per_frame
 
 
 def test_the_first_signal_asks_for_a_stop_a_second_stops_at_once_and_an_ignored_one_stays_ignored():
-    from runfolder import stop_on_signals, stop_signal
+    from core.runfolder import stop_on_signals, stop_signal
 
     with stop_on_signals():
         assert stop_signal() is None
@@ -457,7 +457,7 @@ def test_the_first_signal_asks_for_a_stop_a_second_stops_at_once_and_an_ignored_
 
 
 def test_a_hidden_dangling_link_is_no_frame(tmp_path):
-    from streams import image_files
+    from pipeline.streams import image_files
 
     for i in (1, 2):
         write_image(tmp_path / f"frame_{i}.png", np.zeros((8, 8), np.uint8))
@@ -472,7 +472,7 @@ def test_a_hidden_dangling_link_is_no_frame(tmp_path):
 def test_a_video_writer_that_cannot_open_is_one_line(tmp_path, monkeypatch):
     import cv2
 
-    from streams import VideoOut
+    from pipeline.streams import VideoOut
 
     class Closed:
         def __init__(self, *args):

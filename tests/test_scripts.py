@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import evaluate
-from metrics import mask_counts, set_metrics
+from evaluation.metrics import mask_counts, set_metrics
 from pupillometry.confidence import WEIGHTS
 from scripts import fit_confidence, sequence_check
 from scripts.score_line import score_line

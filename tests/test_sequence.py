@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from data.synthetic.render import PUPIL
-from data.synthetic.sequence import BLINK_COLUMNS, Blink, eye_sequence, truth_blinks
+from data.synthetic.sequence import Blink, eye_sequence, truth_blinks
+from pupillometry.series import BLINK_COLUMNS
 
 SIZE, N, FPS = (64, 96), 40, 30.0
 BLINKS = [Blink(8), Blink(26, closing=2, closed=4, opening=6)]

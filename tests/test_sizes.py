@@ -146,7 +146,7 @@ def test_malformed_train_sizes_are_setting_errors(text):
 
 
 def test_a_multi_scale_run_trains_on_batches_of_each_size(tmp_path, monkeypatch):
-    import training
+    from training import loop as training
 
     seen, forward = set(), training.forward
 
@@ -176,7 +176,7 @@ def test_training_from_scratch_keeps_the_plateau_schedule(tmp_path):
 @pytest.mark.parametrize("raw", [False, True])
 def test_predicts_masks_hold_the_pupils_blob_unless_raw(tmp_path, raw):
     from config import PupillometryConfig
-    from pupillometry.recording import Recording
+    from pipeline.recording import Recording
 
     with Recording(tmp_path, PupillometryConfig(), threshold=0.5, raw_mask=raw, masks=True) as recording:
         mask, geometry = recording.measure(("a.png", "a", np.zeros((100, 120), np.uint8)), two_blobs())

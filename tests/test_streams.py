@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streams import InOrder, VideoOut, batches, read_ahead, read_video
+from pipeline.streams import InOrder, VideoOut, batches, read_ahead, read_video
 
 
 def wait_until(condition, seconds: float = 2.0) -> None:

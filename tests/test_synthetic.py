@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from cli import parse_size
-from data.synthetic import SyntheticEyes, render_eye, write_openeds, write_preview
+from config.flags import parse_size
+from data.synthetic import SyntheticEyes, render_eye, write_openeds
 from data.synthetic.render import IRIS, PUPIL, STYLES, Randomisation
-from gallery import GAP, LABEL_COLOUR
+from reports.gallery import GAP, LABEL_COLOUR, write_synthetic_preview
 
 SIZE = (100, 160)  # (H, W)
 
@@ -125,7 +125,7 @@ def test_parse_size():
 
 def test_preview_outlines_each_pupil_label_in_a_grid(tmp_path):
     n, (h, w) = 5, (SIZE[0] // 2, SIZE[1] // 2)
-    grid = cv2.imread(str(write_preview(tmp_path / "grid.png", n=n, seed=0, size=SIZE)))
+    grid = cv2.imread(str(write_synthetic_preview(tmp_path / "grid.png", n=n, seed=0, size=SIZE)))
     assert grid.shape == (2 * h + GAP, 4 * w + 3 * GAP, 3)  # half-size frames, 4 to a row
     eyes, shown = SyntheticEyes(n, seed=0, size=SIZE), 0
     for index in range(n):

@@ -14,13 +14,13 @@ from torch.utils.data import DataLoader, default_collate
 from data import DataConfig, EyeDataset, PreprocessConfig, expand_batch, preprocess, synthetic_frames
 from data.targets import boundary_weight, distance_maps
 from inference import model_file
-from losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 from models import build_model
 from models.card import ModelCard
 from models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.conftest import randomize_batchnorm, tiny_config
 from train_efficientvit import TrainingError, main, parse_args, settle
-from training import run_epoch
+from training.loop import run_epoch
+from training.losses import CombinedLoss, alpha_schedule, generalised_dice_loss, surface_loss
 
 
 def disc_label(h: int = 32, w: int = 32, r: int = 8) -> torch.Tensor:
@@ -161,7 +161,7 @@ def test_a_crashed_run_is_failed_in_mlflow_not_finished(tmp_path, monkeypatch):
     def broken_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("training.save_checkpoint", broken_disk)
+    monkeypatch.setattr("training.loop.save_checkpoint", broken_disk)
     with pytest.raises(OSError, match="No space"):
         main(tiny_config(tmp_path / "run", max_steps=1, mlflow=True, experiment="crash"))
     runs = mlflow.search_runs(experiment_names=["crash"])
@@ -195,7 +195,7 @@ def test_unusable_device_is_a_one_line_error(tmp_path, name):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     main(tiny_config(tmp_path, epochs=1))
-    monkeypatch.setattr("losses.surface_loss", lambda probs, dist: torch.tensor(float("nan")))
+    monkeypatch.setattr("training.losses.surface_loss", lambda probs, dist: torch.tensor(float("nan")))
     with pytest.raises(
         TrainingError, match=r"epoch 2: non-finite loss at step 1; .*last.pt holds epoch 1, the last"
     ):

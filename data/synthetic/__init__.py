@@ -24,7 +24,8 @@ import numpy as np
 from config import MIN_SIZE
 from data.folders import new_folder, write_csv, write_image
 from data.synthetic.render import PUPIL, STYLES, render_eye
-from data.synthetic.sequence import BLINK_COLUMNS, TRUTH_COLUMNS, eye_sequence, truth_blinks
+from data.synthetic.sequence import TRUTH_COLUMNS, eye_sequence, truth_blinks
+from pupillometry.series import BLINK_COLUMNS  # the truth's blinks.csv has predict.py's columns
 
 
 class SyntheticEyes:
@@ -91,30 +92,6 @@ def write_openeds(
             write_image(root / split / "images" / f"{index:06d}.png", image)
             np.save(root / split / "labels" / f"{index:06d}.npy", label)
     return root
-
-
-def write_preview(
-    out: str | Path, n: int = 16, *, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
-) -> Path:
-    """Write n frames at half size, 4 to a row (`gallery.tile_grid`), the pupil label outlined in
-    green by `gallery.paint` and the index noted on each, "closed" when no pupil shows (PNG; JPEG
-    for a .jpg `out`)."""
-    import gallery  # not at the top: gallery imports data.preprocess, whose package imports this one
-
-    eyes = SyntheticEyes(n, seed, size, style)
-    half = (size[1] // 2, size[0] // 2)  # (W, H), as cv2 takes it
-    tiles = []
-    for index in range(n):
-        image, label, info = eyes.render(index)
-        pupil = cv2.resize((label == PUPIL).astype(np.uint8), half, interpolation=cv2.INTER_NEAREST)
-        tile = gallery.paint(cv2.resize(image, half, interpolation=cv2.INTER_AREA), label=pupil)
-        note = f"{index}{' closed' if info['closed'] else ''}"
-        cv2.putText(tile, note, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
-        tiles.append(tile)
-    path = Path(out).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_image(path, gallery.tile_grid(tiles, columns=4))
-    return path
 
 
 def write_sequence(

@@ -6,8 +6,9 @@ import math
 import sys
 from pathlib import Path
 
-from cli import fps_argument, size_argument
-from data.synthetic import STYLES, write_openeds, write_preview, write_sequence
+from config.flags import fps_argument, size_argument
+from data.synthetic import STYLES, write_openeds, write_sequence
+from reports.gallery import write_synthetic_preview  # the one painter; this command sits above both
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,7 @@ def write(args: argparse.Namespace) -> str:
         fraction = args.val_fraction
         root = write_openeds(args.out, args.n, val_fraction=fraction, overwrite=args.overwrite, **common)
         return f"wrote {args.n} frames in the OpenEDS layout to {root}"
-    path = write_preview(args.preview, args.n, **common)
+    path = write_synthetic_preview(args.preview, args.n, **common)
     return f"wrote a {math.ceil(args.n / 4)}x{min(args.n, 4)} preview grid to {path}"
 
 

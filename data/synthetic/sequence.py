@@ -36,7 +36,6 @@ TRUTH_COLUMNS = (
     "blink",
 )
 REFLEX_S = 0.25  # time constant of the light reflex's constriction
-BLINK_COLUMNS = ("start_frame", "end_frame", "start_s", "end_s", "duration_s")  # predict.py's too
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cli import argument_type, run_size_argument
 from config import PupillometryConfig
+from config.flags import argument_type, run_size_argument
 from data.synthetic import write_sequence
 from inference import (
     AUTO,
@@ -42,10 +42,10 @@ from inference import (
     prepare_batch,
     pupil_probability,
 )
-from predict import predict, video_fps
-from pupillometry.pupil_core import find_recording
-from pupillometry.recording import Recording
-from streams import Frame, InputError, batches, read_video
+from pipeline.pupil_core import find_recording
+from pipeline.recording import Recording
+from pipeline.run import predict, video_fps
+from pipeline.streams import Frame, InputError, batches, read_video
 
 BATCH = 8  # predict.py's default --batch-size
 MAX_FRAMES = 5_000  # a recording's first frames at most: the stages hold them all decoded
@@ -115,7 +115,7 @@ def recording_clip(path: Path) -> Clip:
 
 
 def decode(clip: Clip) -> list[Frame]:
-    """The clip's frames, grey, as predict reads them (`streams.read_video`)."""
+    """The clip's frames, grey, as predict reads them (`pipeline.streams.read_video`)."""
     capture = cv2.VideoCapture(str(clip.video))
     try:
         return list(itertools.islice(read_video(capture, clip.video), len(clip.times)))

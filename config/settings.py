@@ -11,7 +11,7 @@ what a command line needs to offer it (cli.py makes them). Standard library only
     PupillometryConfig   predict.py's time series (pupillometry.series)
 
 Each field is declared with `setting(...)`: its default, help text, bounds, flag name and what a
-resumed training run does with it; `cli.py` makes the command lines from that (the training CLI,
+resumed training run does with it; `config/flags.py` makes the command lines from that (the training CLI,
 Modal's entrypoint and export_onnx.py), and `to_dict` / `from_dict` are the one way configs are
 stored in checkpoints, ONNX metadata and MLflow. To add a training setting, add a field here: its
 flag, help, resume behaviour and Modal flag follow.

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cli import one_line
+from core.errors import one_line
 
 if TYPE_CHECKING:  # annotations only: importing tracking loads no torch
     from data import EyeDataset
-    from training import Run
+    from training.loop import Run
 
 
 class TrackingError(RuntimeError):

@@ -17,16 +17,15 @@ from typing import Any
 import numpy as np
 
 from config import PupillometryConfig
+from core.runfolder import check_writable, write_text
 from data.folders import new_folder, write_csv, write_image
-from data.synthetic.sequence import BLINK_COLUMNS  # the columns of the synthetic truth's blinks.csv
-from gallery import paint
 from inference import Predictor, pupil_geometry, pupil_mask
+from pipeline.streams import Frame, InOrder, VideoOut
 from pupillometry.confidence import frame_confidence
 from pupillometry.iris import IRIS_DIAMETER_MM, iris_radius, mm_per_px_from_iris
-from pupillometry.series import FILTERED, time_series
+from pupillometry.series import BLINK_COLUMNS, FILTERED, time_series
+from reports.gallery import paint
 from reports.timeseries import plural, write_timeseries
-from runfolder import check_writable, write_text
-from streams import Frame, InOrder, VideoOut
 
 GEOMETRY = ("centre_x", "centre_y", "axis_major", "axis_minor", "angle", "area_px", "mean_prob")
 CSV_COLUMNS = ("frame", "time_s", "pupil_found", "confidence", "blink", *GEOMETRY)  # then those below
@@ -144,7 +143,7 @@ class Recording:
     """One run's outputs in `output`: pupil.csv (and for a recording blinks.csv, timeseries.png,
     summary.json), and as asked mask PNGs, overlay PNGs, an overlay video at `video_fps`, a
     SavedDataset; `config` says how frames become a time series. Masks hold the pupil's blob alone
-    (`inference.pupil_mask`), or with `raw_mask` every pixel above `threshold`."""
+    (`pupillometry.geometry.pupil_mask`), or with `raw_mask` every pixel above `threshold`."""
 
     def __init__(
         self,

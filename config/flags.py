@@ -24,15 +24,6 @@ from typing import Any, Literal
 from config import MIN_SIZE, OnResume, SettingError, TrainConfig, base_type, is_config, type_hints
 
 
-def one_line(exc: BaseException) -> str:
-    """An error for a command line's one line: its first, or for a DataLoader worker's error, which
-    carries the worker's whole traceback, its last (the error itself)."""
-    text = str(exc).strip()
-    if "Original Traceback" in text:
-        return text.splitlines()[-1].split(": ", 1)[-1]
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def parse_pair(text: str, kind: type = int) -> tuple:
     """'400x640' -> (400, 640), first value first."""
     try:

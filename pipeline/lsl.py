@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from config import PupillometryConfig
+from pipeline.streams import InputError
 from pupillometry.series import REFERENCE_S
-from streams import InputError
 
 STREAM_NAME = "tiny-pupil-seg"
 STREAM_TYPE = "Pupillometry"

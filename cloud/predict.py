@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from modal_runs import RUNS_DIR
+from cloud.runs import RUNS_DIR
 
 RECORDINGS_VOLUME = "pupil-recordings"
 RECORDINGS_DIR = PurePosixPath("/recordings")
@@ -76,7 +76,8 @@ def plan_prediction(
 def recordings_to_run(input_dir: Path, output_dir: Path, argv: list[str]) -> tuple[list[str], int]:
     """The names of input_dir's recordings (videos, Pupil Core folders) not finished in output_dir,
     and how many there are; ValueError when the flags or the folder are not usable."""
-    from predict import DONE, batch_inputs, build_parser
+    from pipeline.batch import DONE, batch_inputs
+    from predict import build_parser
 
     errors = io.StringIO()
     with contextlib.redirect_stderr(errors):  # argparse prints usage and exits; one line instead
@@ -99,7 +100,7 @@ def predict_recording(
     then `commit` (Modal's volume.commit). Returns {"recording", "frames", "error"}: a failure
     predict.py reports (a bad file, a bad model) comes back as its one line. A stop by a signal
     (preemption) raises KeyboardInterrupt, so Modal runs it again."""
-    from predict import DONE
+    from pipeline.batch import DONE
     from predict import main as predict_main
 
     folder = output_dir / Path(name).stem
@@ -124,7 +125,7 @@ def summarise(input_dir: Path, output_dir: Path, results: dict[str, Any]) -> str
     """Write output_dir/recordings.csv of every finished recording; a line per recording run
     (name: a result of `predict_recording`, or the exception its container raised) and where to
     get them."""
-    from predict import batch_inputs, write_recordings_csv
+    from pipeline.batch import batch_inputs, write_recordings_csv
 
     write_recordings_csv(output_dir, batch_inputs(input_dir))
     lines = []

@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from cli import flags, keyword_parameters, keyword_values, train_config
 from config import MODEL_NAMES, TrainConfig
+from config.flags import flags, keyword_parameters, keyword_values, train_config
 
 DATASETS_VOLUME, RUNS_VOLUME = "pupil-datasets", "pupil-runs"
 DATASETS_DIR, RUNS_DIR = PurePosixPath("/datasets"), PurePosixPath("/runs")

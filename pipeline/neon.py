@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pupillometry.pupil_core import EyeVideo, PupilCoreRecording, find_recording
-from streams import InputError
+from pipeline.pupil_core import EyeVideo, PupilCoreRecording, find_recording
+from pipeline.streams import InputError
 
 EYE_VIDEO = "Neon Sensor Module v1"  # + " ps1.mp4" / " ps1.time"
 SCENE_VIDEO = "Neon Scene Camera v1"  # its .time gives the world_index of Player's export

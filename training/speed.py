@@ -26,11 +26,14 @@ from torch.utils.data import default_collate
 from config import AugmentConfig, PreprocessConfig, TrainConfig
 from data import EyeDataset, expand_batch, synthetic_frames
 from data.loading import close_loader, make_loader
-from losses import CombinedLoss
 from models import build_model
-from training import make_optimiser, place, run_epoch, train_step
+from training.loop import make_optimiser, place, run_epoch, train_step
+from training.losses import CombinedLoss
 
-PROBE = "import json, sys, training_speed as t; print(json.dumps(t.training_run(**json.loads(sys.argv[1]))))"
+PROBE = (
+    "import json, sys; from training import speed as t; "
+    "print(json.dumps(t.training_run(**json.loads(sys.argv[1]))))"
+)
 
 
 def median_seconds(call: Callable[[], object], iters: int, budget_s: float) -> float:
@@ -45,7 +48,7 @@ def median_seconds(call: Callable[[], object], iters: int, budget_s: float) -> f
 
 
 def make_train_step(name: str, size: tuple[int, int], batch: int, *, device: torch.device) -> Callable:
-    """`training.train_step` on one fixed batch, set up as training sets it up (Adam at the
+    """`training.loop.train_step` on one fixed batch, set up as training sets it up (Adam at the
     default learning rate, gradient clipping, AMP and channels_last on CUDA); returns the loss."""
     torch.manual_seed(0)
     config = TrainConfig()
@@ -146,7 +149,7 @@ def probe_training(
     budget_s: float = 0.0,
 ) -> dict:
     """`training_run` in a fresh Python process; a RuntimeError naming the model if it fails."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the repository, whose packages the probe imports
     settings = {"name": name, "size": list(size), "batch": batch, "threads": threads}
     args = json.dumps(settings | {"reps": reps, "iters": iters, "budget_s": budget_s})
     done = subprocess.run([sys.executable, "-c", PROBE, args], cwd=here, capture_output=True, text=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from data.folders import write_image
 from data.preprocess import fit_image
+from data.synthetic import PUPIL, SyntheticEyes
 
 Colour = tuple[int, int, int]  # BGR
 
@@ -55,7 +56,7 @@ def paint(
     """(H, W) uint8 grey frame -> (H, W, 3) BGR picture with what is given drawn on it, in this
     order: the predicted pupil `pred` ((H, W) mask, nonzero = pupil) tinted and outlined in red,
     the `label` mask outlined in green, and the ellipse and centre of a `geometry`
-    (`inference.pupil_geometry`) in yellow when it found a pupil."""
+    (`pupillometry.geometry.pupil_geometry`) in yellow when it found a pupil."""
     picture = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     thickness = line_width(image.shape[1])
     if pred is not None:
@@ -138,3 +139,25 @@ def prediction_grid(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, *
     if scale < 1.0:
         grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return write_image(path, grid)
+
+
+def write_synthetic_preview(
+    out: str | Path, n: int = 16, *, seed: int = 0, size: tuple[int, int] = (400, 640), style: str = "full"
+) -> Path:
+    """Write n frames at half size, 4 to a row (`tile_grid`), the pupil label outlined in
+    green by `paint` and the index noted on each, "closed" when no pupil shows (PNG; JPEG
+    for a .jpg `out`)."""
+    eyes = SyntheticEyes(n, seed, size, style)
+    half = (size[1] // 2, size[0] // 2)  # (W, H), as cv2 takes it
+    tiles = []
+    for index in range(n):
+        image, label, info = eyes.render(index)
+        pupil = cv2.resize((label == PUPIL).astype(np.uint8), half, interpolation=cv2.INTER_NEAREST)
+        tile = paint(cv2.resize(image, half, interpolation=cv2.INTER_AREA), label=pupil)
+        note = f"{index}{' closed' if info['closed'] else ''}"
+        cv2.putText(tile, note, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 200, 255), 1)
+        tiles.append(tile)
+    path = Path(out).absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, tile_grid(tiles, columns=4))
+    return path

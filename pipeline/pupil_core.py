@@ -30,8 +30,8 @@ import cv2
 import numpy as np
 
 from data.folders import write_csv
+from pipeline.streams import InputError
 from pupillometry.series import MIN_BLINK_S
-from streams import InputError
 
 EYE_VIDEO_SUFFIXES = (".mp4", ".mjpeg", ".mkv")  # in the order Pupil Player looks for them
 PLAYER_EXPORT = "pupil_player"  # the output folder of the two Player exports, both eyes in each
@@ -76,7 +76,7 @@ class PupilCoreRecording:
     eyes: tuple[EyeVideo, ...]
     start: float
     world_timestamps: np.ndarray | None
-    kind: str = "Pupil Core"  # or "Neon" (`pupillometry.neon`)
+    kind: str = "Pupil Core"  # or "Neon" (`pipeline.neon`)
 
     def describe(self) -> str:
         """One line: the eyes, their frames, time span and rate."""

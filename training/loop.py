@@ -21,13 +21,13 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from config import TrainConfig
+from core.runfolder import stop_point, stop_requested
 from data import EyeDataset, expand_batch
-from distributed import all_reduce, is_main, world_size
-from metrics import ConfusionCounter, confusion_metrics
+from evaluation.metrics import ConfusionCounter, confusion_metrics
 from models import SegmentationModel, build_model
 from models.card import ModelCard
 from models.checkpoint import model_from_checkpoint, save_checkpoint
-from runfolder import stop_point, stop_requested
+from training.distributed import all_reduce, is_main, world_size
 
 LOSS_PARTS = {"loss": "total", "ce": "ce", "dice": "dice", "surface": "surface"}  # metric -> loss key
 SYNC_EVERY = 50  # GPU steps between looks at the loss (non-finite?), the clock and SIGTERM

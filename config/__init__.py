@@ -1,0 +1,46 @@
+"""Every setting, in one config dataclass per concern (`settings`), and the command lines made
+from their fields (`flags`). Standard library only: Modal's local side imports it."""
+
+from config.settings import (
+    CLASS_NAMES,
+    MIN_SIZE,
+    MODEL_NAMES,
+    AdaptConfig,
+    AugmentConfig,
+    Config,
+    DataConfig,
+    ExportConfig,
+    ModelName,
+    OnResume,
+    PreprocessConfig,
+    PupillometryConfig,
+    SettingError,
+    SyntheticStyle,
+    TrainConfig,
+    base_type,
+    is_config,
+    setting,
+    type_hints,
+)
+
+__all__ = [
+    "AdaptConfig",
+    "AugmentConfig",
+    "base_type",
+    "CLASS_NAMES",
+    "Config",
+    "DataConfig",
+    "ExportConfig",
+    "is_config",
+    "MIN_SIZE",
+    "MODEL_NAMES",
+    "ModelName",
+    "OnResume",
+    "PreprocessConfig",
+    "PupillometryConfig",
+    "setting",
+    "SettingError",
+    "SyntheticStyle",
+    "TrainConfig",
+    "type_hints",
+]
