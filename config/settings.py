@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
+from core.errors import SettingError
+
 MIN_SIZE = 32  # the smallest image side a model takes: stride 8 leaves 4 pixels
 ModelName = Literal["tiny_efficientvit", "tiny_efficientvit_xs", "shallownet"]  # = models.MODELS
 MODEL_NAMES: tuple[str, ...] = typing.get_args(ModelName)
@@ -102,14 +104,6 @@ def _bound_error(field: dataclasses.Field, value: Any) -> str | None:
         if meta.get("at_most") is not None and item > meta["at_most"]:
             return f"must be <= {meta['at_most']:g}, got {value}"
     return None
-
-
-class SettingError(ValueError):
-    """A setting out of its bounds; `name` is the field, so a CLI can name its flag instead."""
-
-    def __init__(self, owner: str, name: str, problem: str) -> None:
-        super().__init__(f"{owner}.{name} {problem}")
-        self.name, self.problem = name, problem
 
 
 class Config:

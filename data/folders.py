@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 import cv2
 import numpy as np
 
+from core.errors import DataError
 from core.runfolder import write_bytes, write_text
 
 OPENEDS_PUPIL = 3
@@ -45,10 +46,6 @@ _LABEL_FOLDERS: dict[Layout, tuple[str, tuple[str, ...]]] = {
 }
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_END = b"IEND\xaeB`\x82"  # the last 8 bytes of every complete PNG
-
-
-class DataError(ValueError):
-    """A problem with the data; the message names the file (full path) or value concerned."""
 
 
 @dataclass(frozen=True)

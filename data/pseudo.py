@@ -16,14 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.errors import SelectionError
 from data.folders import write_image
 
 DUPLICATE_GREY = 1.0  # mean |difference| of 32x32 thumbnails, in grey levels, under which frames are copies
 VAL_EVERY = 5  # every fifth picked frame validates (spread over time like the rest)
-
-
-class SelectionError(ValueError):
-    """The frames cannot stand for the camera (too few confident, one short stretch); says why."""
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from config import CLASS_NAMES, MODEL_NAMES, PreprocessConfig
+from core.errors import ModelFileError
 
 CHECKPOINT_FORMAT = "tiny-pupil-seg/checkpoint-v1"
 ONNX_FORMAT = "tiny-pupil-seg/onnx-v1"
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the one-line message names the file."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from core.errors import one_line
+from core.errors import CheckpointError, one_line
 from core.runfolder import FILE_MODE
 from models.card import ModelCard, ModelFileError
 from models.common import SegmentationModel
@@ -24,10 +24,6 @@ RESUME_KEYS = (  # beside the card and the weights, in a training run's checkpoi
     "train_config", "optimizer_state", "scheduler_state", "scaler_state", "rng_state", "cuda_rng_state",
     "best_metric", "best_epoch", "history", "mlflow_run_id", "data_counts",
 )  # fmt: skip
-
-
-class CheckpointError(ModelFileError):
-    """A checkpoint that is missing, unreadable or not one of ours; the message names the file."""
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:

@@ -23,15 +23,12 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
+from core.errors import InputError
 from data import DataError, read_image
 from data.folders import IMAGE_SUFFIXES, broken_links, list_images, natural_key, output_names
 
 Frame = tuple[str, str, np.ndarray | None]  # (file name or video index, output name, grey image)
 T = TypeVar("T")
-
-
-class InputError(ValueError):
-    """An input that cannot be used at all; the message names it."""
 
 
 def image_files(path: Path, failures: list[Path] | None = None) -> list[Path]:

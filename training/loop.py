@@ -21,6 +21,7 @@ from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from config import TrainConfig
+from core.errors import TrainingError
 from core.runfolder import stop_point, stop_requested
 from data import EyeDataset, expand_batch
 from evaluation.metrics import ConfusionCounter, confusion_metrics
@@ -31,10 +32,6 @@ from training.distributed import all_reduce, is_main, world_size
 
 LOSS_PARTS = {"loss": "total", "ce": "ce", "dice": "dice", "surface": "surface"}  # metric -> loss key
 SYNC_EVERY = 50  # GPU steps between looks at the loss (non-finite?), the clock and SIGTERM
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says where and what is kept."""
 
 
 def forward(model, batch: dict, loss_fn, *, alpha: float) -> tuple:

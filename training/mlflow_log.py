@@ -16,15 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import one_line
+from core.errors import TrackingError, one_line
 
 if TYPE_CHECKING:  # annotations only: importing tracking loads no torch
     from data import EyeDataset
     from training.loop import Run
-
-
-class TrackingError(RuntimeError):
-    """The MLflow tracking store cannot be used; the message names the URI."""
 
 
 def _flatten(values: dict, prefix: str = "") -> dict[str, str]:
