@@ -62,6 +62,20 @@ def pull_all(inlet, expected: int, sender: threading.Thread | None = None) -> tu
     return np.array(samples, dtype=float), np.array(stamps)
 
 
+def stream_from_the_command_line(argv: list[str], name: str, expected: int):
+    """predict.py's main(argv) on a thread, an inlet on its stream `name` opened as soon as it is
+    there; its exit status, the stream's info, and the samples and stamps that came."""
+    result = {}
+    run = threading.Thread(target=lambda: result.update(code=main(argv)))
+    run.start()
+    [info] = pylsl.resolve_byprop("name", name, timeout=10)
+    inlet = pylsl.StreamInlet(info)
+    inlet.open_stream(timeout=5)
+    samples, stamps = pull_all(inlet, expected, sender=run)
+    run.join()
+    return result["code"], info, samples, stamps
+
+
 def channel_labels(inlet) -> list[str]:
     channel = inlet.info().desc().child("channels").child("channel")
     labels = []
@@ -125,16 +139,9 @@ def test_a_pupil_core_recording_streams_each_eye_on_the_recordings_clock(tmp_pat
 def test_the_command_line_replays_a_file_at_its_own_pace(video, tmp_path, capsys):
     name = unique()
     args = ["--input", str(video), "--output", str(tmp_path / "out"), "--lsl", name, "--realtime"]
-    result = {}
-    run = threading.Thread(target=lambda: result.update(code=main([*args, "--fps", "10"])))
     tick = time.monotonic()
-    run.start()
-    [info] = pylsl.resolve_byprop("name", name, timeout=10)
-    inlet = pylsl.StreamInlet(info)
-    inlet.open_stream(timeout=5)
-    samples, stamps = pull_all(inlet, 12, sender=run)
-    run.join()
-    assert result["code"] == 0
+    code, info, samples, stamps = stream_from_the_command_line([*args, "--fps", "10"], name, 12)
+    assert code == 0
     assert time.monotonic() - tick >= 11 / 10  # paced: 12 frames at 10 frames/s take 1.1 s
     assert info.source_id() == source_id(video) and f"{Path(video).resolve()}" in info.source_id()
     assert len(samples) >= 4  # those after the inlet opened, in order, 0.1 s apart
@@ -193,16 +200,10 @@ def test_a_camera_streams_without_a_display_stamped_when_each_frame_was_read(tmp
     monkeypatch.setattr(cv2, "VideoCapture", SlowCamera)
     monkeypatch.setattr(cv2, "imshow", lambda *args: pytest.fail("a window was asked for"))
     monkeypatch.setattr(SlowCamera, "frames", [render_eye(5, i, (100, 160), style=EASY)[0] for i in range(6)])
-    name, result = unique(), {}
+    name = unique()
     args = ["--checkpoint", str(PRETRAINED_ONNX), "--input", "0", "--output", str(tmp_path), "--lsl", name]
-    run = threading.Thread(target=lambda: result.update(code=main(args)))
-    run.start()
-    [info] = pylsl.resolve_byprop("name", name, timeout=10)
-    inlet = pylsl.StreamInlet(info)
-    inlet.open_stream(timeout=5)
-    samples, stamps = pull_all(inlet, 6, sender=run)
-    run.join()
-    assert result["code"] == 0 and "no display, streaming without a window" in capsys.readouterr().out
+    code, info, samples, stamps = stream_from_the_command_line(args, name, 6)
+    assert code == 0 and "no display, streaming without a window" in capsys.readouterr().out
     assert info.source_id().endswith(":camera0") and info.nominal_srate() == 0
     assert len(samples) >= 3 and (np.diff(stamps) >= CAMERA_GAP_S - 0.01).all()
     blink = samples[:, -1] == 1  # the pupil's channels are NaN on blink frames, and only there
