@@ -8,7 +8,7 @@
     modal run modal_app.py --help                                    # every flag
     modal run modal_app.py::app.predict --input sessions             # predict.py on many recordings
 
-The flags are train_efficientvit.py's, made from the same config.TrainConfig fields (cli.py; their
+The flags are train_efficientvit.py's, made from the same config.TrainConfig fields (config/flags.py; their
 help: `python train_efficientvit.py --help`), less the local paths and device (--out-dir, --resume,
 --init-from, --device), plus --gpu, --run-name and --mlflow-secret; --models, --lrs and --seeds
 (comma-separated) make a sweep, run from a small CPU container so `--detach` keeps it all going.
@@ -74,7 +74,7 @@ from core.errors import one_line
 
 APP_NAME = "tiny-pupil-seg"
 PYTHON_VERSION = "3.11"
-# per GPU: its process and DEFAULT_WORKERS data workers (data loading is CPU-bound; see modal_runs)
+# per GPU: its process and DEFAULT_WORKERS data workers (data loading is CPU-bound; see cloud/runs.py)
 TRAIN_CPU, TRAIN_MEMORY_MB = DEFAULT_WORKERS + 2.0, 16384
 COMMIT_S = 60  # several GPUs: how often the waiting container commits what rank 0 wrote
 DAY_S = 24 * 60 * 60  # Modal's longest timeout; each retry gets a fresh one and resumes

@@ -45,11 +45,11 @@ folder, its eye video split into its two eyes, the same (`pipeline.neon`). A fol
 no images but videos and / or such recordings is a batch: each into --output/<its name>,
 one progress bar, --output/recordings.csv summing them up; a re-run skips those finished.
 --lsl [NAME] also sends each frame's measurement, stamped with its capture time, as a Lab Streaming
-Layer stream (`lsl`; --realtime replays a file at its own pace; a camera then needs no display).
+Layer stream (`pipeline.lsl`; --realtime replays a file at its own pace; a camera then needs no display).
 --save-dataset DIR writes the frames at or above --save-confidence with their predicted masks in
 the mask-folder layout (DIR/train, the last --val-fraction of them in DIR/validation), and
 DIR/confidence.csv; correct the masks, then `train_efficientvit.py --init-from pretrained
---data-dir DIR`. Reading, the model and writing overlap (`streams`). A camera shows the overlay
+--data-dir DIR`. Reading, the model and writing overlap (`pipeline.streams`). A camera shows the overlay
 and frames/s in a window (q or Esc stops), a frame at a time, and writes pupil.csv,
 blinks.csv, timeseries.png and summary.json, its time series filtered causally. An unreadable
 image in a folder is named on stderr and skipped, and the failures are counted; a video that ends

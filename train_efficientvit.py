@@ -263,7 +263,7 @@ def main(config: TrainConfig, on_epoch_end: Callable[[int, dict], None] | None =
     """Train; returns a summary (out_dir, best_metric, best_epoch, metrics, history,
     mlflow_run_id, interrupted). `on_epoch_end(epoch, metrics)` runs after each epoch's
     checkpoints are written (Modal commits its volume there). Under torchrun each process runs
-    this, on its own GPU (distributed.py); rank 0 picks, holds and writes the run folder."""
+    this, on its own GPU (training/distributed.py); rank 0 picks, holds and writes the run folder."""
     config, resumed, source = settle(config)
     check_split(config.batch_size, world_size())  # before the processes wait on each other
     with process_group(pick_device(config.device)) as device:

@@ -1,12 +1,12 @@
 """Many recordings at once on Modal: one CPU container per recording, reading from and writing to
 the Modal Volume `pupil-recordings`, with the outputs `predict.py --input DIR/` writes locally.
 
-    modal volume put pupil-recordings ./sessions sessions     # videos and / or Pupil Core recording folders
-    modal run modal_app.py::predict_recordings --input sessions
-    modal run --detach modal_app.py::predict_recordings --input sessions --flags "--img-size native"
+    modal volume put pupil-recordings ./sessions sessions     # videos, Pupil Core or Neon recording folders
+    modal run modal_app.py::app.predict --input sessions
+    modal run --detach modal_app.py::app.predict --input sessions --flags "--img-size native"
     modal volume get pupil-recordings sessions-predictions .
 
-Each video or Pupil Core recording folder in --input gets its own container, which runs predict.py
+Each video or Pupil Core or Neon recording folder in --input gets its own container, which runs predict.py
 on it into --output/<its name>/ (default: <input>-predictions) and marks it finished; a recording
 that fails says why in one line and the others go on. --output/recordings.csv then sums up every
 finished one, as a local batch does. Running the same command again skips the finished ones, so a
@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cloud.runs import RUNS_DIR
+from core.errors import one_line
 
 RECORDINGS_VOLUME = "pupil-recordings"
 RECORDINGS_DIR = PurePosixPath("/recordings")
@@ -69,45 +70,59 @@ def plan_prediction(
         raise ValueError(f"--flags {flags!r}: {exc}") from None
     if managed := [a for a in argv if a.split("=")[0] in MANAGED_FLAGS]:
         raise ValueError(f"--flags: {', '.join(managed)} is set here, not in --flags")
-    model = checkpoint if checkpoint == "pretrained" else str(RUNS_DIR / checkpoint.lstrip("/"))
+    path = PurePosixPath(checkpoint)
+    path = (
+        path.relative_to(RUNS_DIR) if path.is_relative_to(RUNS_DIR) else path
+    )  # RUN/best.onnx or /runs/RUN/...
+    model = checkpoint if checkpoint == "pretrained" else str(RUNS_DIR / str(path).lstrip("/"))
     return source, target, [*argv, "--checkpoint", model]
 
 
 def recordings_to_run(input_dir: Path, output_dir: Path, argv: list[str]) -> tuple[list[str], int]:
     """The names of input_dir's recordings (videos, Pupil Core folders) not finished in output_dir,
     and how many there are; ValueError when the flags or the folder are not usable."""
-    from pipeline.batch import DONE, batch_inputs
+    from pipeline.batch import DONE, batch_inputs, output_name
     from predict import build_parser
 
     errors = io.StringIO()
-    with contextlib.redirect_stderr(errors):  # argparse prints usage and exits; one line instead
+    with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):  # one line instead
         try:
-            build_parser().parse_args([*argv, "--input", str(input_dir)])
+            parsed = build_parser().parse_args([*argv, "--input", str(input_dir)])
         except SystemExit:
-            raise ValueError(f"--flags: {errors.getvalue().strip().splitlines()[-1]}") from None
+            said = errors.getvalue().strip().splitlines() or ["--help and the like are not for a batch"]
+            raise ValueError(f"--flags: {said[-1]}") from None
+    # what argparse took for one of them, however abbreviated (--ls, --save-d)
+    given = {"--lsl": parsed.lsl is not None, "--realtime": parsed.realtime, "--overwrite": parsed.overwrite}
+    if managed := [flag for flag, on in given.items() if on] + ["--save-dataset"] * bool(parsed.save_dataset):
+        raise ValueError(f"--flags: {', '.join(managed)} is set here, not in --flags")
     if not input_dir.is_dir():
         raise ValueError(f"{input_dir}: no such folder in the {RECORDINGS_VOLUME} volume")
     inputs = batch_inputs(input_dir)
     if not inputs:
         raise ValueError(f"{input_dir}: holds no videos or Pupil Core recording folders")
-    return [path.name for path in inputs if not (output_dir / path.stem / DONE).exists()], len(inputs)
+    return [path.name for path in inputs if not (output_dir / output_name(path) / DONE).exists()], len(inputs)
 
 
 def predict_recording(
     name: str, input_dir: Path, output_dir: Path, argv: list[str], *, commit: Callable[[], None]
 ) -> dict[str, Any]:
-    """predict.py on input_dir/name into output_dir/<its stem>, marked finished when it succeeds,
-    then `commit` (Modal's volume.commit). Returns {"recording", "frames", "error"}: a failure
-    predict.py reports (a bad file, a bad model) comes back as its one line. A stop by a signal
+    """predict.py on input_dir/name into output_dir/<its name> (`pipeline.batch.output_name`),
+    marked finished when it succeeds, then `commit` (Modal's volume.commit). Returns
+    {"recording", "frames", "error"}: a failure, reported by predict.py (a bad file, a bad model) or
+    not (a bug), comes back as one line, which a retry would only repeat. A stop by a signal
     (preemption) raises KeyboardInterrupt, so Modal runs it again."""
-    from pipeline.batch import DONE
+    from pipeline.batch import DONE, output_name
     from predict import main as predict_main
 
-    folder = output_dir / Path(name).stem
+    folder = output_dir / output_name(input_dir / name)
     shutil.rmtree(folder, ignore_errors=True)  # a run cut short before: its partial results go
     errors = io.StringIO()
     with contextlib.redirect_stderr(errors):
-        code = predict_main([*argv, "--input", str(input_dir / name), "--output", str(folder)])
+        try:
+            code = predict_main([*argv, "--input", str(input_dir / name), "--output", str(folder)])
+        except Exception as exc:  # not one predict.py reports: a bug, which a retry would repeat
+            code = 1
+            print(f"error: {type(exc).__name__}: {one_line(exc)}", file=sys.stderr)
     print(errors.getvalue(), end="", file=sys.stderr)
     if code > 128:
         raise KeyboardInterrupt(f"{name}: stopped by a signal; it runs again")

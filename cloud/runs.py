@@ -2,7 +2,7 @@
 starts: the entrypoint's flags -> (settings given, by dotted path; run name) pairs, run names and
 dataset folders on the volumes, a resumed run's settings, and where to download and browse a run.
 
-Standard library only (with the project's standard-library cli.py and config.py), so the local side
+Standard library only (with the project's standard-library config package), so the local side
 and the sweep's CPU container, which has neither torch nor numpy, import it.
 """
 

@@ -1,4 +1,4 @@
-"""Command lines made from the config dataclasses (config.py): argparse flags, and keyword
+"""Command lines made from the config dataclasses (config/settings.py): argparse flags, and keyword
 parameters for Modal's entrypoint; the argparse types, the `--checkpoint` flag and the deprecated
 spellings and the one-line error message that every command line shares. Standard library only.
 

@@ -1,5 +1,5 @@
 """Every setting of the project in one place: a frozen dataclass per concern, each field with
-what a command line needs to offer it (cli.py makes them). Standard library only, so
+what a command line needs to offer it (config/flags.py makes them). Standard library only, so
 `modal_app.py` imports it without torch or numpy.
 
     TrainConfig          epochs, optimiser, schedule, run bookkeeping (train_efficientvit.py)

@@ -2,7 +2,7 @@
 
 image file -> read_image / read_label -> Frames (data.frames: a folder split or synthetic eyes)
 -> EyeDataset (resize, augment, preprocess, loss targets). `preprocess` is the one preprocessing
-function of the project; its PreprocessConfig (config.py) travels with every checkpoint and ONNX
+function of the project; its PreprocessConfig (config/settings.py) travels with every checkpoint and ONNX
 file. `python -m data check DIR` validates a dataset before training.
 """
 

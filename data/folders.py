@@ -106,7 +106,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Encode `image` at `path`: PNG, or JPEG (quality 85) for a .jpg / .jpeg path; any unicode
-    path; whole or not at all (`runfolder.write_bytes`: a full disk is an OSError naming it)."""
+    path; whole or not at all (`core.runfolder.write_bytes`: a full disk is an OSError naming it)."""
     path = Path(path)
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     ok, data = cv2.imencode(".jpg" if jpeg else ".png", image, [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [])
@@ -351,7 +351,7 @@ def new_folder(out: str | Path, *, overwrite: bool, flag: str | None = "--overwr
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """A CSV file with a header of `columns` and a line per row (a row's other keys are left out);
     NaN is written as an empty field, other floats with at most 6 decimals (microseconds), bools as
-    0 / 1. Written whole or not at all (`runfolder.write_text`)."""
+    0 / 1. Written whole or not at all (`core.runfolder.write_text`)."""
 
     def field(value: Any) -> Any:
         if isinstance(value, bool | np.bool_):

@@ -26,7 +26,7 @@ MODELS: dict[str, Callable[..., SegmentationModel]] = {
     "tiny_efficientvit_xs": tiny_efficientvit_xs,
     "shallownet": shallownet,
 }
-if tuple(MODELS) != MODEL_NAMES:  # config.py names them without importing torch
+if tuple(MODELS) != MODEL_NAMES:  # config names them without importing torch
     raise ImportError(f"models.MODELS {tuple(MODELS)} and config.MODEL_NAMES {MODEL_NAMES} differ")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pipeline.neon import find_eye_recording
 from pipeline.pupil_core import PupilCoreRecording, write_player_exports
 from pipeline.recording import PredictSummary, SavedDataset
 from pipeline.run import predict
+from pipeline.streams import InputError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".mjpeg", ".webm")  # a batch folder's videos
 
@@ -87,9 +89,25 @@ def batch_inputs(folder: Path) -> dict[Path, PupilCoreRecording | None]:
             continue
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
             inputs[path] = None
-        elif path.is_dir() and (recording := find_eye_recording(path)) is not None:
-            inputs[path] = recording
+        elif path.is_dir():
+            try:
+                recording = find_eye_recording(path)
+            except InputError as exc:  # one broken recording: named, and the others run
+                print(f"skipped: {exc}", file=sys.stderr)
+                continue
+            if recording is not None:
+                inputs[path] = recording
+    names: dict[str, Path] = {}
+    for path in inputs:
+        if (other := names.setdefault(output_name(path), path)) != path:
+            raise InputError(f"{other} and {path} would both write to {output_name(path)}/: rename one")
     return inputs
+
+
+def output_name(path: Path) -> str:
+    """The folder a batch's recording is written to: a video's name less its suffix, a recording
+    folder's whole name (P01.s1 and P01.s2 stay apart)."""
+    return path.name if path.is_dir() else path.stem
 
 
 def predict_many(
@@ -101,22 +119,22 @@ def predict_many(
     finished one."""
     from tqdm import tqdm
 
-    todo = {p: recording for p, recording in inputs.items() if not (output / p.stem / DONE).exists()}
+    todo = {p: recording for p, recording in inputs.items() if not (output / output_name(p) / DONE).exists()}
     before, first = len(inputs) - len(todo), next(iter(inputs))
     print(f"{len(inputs)} recordings in {first.parent}: {before} done before, {len(todo)} to run")
     total = sum(frame_count(p, recording) for p, recording in todo.items())
     summaries: dict[str, PredictSummary] = {}
     with tqdm(total=total, unit="frame", dynamic_ncols=True) as bar:
         for path, recording in todo.items():
-            folder = output / path.stem
+            folder = output / output_name(path)
             shutil.rmtree(folder, ignore_errors=True)  # a run cut short before: its partial results go
             if recording is not None:
                 done = predict_recording(
                     predictor, recording, folder, dataset=None, progress=bar.update, **settings
                 )
-                summaries |= {f"{path.stem}/{eye}": s for eye, s in done.items()}
+                summaries |= {f"{folder.name}/{eye}": s for eye, s in done.items()}
             else:
-                summaries[path.stem] = predict(predictor, path, folder, progress=bar.update, **settings)
+                summaries[folder.name] = predict(predictor, path, folder, progress=bar.update, **settings)
             if any(s.stopped_by for s in summaries.values()):
                 break
             (folder / DONE).touch()
@@ -139,12 +157,12 @@ def write_recordings_csv(output: Path, inputs: Iterable[Path]) -> None:
     the summary.json each wrote."""
     rows = []
     for path in inputs:
-        folder = output / path.stem
+        folder = output / output_name(path)
         if not (folder / DONE).exists():
             continue
         for summary in sorted(folder.glob("summary.json")) + sorted(folder.glob("eye*/summary.json")):
             figures = json.loads(summary.read_text())
-            name = path.stem if summary.parent == folder else f"{path.stem}/{summary.parent.name}"
+            name = folder.name if summary.parent == folder else f"{folder.name}/{summary.parent.name}"
             minutes = figures["minutes"] or math.nan
             per_minute = figures["blinks"] / minutes
             rows.append(

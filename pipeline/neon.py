@@ -47,7 +47,14 @@ def _frames_and_width(video: Path) -> tuple[int, int]:
     try:
         if not capture.isOpened():
             raise InputError(f"{video}: cannot open as a video (not a video file OpenCV can decode)")
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        frames, width = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        if frames <= 0:  # a header without a count: count by decoding
+            frames = 0
+            while capture.grab():
+                frames += 1
+        if frames == 0:
+            raise InputError(f"{video}: no frame could be decoded")
+        return frames, width
     finally:
         capture.release()
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 BASELINE, CANDIDATE = "shallownet", "tiny_efficientvit"
 LATENCY_TARGET, TRAIN_TARGET = 0.25, 2.0  # candidate / baseline: latency at most, throughput at least
 CAMERA_RATE_TARGET = 200  # frames/s end to end: predict.py on the 192x192 dev recording, 2 cores, overlay off
-STAGES = {  # the camera-rate section's stages (camera_rate.py), in order: what each holds
+STAGES = {  # the camera-rate section's stages (pipeline/speed.py), in order: what each holds
     "decode": "cv2, to grey",
     "preprocess": "fit, gamma, CLAHE, normalise",
     "model": "onnxruntime, softmax",

@@ -1,4 +1,4 @@
-"""config.py and cli.py: one dict round trip, bounds, and command lines made from the dataclasses."""
+"""The config package: one dict round trip, bounds, and command lines made from the dataclasses."""
 
 from __future__ import annotations
 

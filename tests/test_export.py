@@ -135,7 +135,7 @@ def test_metadata_completes_an_older_checkpoints_card(checkpoint, report, tmp_pa
 
 
 def test_metadata_keys_are_those_of_the_shipped_onnx_file(report):
-    """inference.py and older readers find every entry under the name the pretrained file uses."""
+    """inference and older readers find every entry under the name the pretrained file uses."""
     shipped = set(props(model_file("pretrained", ".onnx")))
     assert set(props(report.fp32.path)) == shipped
     assert set(props(report.int8.path)) == shipped | {"quantization"}

@@ -36,12 +36,11 @@ LAZY_IMPORTS = {  # a project import inside a function, and why it is not at the
     "train_efficientvit.py": "several processes are started before torch's process group",
 }
 MAX_LINES = 300
-OVER_THE_LIMIT = {  # files still to split, at most their size today; none may grow, no new one join
-    "adapt.py": 337, "benchmark.py": 335, "config/flags.py": 349, "config/settings.py": 404,
-    "data/folders.py": 370, "evaluate.py": 387, "export_onnx.py": 397, "inference/predictor.py": 349,
+OVER_THE_LIMIT = {  # files still to split, at their size today: shrink one and lower its figure; none grows
+    "adapt.py": 337, "benchmark.py": 335, "config/flags.py": 349, "config/settings.py": 398,
+    "data/folders.py": 367, "evaluate.py": 387, "export_onnx.py": 397, "inference/predictor.py": 349,
     "modal_app.py": 415, "models/efficientvit.py": 356, "pipeline/pupil_core.py": 316,
-    "pipeline/recording.py": 301, "pipeline/speed.py": 307, "predict.py": 343,
-    "train_efficientvit.py": 424, "training/loop.py": 335,
+    "pipeline/speed.py": 307, "predict.py": 343, "train_efficientvit.py": 424, "training/loop.py": 332,
 }  # fmt: skip
 PACKAGES = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
 
@@ -76,6 +75,7 @@ def project_imports(tree: ast.Module) -> list[tuple[ast.stmt, str, bool]]:
     for node in ast.walk(tree):
         if id(node) in checking or not isinstance(node, ast.Import | ast.ImportFrom):
             continue
+        assert not getattr(node, "level", 0), f"line {node.lineno}: a relative import; name the package"
         names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
         for name in names:
             top = (name or "").split(".")[0]
@@ -115,7 +115,10 @@ def test_files_stay_readable_in_one_sitting():
     sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in sources()}
     too_long = {f: n for f, n in sizes.items() if n > max(MAX_LINES, OVER_THE_LIMIT.get(f, 0))}
     assert not too_long, f"over {MAX_LINES} lines (split them): {too_long}"
-    assert set(OVER_THE_LIMIT) <= set(sizes), "a file listed as too long is gone: drop it from the list"
+    stale = {f: (n, sizes.get(f)) for f, n in OVER_THE_LIMIT.items() if sizes.get(f) != n}
+    assert not stale, (
+        f"OVER_THE_LIMIT is not today's sizes (listed, now): {stale}; shrunk or split: lower or drop it"
+    )
 
 
 def test_pyproject_installs_every_package_and_entry_script():

@@ -1,4 +1,4 @@
-"""metrics.py: pixel counts, IoU and Dice, centre errors, detection, pupils located, size buckets,
+"""evaluation/metrics.py: pixel counts, IoU and Dice, centre errors, detection, pupils located, size buckets,
 wrong frames and how well a confidence ranks them (AUROC, deciles)."""
 
 from __future__ import annotations

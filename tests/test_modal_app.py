@@ -528,6 +528,9 @@ def test_a_batch_with_bad_flags_or_no_recordings_is_one_line(sessions, tmp_path)
     out = str(tmp_path / "out")
     bad = modal_app.predict_batch.local(str(sessions), out, ["--img-size", "7"])
     assert bad["error"].startswith("--flags: ") and "--img-size" in bad["error"] and "\n" not in bad["error"]
+    abbreviated = modal_app.predict_batch.local(str(sessions), out, ["--ls", "--real"])  # argparse takes them
+    assert abbreviated["error"] == "--flags: --lsl, --realtime is set here, not in --flags"
+    assert modal_app.predict_batch.local(str(sessions), out, ["--help"])["error"].startswith("--flags: ")
     (tmp_path / "empty").mkdir()
     empty = modal_app.predict_batch.local(str(tmp_path / "empty"), out, [])
     assert empty["error"] == f"{tmp_path / 'empty'}: holds no videos or Pupil Core recording folders"
@@ -578,6 +581,8 @@ def test_the_predict_entrypoint_sends_the_plan_and_reports_a_failed_batch_in_one
         )
     ]
     assert stopped.value.code == "error: /recordings/s: holds no videos or Pupil Core recording folders"
+    on_runs = modal_predict.plan_prediction("s", checkpoint="/runs/first/best.onnx")[2]
+    assert on_runs[-1] == "/runs/first/best.onnx"  # a path in the runs volume as it is mounted, too
 
 
 def test_modal_run_finds_the_predict_entrypoint_and_still_trains_by_default(tmp_path):

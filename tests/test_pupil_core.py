@@ -134,6 +134,32 @@ def test_a_folder_of_recordings_runs_each_once_and_resumes(tmp_path, capsys):
     assert len(read_csv(out / "recordings.csv")) == 3
 
 
+def test_a_batch_names_recordings_apart_and_runs_past_a_broken_one(tmp_path, capsys):
+    from pipeline.batch import batch_inputs
+
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for i, name in enumerate(("P01.s1", "P01.s2")):  # a dot in a folder's name is no suffix
+        pupil_core_recording(tmp_path / f"made{i}" / name, eyes=(0,))
+        (tmp_path / f"made{i}" / name).rename(batch / name)
+    (batch / "broken").mkdir()
+    (batch / "broken" / "eye0.mp4").write_bytes((batch / "P01.s1" / "eye0.mp4").read_bytes())  # no timestamps
+    out = tmp_path / "out"
+    assert predict_main(["--input", str(batch), "--output", str(out), "--no-overlay"]) == 0
+    captured = capsys.readouterr()
+    assert (
+        "2 recordings in" in captured.out
+        and "skipped: " in captured.err
+        and "eye0_timestamps" in captured.err
+    )
+    assert [r["recording"] for r in read_csv(out / "recordings.csv")] == ["P01.s1/eye0", "P01.s2/eye0"]
+    (batch / "P01.s1.mp4").write_bytes((batch / "P01.s1" / "eye0.mp4").read_bytes())  # also into P01.s1/
+    with pytest.raises(
+        ValueError, match=r"P01\.s1 and .*P01\.s1\.mp4 would both write to P01\.s1/: rename one"
+    ):
+        batch_inputs(batch)
+
+
 def neon_recording(root: Path, frames: int = 12) -> np.ndarray:
     """A Neon recording folder as the Companion app writes it: the eye video of both eye cameras
     side by side (an eye in the left half, the right half blank), its int64 nanosecond .time file

@@ -1,4 +1,4 @@
-"""streams.py: read_ahead's producer thread (order, errors, early stops, how far ahead), InOrder's
+"""pipeline/streams.py: read_ahead's producer thread (order, errors, early stops, how far ahead), InOrder's
 writer thread, the overlay video and batches."""
 
 from __future__ import annotations

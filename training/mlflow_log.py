@@ -1,4 +1,4 @@
-"""MLflow tracking and the loss / IoU curves a training run logs (its prediction grids: gallery.py).
+"""MLflow tracking and the loss / IoU curves a training run logs (its prediction grids: reports/gallery.py).
 
 With no MLFLOW_TRACKING_URI set, MLflow 3 uses its local default: a SQLite `mlflow.db` and an
 `mlruns/` artifact folder in the working directory, so `mlflow ui` shows runs right away. A set
