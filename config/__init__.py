@@ -1,26 +1,22 @@
-"""Every setting, in one config dataclass per concern (`settings`), and the command lines made
-from their fields (`flags`). Standard library only: Modal's local side imports it."""
+"""Every setting, in one config dataclass per concern (`settings`), how a setting is declared and
+checked (`fields`), and the command lines made from them (`flags`). Standard library only: Modal's
+local side imports it."""
 
+from config.fields import Config, OnResume, base_type, is_config, setting, type_hints
 from config.settings import (
     CLASS_NAMES,
     MIN_SIZE,
     MODEL_NAMES,
     AdaptConfig,
     AugmentConfig,
-    Config,
     DataConfig,
     ExportConfig,
     ModelName,
-    OnResume,
     PreprocessConfig,
     PupillometryConfig,
     SettingError,
     SyntheticStyle,
     TrainConfig,
-    base_type,
-    is_config,
-    setting,
-    type_hints,
 )
 
 __all__ = [
