@@ -61,7 +61,6 @@ else 0.
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 from pathlib import Path
@@ -89,7 +88,7 @@ from pipeline.lsl import STREAM_NAME, LslOutlet, source_id
 from pipeline.neon import find_eye_recording
 from pipeline.pupil_core import PLAYER_EXPORT
 from pipeline.recording import PredictSummary, SavedDataset
-from pipeline.run import FOLDER_FPS, MAX_FPS, live_view, predict
+from pipeline.run import FOLDER_FPS, header_fps, live_view, predict
 from pipeline.streams import InputError
 
 MAX_CAMERA = 1000  # camera indices run from 0
@@ -209,9 +208,9 @@ def nominal_rate(source: Path, config: PupillometryConfig) -> float | None:
         return config.fps
     if source.is_file() and source.suffix.lower() not in IMAGE_SUFFIXES:
         capture = cv2.VideoCapture(str(source))
-        header = capture.get(cv2.CAP_PROP_FPS)
+        fps = header_fps(capture)
         capture.release()
-        return header if math.isfinite(header) and 1 <= header <= MAX_FPS else None
+        return fps
     return FOLDER_FPS
 
 

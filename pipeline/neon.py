@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pipeline.pupil_core import EyeVideo, PupilCoreRecording, find_recording
-from pipeline.streams import InputError
+from pipeline.streams import InputError, video_frames
 
 EYE_VIDEO = "Neon Sensor Module v1"  # + " ps1.mp4" / " ps1.time"
 SCENE_VIDEO = "Neon Scene Camera v1"  # its .time gives the world_index of Player's export
@@ -42,23 +41,6 @@ def _stamps(path: Path) -> np.ndarray:
     return raw.astype(np.float64) / 1e9
 
 
-def _frames_and_width(video: Path) -> tuple[int, int]:
-    capture = cv2.VideoCapture(str(video))
-    try:
-        if not capture.isOpened():
-            raise InputError(f"{video}: cannot open as a video (not a video file OpenCV can decode)")
-        frames, width = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-        if frames <= 0:  # a header without a count: count by decoding
-            frames = 0
-            while capture.grab():
-                frames += 1
-        if frames == 0:
-            raise InputError(f"{video}: no frame could be decoded")
-        return frames, width
-    finally:
-        capture.release()
-
-
 def find_neon_recording(folder: Path) -> PupilCoreRecording | None:
     """The Neon recording in `folder`, None when it holds no Neon eye video; InputError for one
     without its .time file or info.json, in several parts, or with fewer stamps than frames."""
@@ -73,7 +55,9 @@ def find_neon_recording(folder: Path) -> PupilCoreRecording | None:
     if not times.is_file():
         raise InputError(f"{video}: no {times.name} beside it, so its frames have no times")
     stamps = _stamps(times)
-    frames, width = _frames_and_width(video)
+    frames, width = video_frames(video)
+    if frames == 0:
+        raise InputError(f"{video}: no frame could be decoded")
     if frames > len(stamps):
         raise InputError(
             f"{video} holds {frames:,} frames but {times.name} has {len(stamps):,} stamps: which frame "

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from data.folders import write_csv
-from pipeline.streams import InputError
+from pipeline.streams import InputError, video_frames
 from pupillometry.series import MIN_BLINK_S
 
 EYE_VIDEO_SUFFIXES = (".mp4", ".mjpeg", ".mkv")  # in the order Pupil Player looks for them
@@ -102,17 +102,7 @@ def _timestamps(path: Path, video: Path) -> np.ndarray:
     stamps = stamps.astype(np.float64)
     if not np.isfinite(stamps).all() or (len(stamps) > 1 and not (np.diff(stamps) > 0).all()):
         raise InputError(f"{path}: timestamps must be finite and increasing")
-    capture = cv2.VideoCapture(str(video))
-    try:
-        if not capture.isOpened():
-            raise InputError(f"{video}: cannot open as a video (not a video file OpenCV can decode)")
-        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if frames <= 0:  # a raw MJPEG stream's header has no count: count by decoding
-            frames = 0
-            while capture.grab():
-                frames += 1
-    finally:
-        capture.release()
+    frames, _ = video_frames(video)
     if frames != len(stamps):
         raise InputError(
             f"{video} holds {frames:,} frames but {path.name} has {len(stamps):,} timestamps: which "

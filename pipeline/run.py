@@ -32,12 +32,18 @@ FOLDER_FPS = 30.0  # an image folder's frame rate unless --fps says otherwise
 MAX_FPS = 10_000  # a video header's frame rate above this is a broken header, not a camera
 
 
+def header_fps(capture: cv2.VideoCapture) -> float | None:
+    """A video's frame rate from its header; None where it has none or an implausible one."""
+    header = capture.get(cv2.CAP_PROP_FPS)
+    return header if math.isfinite(header) and 1 <= header <= MAX_FPS else None
+
+
 def video_fps(capture: cv2.VideoCapture, source: Path) -> float:
     """A video's frame rate from its header; FOLDER_FPS, with a warning, where the header has none
     or an implausible one (--fps overrides both)."""
+    if (fps := header_fps(capture)) is not None:
+        return fps
     header = capture.get(cv2.CAP_PROP_FPS)
-    if math.isfinite(header) and 1 <= header <= MAX_FPS:
-        return header
     print(
         f"warning: {source}: frame rate {header} in its header; taking {FOLDER_FPS} (give --fps)",
         file=sys.stderr,

@@ -79,6 +79,23 @@ def read_video(capture: cv2.VideoCapture, source: object = "video") -> Iterator[
         yield str(index), f"{index:06d}", grey
 
 
+def video_frames(video: Path) -> tuple[int, int]:
+    """A video's frame count and frame width; InputError naming it when OpenCV cannot open it. A
+    header without a count (a raw MJPEG stream's) is counted by decoding."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        if not capture.isOpened():
+            raise InputError(f"{video}: cannot open as a video (not a video file OpenCV can decode)")
+        frames, width = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        if frames <= 0:
+            frames = 0
+            while capture.grab():
+                frames += 1
+        return frames, width
+    finally:
+        capture.release()
+
+
 def batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Lists of `size` consecutive items (the last one shorter)."""
     items = iter(items)

@@ -39,8 +39,8 @@ MAX_LINES = 300
 OVER_THE_LIMIT = {  # files still to split, at their size today: shrink one and lower its figure; none grows
     "adapt.py": 337, "benchmark.py": 335, "config/flags.py": 349,
     "data/folders.py": 367, "evaluate.py": 387, "export_onnx.py": 397, "inference/predictor.py": 349,
-    "modal_app.py": 415, "models/efficientvit.py": 356, "pipeline/pupil_core.py": 316,
-    "pipeline/speed.py": 307, "predict.py": 343, "train_efficientvit.py": 424, "training/loop.py": 332,
+    "modal_app.py": 415, "models/efficientvit.py": 356, "pipeline/pupil_core.py": 306,
+    "pipeline/speed.py": 307, "predict.py": 342, "train_efficientvit.py": 424, "training/loop.py": 332,
 }  # fmt: skip
 PACKAGES = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
 
